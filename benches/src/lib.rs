@@ -1,0 +1,82 @@
+//! Shared pieces of lkpkg's benchmarks: generated package repositories and timing helpers.
+//!
+//! Benchmarks compare lkpkg side by side, in one run, with the baseline their issue names,
+//! and report medians and ratios (machines are shared and noisy). Results: `RESULTS.md`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Runs `f` `runs` times and returns the median duration.
+pub fn median(runs: usize, mut f: impl FnMut()) -> Duration {
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The `lkpkg` binary to measure: `$LKPKG_BIN`, else the release build beside this harness.
+pub fn lkpkg_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("LKPKG_BIN") {
+        return bin.into();
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent().expect("bin dir").join("lkpkg")
+}
+
+/// Generates a git repository of `count` packages under `pkg/`, with a realistic dependency
+/// shape: one package in 50 is a base; every other package builds `FROM` a base through an
+/// `@lkt:pkg:` build argument; one in 10 also has an extra source. Everything is committed.
+pub fn generate_repository(root: &Path, count: usize) {
+    std::fs::create_dir_all(root.join("shared")).unwrap();
+    std::fs::write(root.join("shared/file"), "shared\n").unwrap();
+    for i in 0..count {
+        let dir = root.join(format!("pkg/p{i:05}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let is_base = i % 50 == 0;
+        let mut yml = format!("image: p{i:05}\narches:\n  - amd64\n");
+        let dockerfile = if is_base {
+            "FROM scratch\nCOPY build.yml /\n".to_owned()
+        } else {
+            let base = (i / 50) * 50;
+            yml.push_str(&format!("buildArgs:\n  - BASE=@lkt:pkg:../p{base:05}\n"));
+            if i % 10 == 0 {
+                yml.push_str("extra-sources:\n  - ../../shared:/shared\n");
+            }
+            "ARG BASE\nFROM ${BASE}\nCOPY build.yml /\n".to_owned()
+        };
+        std::fs::write(dir.join("build.yml"), yml).unwrap();
+        std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+    }
+    let git = |args: &[&str]| {
+        run(Command::new("git").args(args).current_dir(root));
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["-c", "core.fsync=none", "add", "-A"]);
+    git(&[
+        "-c",
+        "user.email=b@example.invalid",
+        "-c",
+        "user.name=b",
+        "commit",
+        "-q",
+        "-m",
+        "generated",
+    ]);
+}

@@ -1,0 +1,227 @@
+//! The command line, with linuxkit's flag names.
+//!
+//! linuxkit's persistent flags (`--cache`, `-v`, `-q` at the root; `--org`, `--hash`, … on
+//! `pkg`) are accepted before or after the subcommand, so they are `global` here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lkpkg",
+    version,
+    about = "Build LinuxKit packages: linuxkit-compatible tags and cache, parallel and incremental builds",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// The linuxkit cache directory [default: $LINUXKIT_CACHE, else ~/.linuxkit/cache]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Verbosity, 0 to 3 (linuxkit's -v)
+    #[arg(short, long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=3))]
+    pub verbose: u8,
+    /// Print nothing but errors and data
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// How to print events: human text, or JSON Lines
+    #[arg(long, global = true, value_enum, default_value_t = MessageFormat::Human)]
+    pub message_format: MessageFormat,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Package commands: build, show-tag, push, …
+    Pkg(PkgCommand),
+    /// Print the build graph of packages
+    Graph(GraphArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PkgCommand {
+    #[command(flatten)]
+    pub options: PkgOptions,
+    #[command(subcommand)]
+    pub command: PkgSubcommand,
+}
+
+/// linuxkit's `pkg` persistent flags.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PkgOptions {
+    /// Disable build cache
+    #[arg(long, global = true, conflicts_with = "enable_cache")]
+    pub disable_cache: bool,
+    /// Enable build cache
+    #[arg(long, global = true)]
+    pub enable_cache: bool,
+    /// Disallow network use during build
+    #[arg(long, global = true, conflicts_with = "network")]
+    pub nonetwork: bool,
+    /// Allow network use during build
+    #[arg(long, global = true)]
+    pub network: bool,
+    /// Override the hub org [env: LINUXKIT_PKG_ORG]
+    #[arg(long, global = true)]
+    pub org: Option<String>,
+    /// Override the name of the yml file
+    #[arg(long, global = true, default_value = "build.yml")]
+    pub build_yml: String,
+    /// Override the image hash (default is the git tree hash of the package)
+    #[arg(long, global = true)]
+    pub hash: Option<String>,
+    /// Override the tag using this template; the only field is {{.Hash}}
+    #[arg(long, global = true)]
+    pub tag: Option<String>,
+    /// Override the git commit to use for the hash
+    #[arg(long, global = true, default_value = "HEAD")]
+    pub hash_commit: String,
+    /// Override the directory to use for the image hash (must be a prefix of the package path)
+    #[arg(long, global = true)]
+    pub hash_path: Option<PathBuf>,
+    /// Force the package to be considered dirty
+    #[arg(long, global = true)]
+    pub force_dirty: bool,
+    /// Force org and hash to $USER and "dev" respectively
+    #[arg(long, global = true)]
+    pub dev: bool,
+    /// Registry credentials, `registry=user:pass` or `registry=token` (needs registry support)
+    #[arg(long, global = true, value_delimiter = ',')]
+    pub registry_creds: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PkgSubcommand {
+    /// Build packages (all packages below the current directory when none is given)
+    Build(BuildArgs),
+    /// Show the tag of packages
+    ShowTag(ShowTagArgs),
+    /// Build and push packages (needs registry support)
+    Push(BuildArgs),
+    /// Create and push the multi-arch index of a package (needs registry support)
+    #[command(alias = "index")]
+    Manifest(ManifestArgs),
+    /// Tag a remote image with another name (needs registry support)
+    RemoteTag(RemoteTagArgs),
+    /// Show and manage the builders
+    #[command(subcommand)]
+    Builder(BuilderCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct ShowTagArgs {
+    /// Show the canonical name (`docker.io/org/image:tag`)
+    #[arg(long)]
+    pub canonical: bool,
+    /// Package directories; none means every package below the current directory
+    pub dirs: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BuildArgs {
+    /// Force rebuild even if the image is in the cache
+    #[arg(long)]
+    pub force: bool,
+    /// Also load the host-architecture image into the Docker engine
+    #[arg(long)]
+    pub docker: bool,
+    /// Platforms to build, `os/arch,…` (replaces the package's arches)
+    #[arg(long, value_delimiter = ',', conflicts_with = "skip_platforms")]
+    pub platforms: Vec<String>,
+    /// Platforms to skip, `linux/arch,…`
+    #[arg(long, value_delimiter = ',')]
+    pub skip_platforms: Vec<String>,
+    /// Builders per platform, `platform=context,…` [env: LINUXKIT_BUILDERS]
+    #[arg(long)]
+    pub builders: Option<String>,
+    /// Dockerfile to use, relative to the package (overrides build.yml)
+    #[arg(long)]
+    pub dockerfile: Option<String>,
+    /// Files of build arguments, one KEY=VALUE per line; they override build.yml's
+    #[arg(long)]
+    pub build_arg_file: Vec<PathBuf>,
+    /// Progress output: auto, plain, tty
+    #[arg(long, default_value = "auto")]
+    pub progress: String,
+    /// Print what would be built, and why, without building
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Number of units to build at once
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Keep building what does not depend on a failed unit
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Package directories; none means every package below the current directory
+    pub dirs: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ManifestArgs {
+    /// Release version to also index
+    #[arg(long)]
+    pub release: Option<String>,
+    pub dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct RemoteTagArgs {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BuilderCommand {
+    /// Show the builder chosen for each platform, and whether it answers
+    Ls(BuilderArgs),
+    /// Remove what lkpkg left in the builders' engines
+    Prune(BuilderArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BuilderArgs {
+    /// Builders per platform, `platform=context,…` [env: LINUXKIT_BUILDERS]
+    #[arg(long)]
+    pub builders: Option<String>,
+    /// Platforms to show
+    #[arg(long, value_delimiter = ',')]
+    pub platforms: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct GraphArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+    pub format: GraphFormat,
+    /// Platforms to include, `os/arch,…` (replaces the packages' arches)
+    #[arg(long, value_delimiter = ',')]
+    pub platforms: Vec<String>,
+    /// Files of build arguments, as for `pkg build`
+    #[arg(long)]
+    pub build_arg_file: Vec<PathBuf>,
+    /// linuxkit's `pkg` options that change tags
+    #[command(flatten)]
+    pub options: PkgOptions,
+    /// Package directories; none means every package below the current directory
+    pub dirs: Vec<PathBuf>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphFormat {
+    Text,
+    Dot,
+    Json,
+}

@@ -1,0 +1,56 @@
+//! Failures, classified once into exit codes and printed once, on stderr.
+
+use std::process::ExitCode;
+
+use lkpkg_engine::error::{Error, ErrorKind};
+
+/// Exit codes (README, ARCHITECTURE.md).
+pub const BUILD_FAILED: u8 = 1;
+pub const BAD_INPUT: u8 = 2;
+pub const ENVIRONMENT: u8 = 3;
+
+/// An error the binary raises itself, already classified.
+#[derive(Debug)]
+pub struct Classified {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl std::fmt::Display for Classified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Classified {}
+
+/// A bad-input error raised by the binary.
+pub fn bad_input(message: impl Into<String>) -> anyhow::Error {
+    Classified {
+        kind: ErrorKind::BadInput,
+        message: message.into(),
+    }
+    .into()
+}
+
+fn kind_of(error: &anyhow::Error) -> ErrorKind {
+    for cause in error.chain() {
+        if let Some(e) = cause.downcast_ref::<Error>() {
+            return e.kind();
+        }
+        if let Some(e) = cause.downcast_ref::<Classified>() {
+            return e.kind;
+        }
+    }
+    ErrorKind::Environment
+}
+
+/// Prints `error` with its causes and returns its exit code.
+pub fn report(error: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {error:#}");
+    ExitCode::from(match kind_of(error) {
+        ErrorKind::BadInput => BAD_INPUT,
+        ErrorKind::Environment => ENVIRONMENT,
+        ErrorKind::BuildFailed => BUILD_FAILED,
+    })
+}

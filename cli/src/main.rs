@@ -1,0 +1,23 @@
+//! `lkpkg`: the binary is glue. It parses the command line ([`args`]), calls the engine, prints
+//! what comes back, and classifies failures once ([`exit`]) into exit codes:
+//! 0 success, 1 a build failed, 2 bad input or usage, 3 environment (engine, registry, git),
+//! 130 interrupted.
+
+mod args;
+mod exit;
+mod graph_cmd;
+mod pkg;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = args::Cli::parse();
+    let result = match cli.command {
+        args::Command::Pkg(pkg) => pkg::run(pkg, &cli.global),
+        args::Command::Graph(graph) => graph_cmd::run(graph, &cli.global),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => exit::report(&error),
+    }
+}

@@ -1,0 +1,87 @@
+//! `lkpkg pkg …`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use lkpkg_engine::package::Loader;
+use lkpkg_engine::tag::TagOptions;
+
+use crate::args::{GlobalArgs, PkgCommand, PkgOptions, PkgSubcommand, ShowTagArgs};
+use crate::exit::bad_input;
+
+pub fn run(pkg: PkgCommand, global: &GlobalArgs) -> Result<()> {
+    match pkg.command {
+        PkgSubcommand::ShowTag(args) => show_tag(&pkg.options, args),
+        PkgSubcommand::Build(_) | PkgSubcommand::Builder(_) => Err(bad_input(
+            "`lkpkg pkg build` and `lkpkg pkg builder` are not available in this version yet",
+        )),
+        PkgSubcommand::Push(_) | PkgSubcommand::Manifest(_) | PkgSubcommand::RemoteTag(_) => {
+            let _ = global;
+            Err(bad_input(
+                "this command talks to a registry; lkpkg has no registry support yet",
+            ))
+        }
+    }
+}
+
+/// The tag options the `pkg` flags give (`--org` over `LINUXKIT_PKG_ORG`).
+pub fn tag_options(options: &PkgOptions) -> TagOptions {
+    TagOptions {
+        org: options.org.clone().or_else(|| {
+            std::env::var("LINUXKIT_PKG_ORG")
+                .ok()
+                .filter(|o| !o.is_empty())
+        }),
+        hash: options.hash.clone(),
+        tag_template: options.tag.clone(),
+        hash_commit: options.hash_commit.clone(),
+        hash_path: options.hash_path.clone(),
+        force_dirty: options.force_dirty,
+        dev: options.dev,
+    }
+}
+
+/// The loader and the package directories a command acts on: the ones given, or every
+/// package below the current directory.
+pub fn load_packages(dirs: &[PathBuf], options: &PkgOptions) -> Result<(Loader, Vec<PathBuf>)> {
+    let cwd = std::env::current_dir()?;
+    let start = dirs.first().map_or(cwd.as_path(), PathBuf::as_path);
+    let start = if start.exists() {
+        start
+    } else {
+        Path::new(".")
+    };
+    let loader = Loader::new(start, &options.build_yml, tag_options(options))?;
+    let dirs = if dirs.is_empty() {
+        let found = lkpkg_engine::discover::packages(&cwd, &options.build_yml, loader.workspace())?;
+        if found.is_empty() {
+            return Err(bad_input(format!(
+                "no package (a directory with `{}`) below `{}`",
+                options.build_yml,
+                cwd.display()
+            )));
+        }
+        found
+    } else {
+        dirs.to_vec()
+    };
+    Ok((loader, dirs))
+}
+
+fn show_tag(options: &PkgOptions, args: ShowTagArgs) -> Result<()> {
+    let (loader, dirs) = load_packages(&args.dirs, options)?;
+    let mut out = String::new();
+    for dir in &dirs {
+        let package = loader.load(dir)?;
+        let tag = if args.canonical {
+            package.tag.full_tag()
+        } else {
+            package.tag.tag()
+        };
+        out.push_str(&tag);
+        out.push('\n');
+    }
+    use std::io::Write;
+    std::io::stdout().lock().write_all(out.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,160 @@
+//! Build arguments: build.yml's `buildArgs` and `--build-arg-file` lines, with linuxkit's
+//! `@lkt:` values resolved (reference §4).
+//!
+//! - `K=@lkt:pkg:PATH` becomes `K=<org>/<image>:<tag>` of the package at PATH.
+//! - `K%=@lkt:pkgs:GLOB` becomes one `K<IMAGE>=<tag>` per non-hidden directory matching GLOB,
+//!   where `<IMAGE>` is `org/image` with `/` and `-` turned into `_`, upper-cased.
+//! - Relative paths resolve against the directory of the file the argument came from.
+//! - Referenced packages are tagged with linuxkit's *defaults* (`build.yml`, `HEAD`): the
+//!   command line's `--org`, `--hash`, `--tag`, `--dev` do not apply to them (a linuxkit quirk
+//!   kept for tag compatibility).
+//! - Any other `@lkt:` value is an error; an argument without `=` is an error.
+//!
+//! Arguments keep the package directories they reference, which become edges of the graph.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, PackageError, Result};
+use crate::package::Loader;
+
+/// Where a build argument came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArgOrigin {
+    BuildYml(PathBuf),
+    ArgFile(PathBuf),
+}
+
+impl ArgOrigin {
+    pub fn file(&self) -> &Path {
+        match self {
+            ArgOrigin::BuildYml(p) | ArgOrigin::ArgFile(p) => p,
+        }
+    }
+}
+
+/// One resolved `KEY=VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildArg {
+    pub key: String,
+    pub value: String,
+    pub origin: ArgOrigin,
+    /// The package directory an `@lkt:pkg:`/`@lkt:pkgs:` value named.
+    pub package: Option<PathBuf>,
+}
+
+const PREFIX: &str = "@lkt:";
+
+/// Resolves one `KEY=VALUE` line, read from `origin`.
+pub fn resolve(line: &str, origin: &ArgOrigin, loader: &Loader) -> Result<Vec<BuildArg>> {
+    let field = match origin {
+        ArgOrigin::BuildYml(_) => Some("buildArgs"),
+        ArgOrigin::ArgFile(_) => None,
+    };
+    let bad =
+        |message: String| -> Error { PackageError::new(origin.file(), field, message).into() };
+    let Some((key, value)) = line.split_once('=') else {
+        return Err(bad(format!(
+            "invalid build-arg, must be in format 'arg=value': {line}"
+        )));
+    };
+    let Some(special) = value.strip_prefix(PREFIX) else {
+        return Ok(vec![BuildArg {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            origin: origin.clone(),
+            package: None,
+        }]);
+    };
+    let anchor = origin
+        .file()
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_default();
+    let anchor = std::path::absolute(&anchor).map_err(|e| Error::io(&anchor, e))?;
+    let resolve_path = |p: &str| crate::build_yml::normalize(&anchor.join(p));
+    if let Some(path) = special.strip_prefix("pkg:") {
+        let dir = resolve_path(path);
+        let package = loader
+            .load_reference(&dir)
+            .map_err(|e| bad(format!("error processing build arg \"{line}\": {e}")))?;
+        Ok(vec![BuildArg {
+            key: key.to_owned(),
+            value: package.tag.tag(),
+            origin: origin.clone(),
+            package: Some(package.dir.clone()),
+        }])
+    } else if let Some(pattern) = special.strip_prefix("pkgs:") {
+        if !key.contains('%') {
+            return Err(bad(format!(
+                "invalid build arg key \"{key}\", must contain a '%'"
+            )));
+        }
+        let pattern_path = resolve_path(pattern);
+        let matches = glob::glob(&pattern_path.to_string_lossy())
+            .map_err(|e| bad(format!("error globbing package path \"{pattern}\": {e}")))?;
+        let mut dirs: Vec<PathBuf> = matches
+            .filter_map(std::result::Result::ok)
+            .filter(|p| p.is_dir())
+            .filter(|p| {
+                !p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        dirs.sort();
+        if dirs.is_empty() {
+            return Err(bad(format!(
+                "no packages found matching path \"{}\"",
+                pattern_path.display()
+            )));
+        }
+        dirs.iter()
+            .map(|dir| {
+                let package = loader.load_reference(dir).map_err(|e| {
+                    bad(format!(
+                        "error loading packages from paths \"{pattern}\": {e}"
+                    ))
+                })?;
+                let stem = package.tag.image().replace(['/', '-'], "_").to_uppercase();
+                Ok(BuildArg {
+                    key: key.replace('%', &stem),
+                    value: package.tag.tag(),
+                    origin: origin.clone(),
+                    package: Some(package.dir.clone()),
+                })
+            })
+            .collect()
+    } else {
+        Err(bad(format!("unknown linuxkit build arg value \"{value}\"")))
+    }
+}
+
+/// Reads a `--build-arg-file`: one `KEY=VALUE` per line, trimmed; a blank line is an error,
+/// as in linuxkit.
+pub fn read_arg_file(path: &Path, loader: &Loader) -> Result<Vec<BuildArg>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::from(PackageError::new(
+            path,
+            None,
+            format!("error opening build args file: {e}"),
+        ))
+    })?;
+    let origin = ArgOrigin::ArgFile(path.to_owned());
+    let mut out = Vec::new();
+    for line in text.lines() {
+        out.extend(resolve(line.trim(), &origin, loader)?);
+    }
+    Ok(out)
+}
+
+/// linuxkit's merge: build.yml's arguments first, then each arg-file argument replaces the
+/// one with the same key or is appended.
+pub fn merge(yml: &[BuildArg], files: &[BuildArg]) -> Vec<BuildArg> {
+    let mut out = yml.to_vec();
+    for arg in files {
+        match out.iter_mut().find(|a| a.key == arg.key) {
+            Some(existing) => *existing = arg.clone(),
+            None => out.push(arg.clone()),
+        }
+    }
+    out
+}

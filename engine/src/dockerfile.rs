@@ -1,0 +1,316 @@
+//! What lkpkg needs to know of a Dockerfile: the images it builds from.
+//!
+//! The graph needs every image a build pulls in: each stage's `FROM` and each `COPY --from=`
+//! that names an image rather than a stage, after substituting the `ARG`s declared before the
+//! first `FROM` (the only ones `FROM` can see) with the package's build arguments. This is a
+//! reader for those instructions, not a full Dockerfile parser: line continuations, comments,
+//! the `escape` parser directive, `$VAR`, `${VAR}`, `${VAR:-default}` and `${VAR:+alt}` are
+//! handled; other instructions are only scanned for which build arguments they mention.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// An image a Dockerfile builds from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageUse {
+    /// The reference after substitution (`linuxkit/base:abc…`).
+    pub reference: String,
+    /// The text as written (`${BASE}`).
+    pub written: String,
+    /// 1-based line of the instruction.
+    pub line: usize,
+    /// `FROM` or `COPY --from`.
+    pub instruction: &'static str,
+}
+
+/// The result of reading a Dockerfile.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dockerfile {
+    /// External images (not `scratch`, not a stage name), in order of appearance.
+    pub images: Vec<ImageUse>,
+    /// Build arguments mentioned by instructions other than `FROM` (`RUN`, `ENV`, `LABEL`, …).
+    /// An argument used only to name a `FROM` image does not reach the image's content except
+    /// through that image.
+    pub args_used_outside_from: BTreeSet<String>,
+}
+
+struct Instruction {
+    line: usize,
+    keyword: String,
+    rest: String,
+}
+
+fn instructions(text: &str) -> Vec<Instruction> {
+    let mut escape = '\\';
+    let mut out = Vec::new();
+    let mut in_directives = true;
+    let mut current: Option<Instruction> = None;
+    for (index, raw) in text.lines().enumerate() {
+        let line_no = index + 1;
+        let trimmed = raw.trim_start();
+        if in_directives {
+            if let Some(directive) = trimmed.strip_prefix('#')
+                && let Some((k, v)) = directive.split_once('=')
+            {
+                if k.trim().eq_ignore_ascii_case("escape") {
+                    escape = v.trim().chars().next().unwrap_or('\\');
+                }
+                continue;
+            }
+            in_directives = false;
+        }
+        if trimmed.starts_with('#') {
+            continue; // comments, also inside a continuation
+        }
+        let (body, continues) = match trimmed.trim_end().strip_suffix(escape) {
+            Some(body) => (body, true),
+            None => (trimmed, false),
+        };
+        match current.as_mut() {
+            Some(instruction) => {
+                instruction.rest.push_str(body);
+            }
+            None if body.trim().is_empty() => {}
+            None => {
+                let body = body.trim();
+                let (keyword, rest) = body.split_once(char::is_whitespace).unwrap_or((body, ""));
+                current = Some(Instruction {
+                    line: line_no,
+                    keyword: keyword.to_ascii_uppercase(),
+                    rest: rest.trim().to_owned(),
+                });
+            }
+        }
+        if !continues {
+            out.extend(current.take());
+        }
+    }
+    out.extend(current);
+    out
+}
+
+/// Reads `text`, substituting `args` (the package's build arguments, by key).
+pub fn read(text: &str, args: &BTreeMap<String, String>) -> Dockerfile {
+    let mut result = Dockerfile::default();
+    // ARGs declared before the first FROM, with their effective values.
+    let mut global: BTreeMap<String, String> = BTreeMap::new();
+    let mut declared: BTreeSet<String> = BTreeSet::new();
+    let mut seen_from = false;
+    let mut stages: BTreeSet<String> = BTreeSet::new();
+    for instruction in instructions(text) {
+        match instruction.keyword.as_str() {
+            "ARG" if !seen_from => {
+                for declaration in instruction.rest.split_whitespace() {
+                    let (name, default) = match declaration.split_once('=') {
+                        Some((n, d)) => (n, Some(unquote(d))),
+                        None => (declaration, None),
+                    };
+                    declared.insert(name.to_owned());
+                    let value = args
+                        .get(name)
+                        .cloned()
+                        .or_else(|| default.map(|d| substitute(&d, &global)));
+                    if let Some(value) = value {
+                        global.insert(name.to_owned(), value);
+                    }
+                }
+            }
+            "FROM" => {
+                seen_from = true;
+                let words: Vec<&str> = instruction
+                    .rest
+                    .split_whitespace()
+                    .filter(|w| !w.starts_with("--"))
+                    .collect();
+                let Some(written) = words.first() else {
+                    continue;
+                };
+                let reference = substitute(written, &global);
+                if let [_, as_kw, name] = words[..]
+                    && as_kw.eq_ignore_ascii_case("as")
+                {
+                    stages.insert(name.to_ascii_lowercase());
+                }
+                let is_stage = stages.contains(&reference.to_ascii_lowercase())
+                    && !words
+                        .get(2)
+                        .is_some_and(|n| n.eq_ignore_ascii_case(&reference));
+                if reference != "scratch" && !is_stage && !reference.is_empty() {
+                    result.images.push(ImageUse {
+                        reference,
+                        written: written.to_string(),
+                        line: instruction.line,
+                        instruction: "FROM",
+                    });
+                }
+            }
+            keyword => {
+                if keyword == "COPY" || keyword == "ADD" {
+                    for word in instruction.rest.split_whitespace() {
+                        if let Some(from) = word.strip_prefix("--from=") {
+                            let reference = substitute(from, &global);
+                            let is_stage = stages.contains(&reference.to_ascii_lowercase())
+                                || reference.parse::<usize>().is_ok();
+                            if !is_stage {
+                                result.images.push(ImageUse {
+                                    reference,
+                                    written: from.to_owned(),
+                                    line: instruction.line,
+                                    instruction: "COPY --from",
+                                });
+                            }
+                        }
+                    }
+                }
+                for name in mentioned(&instruction.rest) {
+                    result.args_used_outside_from.insert(name);
+                }
+                if keyword == "ARG" {
+                    for declaration in instruction.rest.split_whitespace() {
+                        let name = declaration.split('=').next().unwrap_or_default();
+                        // An ARG redeclared inside a stage brings the value into RUN's
+                        // environment: the argument reaches the image content.
+                        result.args_used_outside_from.insert(name.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    result
+}
+
+fn unquote(s: &str) -> String {
+    let s = s.trim();
+    for q in ['"', '\''] {
+        if let Some(inner) = s.strip_prefix(q).and_then(|s| s.strip_suffix(q)) {
+            return inner.to_owned();
+        }
+    }
+    s.to_owned()
+}
+
+/// Names of variables referenced by `$X` or `${X…}` in `s`.
+fn mentioned(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'$' {
+            let (name, next) = variable_at(s, i + 1);
+            if let Some(name) = name {
+                out.push(name.0.to_owned());
+            }
+            i = next;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Parses a variable reference starting after `$` at `start`: returns the name and the
+/// modifier (`-default`, `+alt`), and the index after the reference.
+/// A variable reference: its name and its modifier (`-default`, `+alt`).
+type VariableRef<'a> = (&'a str, Option<(char, &'a str)>);
+
+fn variable_at(s: &str, start: usize) -> (Option<VariableRef<'_>>, usize) {
+    let rest = &s[start..];
+    if let Some(inner) = rest.strip_prefix('{') {
+        let Some(end) = inner.find('}') else {
+            return (None, s.len());
+        };
+        let body = &inner[..end];
+        let next = start + 1 + end + 1;
+        let (name, modifier) = match body.find(":") {
+            Some(i) => {
+                let op = body[i + 1..].chars().next();
+                match op {
+                    Some(c @ ('-' | '+')) => (&body[..i], Some((c, &body[i + 2..]))),
+                    _ => (&body[..i], None),
+                }
+            }
+            None => (body, None),
+        };
+        (Some((name, modifier)), next)
+    } else {
+        let len = rest
+            .char_indices()
+            .find(|(_, c)| !(c.is_ascii_alphanumeric() || *c == '_'))
+            .map_or(rest.len(), |(i, _)| i);
+        if len == 0 {
+            return (None, start);
+        }
+        (Some((&rest[..len], None)), start + len)
+    }
+}
+
+/// Substitutes `$X`, `${X}`, `${X:-d}`, `${X:+a}` with `vars` (unset → empty).
+pub fn substitute(s: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < s.len() {
+        let c = s[i..].chars().next().unwrap_or_default();
+        if c == '$' {
+            let (name, next) = variable_at(s, i + 1);
+            match name {
+                Some((name, modifier)) => {
+                    let value = vars.get(name).filter(|v| !v.is_empty());
+                    match (modifier, value) {
+                        (Some(('-', default)), None) => out.push_str(&substitute(default, vars)),
+                        (Some(('+', alt)), Some(_)) => out.push_str(&substitute(alt, vars)),
+                        (Some(('+', _)), None) => {}
+                        (_, value) => out.push_str(value.map_or("", String::as_str)),
+                    }
+                    i = next;
+                }
+                None => {
+                    out.push('$');
+                    i += 1;
+                }
+            }
+        } else {
+            out.push(c);
+            i += c.len_utf8();
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn from_with_args_and_stages() {
+        let text = "# syntax=docker/dockerfile:1\nARG BASE=linuxkit/alpine:1\nARG OTHER\nFROM ${BASE} AS build\nRUN echo $OTHER \\\n  && true\nFROM build\nCOPY --from=build /a /b\nCOPY --from=linuxkit/tool:2 /x /y\nFROM --platform=$BUILDPLATFORM ${OTHER:-scratch}\n";
+        let d = read(text, &args(&[("BASE", "linuxkit/base:abc")]));
+        let refs: Vec<&str> = d.images.iter().map(|i| i.reference.as_str()).collect();
+        assert_eq!(refs, ["linuxkit/base:abc", "linuxkit/tool:2"]);
+        assert_eq!(d.images[0].line, 4);
+        assert!(d.args_used_outside_from.contains("OTHER"));
+        assert!(!d.args_used_outside_from.contains("BASE"));
+    }
+
+    #[test]
+    fn substitution_forms() {
+        let vars = args(&[("A", "x"), ("E", "")]);
+        assert_eq!(
+            substitute("$A/${A}/${E:-d}/${A:+y}/${B:+y}/$", &vars),
+            "x/x/d/y//$"
+        );
+    }
+
+    #[test]
+    fn undeclared_arg_is_empty_and_escape_directive() {
+        let d = read("# escape=`\nFROM img:`\n1\n", &BTreeMap::new());
+        assert_eq!(d.images[0].reference, "img:1");
+        let d = read("FROM ${NOPE}x\n", &args(&[("NOPE", "y")]));
+        assert_eq!(d.images[0].reference, "x");
+    }
+}

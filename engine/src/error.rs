@@ -1,0 +1,99 @@
+//! The engine's error types, one enum per condition a caller acts on.
+//!
+//! Every error carries what a user needs to fix it: the file, the field (and the line where the
+//! parser gives one) and the reason. [`ErrorKind`] classifies errors once, so the binary maps
+//! them to exit codes in one place (2 bad input, 3 environment, 1 build failure).
+
+use std::path::PathBuf;
+
+/// How a failure should be reported to the user; the binary turns it into an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The user's input is wrong: a build.yml, a flag, a path, a reference.
+    BadInput,
+    /// Something around us failed: git, the Docker engine, a registry, the file system.
+    Environment,
+    /// A build ran and failed.
+    BuildFailed,
+}
+
+/// An invalid package definition: build.yml, Dockerfile, extra sources, build arguments.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", location(.file, .field.as_deref(), *.line))]
+pub struct PackageError {
+    pub file: PathBuf,
+    pub field: Option<String>,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+fn location(file: &std::path::Path, field: Option<&str>, line: Option<usize>) -> String {
+    let mut s = format!("`{}`", file.display());
+    if let Some(line) = line {
+        s.push_str(&format!(":{line}"));
+    }
+    if let Some(field) = field {
+        s.push_str(&format!(": field `{field}`"));
+    }
+    s
+}
+
+impl PackageError {
+    pub fn new(file: impl Into<PathBuf>, field: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            file: file.into(),
+            field: field.map(str::to_owned),
+            line: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// A failure of git itself (not of the user's input).
+#[derive(Debug, thiserror::Error)]
+#[error("git: {context}: {source}")]
+pub struct GitError {
+    pub context: String,
+    #[source]
+    pub source: git2::Error,
+}
+
+/// Anything the package model, tags and graph can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Package(#[from] PackageError),
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error("`{path}`: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Usage(String),
+    #[error("dependency cycle: {}", .0.join(" -> "))]
+    Cycle(Vec<String>),
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Package(_) | Error::Usage(_) | Error::Cycle(_) => ErrorKind::BadInput,
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                ErrorKind::BadInput
+            }
+            Error::Git(_) | Error::Io { .. } => ErrorKind::Environment,
+        }
+    }
+
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

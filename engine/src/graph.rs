@@ -1,0 +1,401 @@
+//! The build graph: every unit of work and every input, one DAG (petgraph).
+//!
+//! Nodes:
+//! - a **unit** per (package, target platform): the thing a builder builds;
+//! - an **extra source** per `extra-sources` directory;
+//! - an **external image** per image a package consumes that no package here builds
+//!   (`depends.docker-images` entries, `FROM` / `COPY --from` of other images).
+//!
+//! Edges point from a unit to what it consumes (`app/amd64 → base/amd64`), labelled with why:
+//! an `@lkt:pkg:`/`@lkt:pkgs:` build argument, a `FROM` that names another package's *current*
+//! `org/image:tag` (after `ARG` substitution with the package's build arguments), a
+//! `depends.docker-images` entry naming another package's image. A unit depends on the unit of
+//! the same platform of the package it consumes.
+//!
+//! Construction works on packages first (cycle check there, so a cycle is reported once, by
+//! package, with its path printed), then expands to units. A `FROM` naming an in-repo package's
+//! image at another tag is a warning: it pins an old build and will not see changes.
+//!
+//! With explicit package directories, the graph holds those and every package they reach
+//! through `@lkt:` arguments (transitively); `FROM` and `depends` references are matched
+//! against the packages loaded.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::build_args::{self, BuildArg};
+use crate::dockerfile::{self, Dockerfile};
+use crate::error::{Error, PackageError, Result};
+use crate::package::{Loader, Package};
+
+/// A `os/arch` platform.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Platform {
+    pub os: String,
+    pub arch: String,
+}
+
+impl Platform {
+    pub fn linux(arch: &str) -> Platform {
+        Platform {
+            os: "linux".into(),
+            arch: arch.into(),
+        }
+    }
+
+    /// Parses `os/arch` (linuxkit requires both parts).
+    pub fn parse(s: &str) -> Result<Platform> {
+        match s.split_once('/') {
+            Some((os, arch)) if !os.is_empty() && !arch.is_empty() && !arch.contains('/') => {
+                Ok(Platform {
+                    os: os.into(),
+                    arch: arch.into(),
+                })
+            }
+            _ => Err(Error::Usage(format!(
+                "invalid platform `{s}`: expected `os/arch`, e.g. `linux/amd64`"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.arch)
+    }
+}
+
+/// Which platforms to build (`--platforms`, `--skip-platforms`).
+#[derive(Debug, Clone, Default)]
+pub struct PlatformFilter {
+    pub platforms: Option<Vec<Platform>>,
+    pub skip: Vec<Platform>,
+}
+
+impl PlatformFilter {
+    /// The platforms of a package: `--platforms` replaces its arches, `--skip-platforms`
+    /// filters them.
+    pub fn for_package(&self, package: &Package) -> Vec<Platform> {
+        let all = match &self.platforms {
+            Some(p) => p.clone(),
+            None => package
+                .yml
+                .arches
+                .iter()
+                .map(|a| Platform::linux(a))
+                .collect(),
+        };
+        all.into_iter().filter(|p| !self.skip.contains(p)).collect()
+    }
+}
+
+/// A node of the graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    Unit { package: usize, platform: Platform },
+    ExtraSource { path: PathBuf },
+    ExternalImage { reference: String },
+}
+
+/// Why an edge exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edge {
+    /// `KEY=@lkt:pkg:…` (or `pkgs`).
+    BuildArg { key: String },
+    /// A `FROM` / `COPY --from` at a line of the Dockerfile.
+    Image {
+        instruction: &'static str,
+        line: usize,
+    },
+    /// A `depends.docker-images` entry.
+    Depends,
+    /// An `extra-sources` entry.
+    ExtraSource { destination: String },
+}
+
+/// A package in the graph, with what the graph needed to read.
+#[derive(Debug, Clone)]
+pub struct GraphPackage {
+    pub package: Package,
+    /// Build arguments, `@lkt:` resolved, arg files merged.
+    pub build_args: Vec<BuildArg>,
+    pub dockerfile_path: PathBuf,
+    pub dockerfile: Dockerfile,
+    pub platforms: Vec<Platform>,
+    /// Whether the user named it (or it was discovered), rather than reached as a dependency.
+    pub requested: bool,
+}
+
+/// The graph of one invocation.
+#[derive(Debug)]
+pub struct BuildGraph {
+    pub packages: Vec<GraphPackage>,
+    pub graph: DiGraph<Node, Edge>,
+    /// Messages for the user (stale pins, dependencies missing for a platform).
+    pub warnings: Vec<String>,
+    units: HashMap<(usize, Platform), NodeIndex>,
+}
+
+/// What builds the graph needs beyond the packages.
+#[derive(Debug, Clone, Default)]
+pub struct GraphOptions {
+    pub platforms: PlatformFilter,
+    /// `--build-arg-file` arguments, already read.
+    pub arg_files: Vec<BuildArg>,
+    /// `--dockerfile`.
+    pub dockerfile: Option<String>,
+}
+
+impl BuildGraph {
+    /// Loads `roots` and every package they reach, and builds the graph.
+    pub fn build(loader: &Loader, roots: &[PathBuf], options: &GraphOptions) -> Result<BuildGraph> {
+        let mut packages: Vec<GraphPackage> = Vec::new();
+        let mut by_dir: HashMap<PathBuf, usize> = HashMap::new();
+        let mut queue: Vec<(PathBuf, bool)> =
+            roots.iter().rev().map(|r| (r.clone(), true)).collect();
+        // Package-level edges: (from, to, why).
+        let mut package_edges: Vec<(usize, usize, Edge)> = Vec::new();
+        let mut pending_refs: Vec<(usize, PathBuf, Edge)> = Vec::new();
+        while let Some((dir, requested)) = queue.pop() {
+            let dir = crate::package::absolute(&dir)?;
+            if let Some(&i) = by_dir.get(&dir) {
+                packages[i].requested |= requested;
+                continue;
+            }
+            let package = loader.load(&dir)?;
+            let yml_args = loader.build_args(&package)?;
+            let args = build_args::merge(&yml_args, &options.arg_files);
+            let dockerfile_path = package.dockerfile(options.dockerfile.as_deref())?;
+            let text = std::fs::read_to_string(&dockerfile_path)
+                .map_err(|e| Error::io(&dockerfile_path, e))?;
+            let values: BTreeMap<String, String> = args
+                .iter()
+                .map(|a| (a.key.clone(), a.value.clone()))
+                .collect();
+            let dockerfile = dockerfile::read(&text, &values);
+            let index = packages.len();
+            for arg in &args {
+                if let Some(target) = &arg.package {
+                    pending_refs.push((
+                        index,
+                        target.clone(),
+                        Edge::BuildArg {
+                            key: arg.key.clone(),
+                        },
+                    ));
+                    queue.push((target.clone(), false));
+                }
+            }
+            let platforms = options.platforms.for_package(&package);
+            by_dir.insert(dir, index);
+            packages.push(GraphPackage {
+                package,
+                build_args: args,
+                dockerfile_path,
+                dockerfile,
+                platforms,
+                requested,
+            });
+        }
+        for (from, target, edge) in pending_refs {
+            let to = by_dir[&crate::package::absolute(&target)?];
+            package_edges.push((from, to, edge));
+        }
+
+        let mut warnings = Vec::new();
+        // Images by canonical name, to match FROM and depends references.
+        let by_full_tag: HashMap<String, usize> = packages
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.package.tag.full_tag(), i))
+            .collect();
+        let by_repository: HashMap<String, usize> = packages
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                (
+                    lkpkg_cache_format::reference::expand(&p.package.tag.image()),
+                    i,
+                )
+            })
+            .collect();
+        let mut externals: Vec<(usize, String, Edge)> = Vec::new();
+        for (i, p) in packages.iter().enumerate() {
+            for image in &p.dockerfile.images {
+                let full = lkpkg_cache_format::reference::expand(&image.reference);
+                let edge = Edge::Image {
+                    instruction: image.instruction,
+                    line: image.line,
+                };
+                if let Some(&to) = by_full_tag.get(&full) {
+                    if !package_edges.iter().any(|(f, t, _)| *f == i && *t == to) {
+                        package_edges.push((i, to, edge));
+                    }
+                    continue;
+                }
+                let (repository, tag) = lkpkg_cache_format::reference::split_tag(&full);
+                if let Some(&to) = by_repository.get(repository) {
+                    warnings.push(format!(
+                        "`{}` line {}: {} `{}` pins {} at tag `{}`, but the package `{}` is now at `{}`: it builds from an old image",
+                        p.dockerfile_path.display(),
+                        image.line,
+                        image.instruction,
+                        image.written,
+                        repository,
+                        tag.unwrap_or("latest"),
+                        packages[to].package.dir.display(),
+                        packages[to].package.tag.tag_text(),
+                    ));
+                }
+                externals.push((i, image.reference.clone(), edge));
+            }
+            for pinned in &p.package.yml.depends.images {
+                let repository = lkpkg_cache_format::reference::expand(&pinned.locator);
+                match by_repository.get(&repository) {
+                    Some(&to) => package_edges.push((i, to, Edge::Depends)),
+                    None => externals.push((i, pinned.reference.clone(), Edge::Depends)),
+                }
+            }
+        }
+
+        check_cycles(&packages, &package_edges)?;
+
+        // Expand to units.
+        let mut graph = DiGraph::new();
+        let mut units = HashMap::new();
+        for (i, p) in packages.iter().enumerate() {
+            for platform in &p.platforms {
+                let node = graph.add_node(Node::Unit {
+                    package: i,
+                    platform: platform.clone(),
+                });
+                units.insert((i, platform.clone()), node);
+            }
+        }
+        for (from, to, edge) in &package_edges {
+            for platform in &packages[*from].platforms {
+                let source = units[&(*from, platform.clone())];
+                match units.get(&(*to, platform.clone())) {
+                    Some(&target) => {
+                        graph.add_edge(source, target, edge.clone());
+                    }
+                    None => warnings.push(format!(
+                        "`{}` for {platform} uses `{}`, which is not built for {platform}",
+                        packages[*from].package.dir.display(),
+                        packages[*to].package.dir.display(),
+                    )),
+                }
+            }
+        }
+        let mut external_nodes: HashMap<String, NodeIndex> = HashMap::new();
+        let mut source_nodes: HashMap<PathBuf, NodeIndex> = HashMap::new();
+        for (from, reference, edge) in externals {
+            let target = *external_nodes
+                .entry(reference.clone())
+                .or_insert_with(|| graph.add_node(Node::ExternalImage { reference }));
+            for platform in &packages[from].platforms {
+                graph.add_edge(units[&(from, platform.clone())], target, edge.clone());
+            }
+        }
+        for (i, p) in packages.iter().enumerate() {
+            for source in &p.package.yml.extra_sources {
+                let target = *source_nodes.entry(source.src.clone()).or_insert_with(|| {
+                    graph.add_node(Node::ExtraSource {
+                        path: source.src.clone(),
+                    })
+                });
+                for platform in &p.platforms {
+                    graph.add_edge(
+                        units[&(i, platform.clone())],
+                        target,
+                        Edge::ExtraSource {
+                            destination: source.dst.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(BuildGraph {
+            packages,
+            graph,
+            warnings,
+            units,
+        })
+    }
+
+    /// The unit node of a package for a platform.
+    pub fn unit(&self, package: usize, platform: &Platform) -> Option<NodeIndex> {
+        self.units.get(&(package, platform.clone())).copied()
+    }
+
+    /// Units in an order where every unit comes after the units it consumes.
+    pub fn build_order(&self) -> Vec<NodeIndex> {
+        // The graph is acyclic (checked at construction); edges point at dependencies.
+        let mut order = petgraph::algo::toposort(&self.graph, None).unwrap_or_default();
+        order.reverse();
+        order
+            .into_iter()
+            .filter(|n| matches!(self.graph[*n], Node::Unit { .. }))
+            .collect()
+    }
+
+    /// A short name for a node: `base/amd64`, `extra-source:…`, `image:…`.
+    pub fn node_name(&self, node: NodeIndex, base: &Path) -> String {
+        match &self.graph[node] {
+            Node::Unit { package, platform } => format!(
+                "{}/{}",
+                self.packages[*package].package.display_dir(base),
+                platform.arch
+            ),
+            Node::ExtraSource { path } => format!(
+                "source:{}",
+                path.strip_prefix(base).unwrap_or(path).display()
+            ),
+            Node::ExternalImage { reference } => format!("image:{reference}"),
+        }
+    }
+}
+
+/// Finds a cycle among packages and reports it as `a -> b -> a`.
+fn check_cycles(packages: &[GraphPackage], edges: &[(usize, usize, Edge)]) -> Result<()> {
+    let mut graph: DiGraph<usize, ()> = DiGraph::new();
+    let nodes: Vec<NodeIndex> = (0..packages.len()).map(|i| graph.add_node(i)).collect();
+    for (from, to, _) in edges {
+        graph.add_edge(nodes[*from], nodes[*to], ());
+    }
+    if petgraph::algo::toposort(&graph, None).is_ok() {
+        return Ok(());
+    }
+    for component in petgraph::algo::tarjan_scc(&graph) {
+        let cyclic = component.len() > 1 || graph.contains_edge(component[0], component[0]);
+        if !cyclic {
+            continue;
+        }
+        // Walk inside the component until a node repeats.
+        let mut path = vec![component[0]];
+        loop {
+            let last = *path.last().unwrap_or(&component[0]);
+            let Some(next) = graph.neighbors(last).find(|n| component.contains(n)) else {
+                break;
+            };
+            if let Some(start) = path.iter().position(|n| *n == next) {
+                let mut cycle: Vec<String> = path[start..]
+                    .iter()
+                    .map(|n| packages[graph[*n]].package.dir.display().to_string())
+                    .collect();
+                cycle.push(packages[graph[next]].package.dir.display().to_string());
+                let first = &packages[graph[path[start]]].package;
+                return Err(PackageError::new(
+                    &first.build_yml_path,
+                    None,
+                    format!("dependency cycle: {}", cycle.join(" -> ")),
+                )
+                .into());
+            }
+            path.push(next);
+        }
+    }
+    Err(Error::Cycle(vec!["(unknown)".into()]))
+}

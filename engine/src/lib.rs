@@ -1,0 +1,16 @@
+//! lkpkg's engine: everything that does work. The `lkpkg` binary only parses flags, calls one
+//! function of [`ops`]-like entry points here, and renders what comes back.
+//!
+//! The pipeline of one build, each stage a module:
+//! `discover` → `build_yml` → `package` (tags, `@lkt:` arguments) → `graph` → (plan, schedule,
+//! build, ingest into `store`).
+
+pub mod build_args;
+pub mod build_yml;
+pub mod discover;
+pub mod dockerfile;
+pub mod error;
+pub mod graph;
+pub mod package;
+pub mod tag;
+pub mod workspace;

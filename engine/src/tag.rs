@@ -1,0 +1,258 @@
+//! Package tags, computed exactly as `linuxkit pkg show-tag` computes them.
+//!
+//! A tag is `org/image:<template(hash)>`, where the hash is:
+//!
+//! 1. `--hash X` (or `--dev`: `dev`), taken as is; otherwise
+//! 2. the git tree id of the package directory (or of `--hash-path`) at `--hash-commit`;
+//! 3. with `extra-sources`: `sha1(tree(pkg) ‖ tree(src1) ‖ …)` over the ASCII hex ids;
+//! 4. when the package (the hash path) is dirty against HEAD and the commit is literally
+//!    `HEAD`, or with `--force-dirty`: `-dirty-` and the first 7 hex digits of linuxkit's
+//!    content hash ([`Workspace::linuxkit_content_hash`]). Extra sources are never checked.
+//!
+//! Outside git the hash is empty, the template yields `""` and the tag becomes `latest`.
+//! The tag is a name for humans and registries; whether a build is fresh is decided by the
+//! build key (see the fingerprint module), never by the tag.
+
+use std::path::{Path, PathBuf};
+
+use sha1::{Digest, Sha1};
+
+use crate::build_yml::BuildYml;
+use crate::error::{Error, Result};
+use crate::workspace::Workspace;
+
+/// linuxkit's `pkg` flags that change tags (`PkglibConfig`).
+#[derive(Debug, Clone)]
+pub struct TagOptions {
+    /// `--org`, or `LINUXKIT_PKG_ORG` when the flag is unset.
+    pub org: Option<String>,
+    /// `--hash`.
+    pub hash: Option<String>,
+    /// `--tag` (a template over `{{.Hash}}`), only when given.
+    pub tag_template: Option<String>,
+    /// `--hash-commit`.
+    pub hash_commit: String,
+    /// `--hash-path`.
+    pub hash_path: Option<PathBuf>,
+    /// `--force-dirty`.
+    pub force_dirty: bool,
+    /// `--dev`: org `$USER`, hash `dev`.
+    pub dev: bool,
+}
+
+impl Default for TagOptions {
+    /// The configuration `@lkt:` references are resolved with: linuxkit ignores the command
+    /// line's tag options there (`PkglibConfig{BuildYML, HEAD}`).
+    fn default() -> Self {
+        TagOptions {
+            org: None,
+            hash: None,
+            tag_template: None,
+            hash_commit: "HEAD".into(),
+            hash_path: None,
+            force_dirty: false,
+            dev: false,
+        }
+    }
+}
+
+/// A package's names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageTag {
+    pub org: String,
+    pub image: String,
+    /// The hash (`<tree>`, `<sha1>`, `<…>-dirty-<7 hex>`, `--hash`), `""` outside git.
+    pub hash: String,
+    /// The template's output; `""` means `latest`.
+    pub tag: String,
+    /// Whether git says the package is dirty (also with `--hash`).
+    pub dirty: bool,
+}
+
+impl PackageTag {
+    /// `org/image:tag` (linuxkit's `Tag()`).
+    pub fn tag(&self) -> String {
+        let tag = if self.tag.is_empty() {
+            "latest"
+        } else {
+            &self.tag
+        };
+        format!("{}/{}:{tag}", self.org, self.image)
+    }
+
+    /// `org/image` (linuxkit's `Image()`).
+    pub fn image(&self) -> String {
+        format!("{}/{}", self.org, self.image)
+    }
+
+    /// The canonical reference, `docker.io/org/image:tag` (linuxkit's `FullTag()`).
+    pub fn full_tag(&self) -> String {
+        lkpkg_cache_format::reference::expand(&self.tag())
+    }
+
+    /// The tag part alone (`latest` when empty).
+    pub fn tag_text(&self) -> &str {
+        if self.tag.is_empty() {
+            "latest"
+        } else {
+            &self.tag
+        }
+    }
+}
+
+/// Computes the tag of the package in `dir` (absolute) described by `yml`.
+pub fn compute(
+    workspace: Option<&Workspace>,
+    dir: &Path,
+    build_yml_path: &Path,
+    yml: &BuildYml,
+    options: &TagOptions,
+) -> Result<PackageTag> {
+    let hash_path = match &options.hash_path {
+        None => dir.to_owned(),
+        Some(p) => {
+            let p =
+                crate::build_yml::normalize(&std::path::absolute(p).map_err(|e| Error::io(p, e))?);
+            if !dir.to_string_lossy().starts_with(&*p.to_string_lossy()) {
+                return Err(Error::Usage(
+                    "Hash path is not a prefix of the package path".into(),
+                ));
+            }
+            p
+        }
+    };
+    let mut org = yml.org.clone();
+    let mut hash = options.hash.clone().unwrap_or_default();
+    if options.dev {
+        org = std::env::var("USER").unwrap_or_default();
+        if hash.is_empty() {
+            hash = "dev".into();
+        }
+    }
+    if let Some(o) = &options.org {
+        org = o.clone();
+    }
+
+    let mut source_hashes = String::new();
+    for source in &yml.extra_sources {
+        let ws = match workspace.filter(|w| w.relative(&source.src).is_some()) {
+            Some(ws) => ws,
+            None => {
+                return Err(crate::error::PackageError::new(
+                    build_yml_path,
+                    Some("extra-sources"),
+                    format!("source {} not in a git repository", source.src.display()),
+                )
+                .into());
+            }
+        };
+        if !source.src.is_dir() {
+            return Err(crate::error::PackageError::new(
+                build_yml_path,
+                Some("extra-sources"),
+                format!("source {} is not a directory", source.src.display()),
+            )
+            .into());
+        }
+        source_hashes.push_str(&ws.tree_hash(&source.src, &options.hash_commit)?);
+    }
+
+    let mut dirty = false;
+    if let Some(ws) = workspace.filter(|w| w.relative(dir).is_some()) {
+        let git_dirty = options.hash_commit == "HEAD" && ws.is_dirty(&hash_path)?;
+        dirty = options.force_dirty || git_dirty;
+        if hash.is_empty() {
+            hash = ws.tree_hash(&hash_path, &options.hash_commit)?;
+            if !source_hashes.is_empty() {
+                hash.push_str(&source_hashes);
+                hash = hex::encode(Sha1::digest(hash.as_bytes()));
+            }
+            if dirty {
+                let content = ws.linuxkit_content_hash(dir)?;
+                hash.push_str("-dirty-");
+                hash.push_str(&content[..7]);
+            }
+        }
+    }
+
+    let template = options.tag_template.as_deref().unwrap_or(&yml.tag);
+    let template = if template.is_empty() {
+        "{{.Hash}}"
+    } else {
+        template
+    };
+    let tag = render_template(template, &hash)
+        .map_err(|e| crate::error::PackageError::new(build_yml_path, Some("tag"), e))?;
+    Ok(PackageTag {
+        org,
+        image: yml.image.clone(),
+        hash,
+        tag,
+        dirty,
+    })
+}
+
+/// The part of Go's text/template that a tag template can use: literal text and `{{.Hash}}`
+/// actions (with optional spaces and trim markers). A field other than `Hash` renders as
+/// `<no value>`, as Go does for a missing map key; any other action is an error.
+pub fn render_template(template: &str, hash: &str) -> std::result::Result<String, String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            return Err(format!(
+                "invalid tag template: template: tag:1: unclosed action in `{template}`"
+            ));
+        };
+        let mut action = &after[..end];
+        if let Some(a) = action.strip_prefix("- ") {
+            out.truncate(out.trim_end().len());
+            action = a;
+        }
+        let trim_after = action.ends_with(" -");
+        if trim_after {
+            action = &action[..action.len() - 2];
+        }
+        match action.trim() {
+            ".Hash" => out.push_str(hash),
+            field
+                if field.starts_with('.')
+                    && field[1..].chars().all(|c| c.is_alphanumeric() || c == '_')
+                    && field.len() > 1 =>
+            {
+                out.push_str("<no value>")
+            }
+            other => {
+                return Err(format!(
+                    "invalid tag template: unsupported action `{{{{{other}}}}}` (only `{{{{.Hash}}}}` is available)"
+                ));
+            }
+        }
+        rest = &after[end + 2..];
+        if trim_after {
+            rest = rest.trim_start();
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render_template;
+
+    #[test]
+    fn templates() {
+        assert_eq!(render_template("{{.Hash}}", "abc").unwrap(), "abc");
+        assert_eq!(
+            render_template("v-{{ .Hash }}-x", "abc").unwrap(),
+            "v-abc-x"
+        );
+        assert_eq!(render_template("plain", "abc").unwrap(), "plain");
+        assert_eq!(render_template("{{.Nope}}", "abc").unwrap(), "<no value>");
+        assert!(render_template("{{.Hash", "abc").is_err());
+        assert!(render_template("{{printf 1}}", "abc").is_err());
+    }
+}

@@ -1,0 +1,287 @@
+//! The git repository the packages live in, opened once per invocation.
+//!
+//! linuxkit asks git about every package with subprocesses (`rev-parse`, `ls-tree`, `diff
+//! --quiet`, `ls-files --others`, `ls-files` again for the dirty hash): about six per package
+//! for `show-tag`. This module answers the same questions in process with libgit2 (git2): the
+//! repository is opened once, `HEAD`'s tree is resolved once, and the working-tree status is
+//! computed once for the whole repository and then queried by path prefix.
+//!
+//! What it answers, and the git command each answer must equal:
+//!
+//! | question                          | linuxkit's git command                               |
+//! |-----------------------------------|------------------------------------------------------|
+//! | [`Workspace::tree_hash`]          | `ls-tree --full-tree <commit> -- <path>` (or `show --format=%T` at the top level) |
+//! | [`Workspace::is_dirty`]           | `diff --quiet HEAD -- <path>` or `ls-files --others --exclude-standard -- <path>` |
+//! | [`Workspace::linuxkit_content_hash`] | sha256 over the content of `ls-files` then `ls-files --others` in the dir |
+//!
+//! Known differences with git's porcelain, all in corners linuxkit users do not reach: a file
+//! changed in the index and changed back in the working tree counts as dirty here (git's
+//! `diff HEAD` compares HEAD with the working tree only); `.gitattributes` filters are not run.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use git2::{Oid, Repository, Status, StatusOptions};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, GitError, Result};
+
+/// One repository, with HEAD and the status computed lazily, once.
+pub struct Workspace {
+    repo: Mutex<Repository>,
+    /// The work tree root, canonical.
+    root: PathBuf,
+    /// Sorted `(path relative to root, status)` of every changed or untracked file.
+    status: OnceLock<std::result::Result<Vec<(String, Status)>, String>>,
+    /// Sorted index entries (tracked files) relative to root.
+    index: OnceLock<std::result::Result<Vec<String>, String>>,
+    /// Resolved commit trees, by the commit string given (`HEAD`, a hash, a ref).
+    trees: Mutex<HashMap<String, Oid>>,
+    quote_path: bool,
+}
+
+impl std::fmt::Debug for Workspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workspace")
+            .field("root", &self.root)
+            .finish()
+    }
+}
+
+fn git_err(context: impl Into<String>) -> impl FnOnce(git2::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Git(GitError { context, source })
+}
+
+impl Workspace {
+    /// Opens the repository containing `path`, or `None` when `path` is not in a git work tree
+    /// (linuxkit then uses an empty hash, which makes the tag `latest`).
+    pub fn discover(path: &Path) -> Result<Option<Workspace>> {
+        let repo = match Repository::discover(path) {
+            Ok(repo) => repo,
+            Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
+            Err(e) => return Err(git_err(format!("opening `{}`", path.display()))(e)),
+        };
+        let Some(workdir) = repo.workdir() else {
+            return Ok(None);
+        };
+        let root = workdir.canonicalize().map_err(|e| Error::io(workdir, e))?;
+        let quote_path = repo
+            .config()
+            .and_then(|c| c.get_bool("core.quotepath"))
+            .unwrap_or(true);
+        Ok(Some(Workspace {
+            repo: Mutex::new(repo),
+            root,
+            status: OnceLock::new(),
+            index: OnceLock::new(),
+            trees: Mutex::new(HashMap::new()),
+            quote_path,
+        }))
+    }
+
+    /// The work tree's root directory (canonical).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `path` relative to the work tree root, with `/` separators (`""` for the root itself),
+    /// or `None` when it is outside the work tree.
+    pub fn relative(&self, path: &Path) -> Option<String> {
+        let canonical = path.canonicalize().ok()?;
+        let rel = canonical.strip_prefix(&self.root).ok()?;
+        Some(
+            rel.components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/"),
+        )
+    }
+
+    /// Runs `f` with the repository (libgit2 handles are not `Sync`).
+    pub fn with_repo<T>(&self, f: impl FnOnce(&Repository) -> T) -> T {
+        let repo = self.repo.lock().unwrap_or_else(|e| e.into_inner());
+        f(&repo)
+    }
+
+    fn commit_tree(&self, commit: &str) -> Result<Oid> {
+        let mut trees = self.trees.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(oid) = trees.get(commit) {
+            return Ok(*oid);
+        }
+        let oid = self.with_repo(|repo| {
+            repo.revparse_single(commit)
+                .and_then(|o| o.peel_to_commit())
+                .map(|c| c.tree_id())
+                .map_err(git_err(format!("resolving commit `{commit}`")))
+        })?;
+        trees.insert(commit.to_owned(), oid);
+        Ok(oid)
+    }
+
+    /// The id of the tree (or blob) at `path` in `commit`: linuxkit's `treeHash`.
+    /// At the top of the work tree it is the commit's own tree.
+    pub fn tree_hash(&self, path: &Path, commit: &str) -> Result<String> {
+        let rel = self
+            .relative(path)
+            .ok_or_else(|| Error::Usage(format!("package `{}` is not in git", path.display())))?;
+        let tree = self.commit_tree(commit)?;
+        if rel.is_empty() {
+            return Ok(tree.to_string());
+        }
+        self.with_repo(|repo| {
+            let tree = repo
+                .find_tree(tree)
+                .map_err(git_err(format!("reading the tree of `{commit}`")))?;
+            match tree.get_path(Path::new(&rel)) {
+                Ok(entry) => Ok(entry.id().to_string()),
+                Err(e) if e.code() == git2::ErrorCode::NotFound => Err(Error::Usage(format!(
+                    "package `{}` is not in git (nothing at `{rel}` in `{commit}`)",
+                    path.display()
+                ))),
+                Err(e) => Err(git_err(format!("looking up `{rel}` in `{commit}`"))(e)),
+            }
+        })
+    }
+
+    fn statuses(&self) -> Result<&[(String, Status)]> {
+        let computed = self.status.get_or_init(|| {
+            self.with_repo(|repo| {
+                let mut options = StatusOptions::new();
+                options
+                    .include_untracked(true)
+                    .recurse_untracked_dirs(true)
+                    .include_ignored(false)
+                    .exclude_submodules(true)
+                    .renames_head_to_index(false);
+                let statuses = repo
+                    .statuses(Some(&mut options))
+                    .map_err(|e| e.to_string())?;
+                let mut out: Vec<(String, Status)> = statuses
+                    .iter()
+                    .filter_map(|e| Some((e.path().ok()?.to_owned(), e.status())))
+                    .filter(|(_, s)| !s.is_ignored() && !s.is_empty())
+                    .collect();
+                out.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                Ok(out)
+            })
+        });
+        computed
+            .as_deref()
+            .map_err(|e| Error::Usage(format!("git status failed: {e}")))
+    }
+
+    fn tracked(&self) -> Result<&[String]> {
+        let computed = self.index.get_or_init(|| {
+            self.with_repo(|repo| {
+                let index = repo.index().map_err(|e| e.to_string())?;
+                let mut out: Vec<String> = index
+                    .iter()
+                    .filter_map(|e| String::from_utf8(e.path).ok())
+                    .collect();
+                out.dedup(); // conflict stages repeat a path
+                Ok(out)
+            })
+        });
+        computed
+            .as_deref()
+            .map_err(|e| Error::Usage(format!("reading the git index failed: {e}")))
+    }
+
+    /// Entries of a sorted path list that lie under `rel` (a directory, `""` for the root).
+    fn under<'a, T>(list: &'a [(String, T)], rel: &str) -> &'a [(String, T)] {
+        if rel.is_empty() {
+            return list;
+        }
+        let prefix = format!("{rel}/");
+        let start = list.partition_point(|(p, _)| p.as_str() < rel);
+        let end = start
+            + list[start..]
+                .iter()
+                .take_while(|(p, _)| p == rel || p.starts_with(&prefix))
+                .count();
+        &list[start..end]
+    }
+
+    /// Whether `path` has changes against HEAD (staged or not) or untracked, non-ignored files:
+    /// linuxkit's `isDirty` for commit `HEAD`.
+    pub fn is_dirty(&self, path: &Path) -> Result<bool> {
+        let Some(rel) = self.relative(path) else {
+            return Ok(false);
+        };
+        Ok(!Self::under(self.statuses()?, &rel).is_empty())
+    }
+
+    /// The files under `dir` that differ from HEAD or are untracked: `(path relative to the
+    /// work tree, status)`. The fingerprint of a dirty package is built from these.
+    pub fn changed_files(&self, dir: &Path) -> Result<Vec<(String, Status)>> {
+        let Some(rel) = self.relative(dir) else {
+            return Ok(Vec::new());
+        };
+        Ok(Self::under(self.statuses()?, &rel).to_vec())
+    }
+
+    /// linuxkit's dirty-content hash of a package directory (hex sha256): the bytes of every
+    /// regular file listed by `git ls-files` then `git ls-files --others --exclude-standard`,
+    /// in that order, concatenated. No names, no modes. Directories, symlinks, missing files and
+    /// names git would quote (`core.quotePath`) are skipped, because linuxkit cannot stat them.
+    pub fn linuxkit_content_hash(&self, dir: &Path) -> Result<String> {
+        let rel = self.relative(dir).unwrap_or_default();
+        let prefix = if rel.is_empty() {
+            String::new()
+        } else {
+            format!("{rel}/")
+        };
+        let tracked: Vec<&String> = {
+            let all = self.tracked()?;
+            let start = all.partition_point(|p| p.as_str() < prefix.as_str());
+            all[start..]
+                .iter()
+                .take_while(|p| p.starts_with(&prefix))
+                .collect()
+        };
+        let untracked: Vec<&String> = Self::under(self.statuses()?, &rel)
+            .iter()
+            .filter(|(_, s)| s.contains(Status::WT_NEW))
+            .map(|(p, _)| p)
+            .collect();
+        let mut hasher = Sha256::new();
+        for path in tracked.into_iter().chain(untracked) {
+            let shown = &path[prefix.len()..];
+            if self.git_would_quote(shown) {
+                continue;
+            }
+            let full = self.root.join(path);
+            let Ok(meta) = std::fs::symlink_metadata(&full) else {
+                continue;
+            };
+            if meta.is_dir() || meta.file_type().is_symlink() {
+                continue;
+            }
+            let Ok(mut file) = std::fs::File::open(&full) else {
+                continue;
+            };
+            std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io(&full, e))?;
+        }
+        Ok(hex::encode(hasher.finalize()))
+    }
+
+    /// Whether `git ls-files` would print this path quoted (then linuxkit fails to stat it).
+    fn git_would_quote(&self, path: &str) -> bool {
+        path.bytes().any(|b| {
+            b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f || (self.quote_path && b >= 0x80)
+        })
+    }
+
+    /// `git rev-parse HEAD`, if HEAD is a commit.
+    pub fn head_commit(&self) -> Option<String> {
+        self.with_repo(|repo| {
+            repo.head()
+                .ok()?
+                .peel_to_commit()
+                .ok()
+                .map(|c| c.id().to_string())
+        })
+    }
+}

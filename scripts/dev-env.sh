@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# dev-env.sh: install (from Debian) and start what lkpkg's tests need. Idempotent.
+#
+# What it provides, and the variables it writes to "$LKPKG_DEV_STATE/env" (source it):
+#   - dockerd (Debian's docker.io), the default engine at unix:///var/run/docker.sock;
+#   - a second dockerd: unix://$STATE/docker2/docker.sock and tcp://127.0.0.1:$LKPKG_DOCKER2_PORT
+#     (LKPKG_TEST_DOCKER2_HOST, LKPKG_TEST_DOCKER2_TCP);
+#   - qemu-user-static + binfmt-support, binfmt_misc mounted, qemu-aarch64 enabled;
+#   - docker-registry on 127.0.0.1:$LKPKG_REGISTRY_PORT (LKPKG_TEST_REGISTRY);
+#   - skopeo; static busybox for amd64 (/bin/busybox) and arm64 (LKPKG_TEST_BUSYBOX_ARM64);
+#   - sshd on 127.0.0.1:$LKPKG_SSHD_PORT accepting a generated key (LKPKG_TEST_SSH_*).
+# Every process it starts is listed in "$STATE/started" (pid per line) so that a caller
+# (scripts/test.sh) stops exactly what was started, and nothing it found already running.
+set -euo pipefail
+
+STATE=${LKPKG_DEV_STATE:-/var/lib/lkpkg-dev}
+DOCKER2_PORT=${LKPKG_DOCKER2_PORT:-23751}
+REGISTRY_PORT=${LKPKG_REGISTRY_PORT:-5000}
+SSHD_PORT=${LKPKG_SSHD_PORT:-2222}
+mkdir -p "$STATE"
+touch "$STATE/started"
+
+log() { echo "dev-env: $*" >&2; }
+
+need_apt_update=1
+apt_install() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
+  if ((need_apt_update)); then
+    apt-get update -qq >&2
+    need_apt_update=0
+  fi
+  log "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+apt_install docker.io qemu-user-static binfmt-support docker-registry skopeo busybox-static \
+  openssh-server openssh-client iproute2 ca-certificates
+
+# --- binfmt_misc, for arm64 builds under emulation ---
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+  mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || log "cannot mount binfmt_misc"
+fi
+update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || log "warning: qemu-aarch64 is not registered"
+
+# --- arm64 static busybox (a file only; never installed) ---
+BUSYBOX_ARM64="$STATE/busybox-arm64"
+if [ ! -x "$BUSYBOX_ARM64" ]; then
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    dpkg --add-architecture arm64
+    need_apt_update=1
+  fi
+  if ((need_apt_update)); then apt-get update -qq >&2; need_apt_update=0; fi
+  tmp=$(mktemp -d)
+  chmod 755 "$tmp"
+  (cd "$tmp" && apt-get download -qq busybox-static:arm64 >&2)
+  dpkg-deb -x "$tmp"/busybox-static_*_arm64.deb "$tmp/x"
+  install -m 0755 "$tmp/x/bin/busybox" "$BUSYBOX_ARM64"
+  rm -rf "$tmp"
+fi
+
+started() { echo "$1" >>"$STATE/started"; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for() { # wait_for SECONDS CMD...
+  local n=$(( $1 * 5 )); shift
+  for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  return 1
+}
+
+# --- the default engine ---
+if ! docker version >/dev/null 2>&1; then
+  log "starting dockerd"
+  mkdir -p "$STATE/docker1"
+  nohup dockerd --iptables=false >"$STATE/docker1/log" 2>&1 &
+  started $!
+  wait_for 60 docker version || { tail -20 "$STATE/docker1/log" >&2; log "dockerd did not start"; exit 3; }
+fi
+
+# --- the second engine (a second builder) ---
+D2="$STATE/docker2"
+D2_SOCK="unix://$D2/docker.sock"
+if ! DOCKER_HOST="$D2_SOCK" docker version >/dev/null 2>&1; then
+  log "starting the second dockerd on $D2_SOCK and tcp://127.0.0.1:$DOCKER2_PORT"
+  mkdir -p "$D2"
+  nohup dockerd --data-root "$D2/data" --exec-root "$D2/exec" --pidfile "$D2/pid" \
+    -H "$D2_SOCK" -H "tcp://127.0.0.1:$DOCKER2_PORT" --bridge none --iptables=false \
+    >"$D2/log" 2>&1 &
+  started $!
+  wait_for 60 env DOCKER_HOST="$D2_SOCK" docker version \
+    || { tail -20 "$D2/log" >&2; log "the second dockerd did not start"; exit 3; }
+fi
+
+# --- a registry on loopback ---
+if ! port_open "$REGISTRY_PORT"; then
+  log "starting docker-registry on 127.0.0.1:$REGISTRY_PORT"
+  mkdir -p "$STATE/registry/data"
+  cat >"$STATE/registry/config.yml" <<YML
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: $STATE/registry/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$REGISTRY_PORT
+YML
+  nohup docker-registry serve "$STATE/registry/config.yml" >"$STATE/registry/log" 2>&1 &
+  started $!
+  wait_for 20 port_open "$REGISTRY_PORT" || log "warning: registry did not start"
+fi
+
+# --- sshd on loopback with key auth (for ssh:// builders) ---
+SSHD="$STATE/sshd"
+mkdir -p "$SSHD"
+[ -f "$SSHD/host_key" ] || ssh-keygen -q -t ed25519 -N '' -f "$SSHD/host_key"
+[ -f "$SSHD/client_key" ] || ssh-keygen -q -t ed25519 -N '' -f "$SSHD/client_key"
+cp "$SSHD/client_key.pub" "$SSHD/authorized_keys"
+chmod 600 "$SSHD/authorized_keys"
+if ! port_open "$SSHD_PORT"; then
+  mkdir -p /run/sshd
+  cat >"$SSHD/sshd_config" <<CFG
+Port $SSHD_PORT
+ListenAddress 127.0.0.1
+HostKey $SSHD/host_key
+AuthorizedKeysFile $SSHD/authorized_keys
+PasswordAuthentication no
+PermitRootLogin prohibit-password
+StrictModes no
+PidFile $SSHD/pid
+CFG
+  /usr/sbin/sshd -f "$SSHD/sshd_config" -E "$SSHD/log"
+  wait_for 10 test -s "$SSHD/pid" && started "$(cat "$SSHD/pid")"
+fi
+cat >"$SSHD/ssh_config" <<CFG
+Host lkpkg-test-ssh
+  HostName 127.0.0.1
+  Port $SSHD_PORT
+  User root
+  IdentityFile $SSHD/client_key
+  StrictHostKeyChecking no
+  UserKnownHostsFile /dev/null
+  LogLevel ERROR
+CFG
+
+cat >"$STATE/env" <<ENV
+export LKPKG_TEST_DOCKER2_HOST=$D2_SOCK
+export LKPKG_TEST_DOCKER2_TCP=tcp://127.0.0.1:$DOCKER2_PORT
+export LKPKG_TEST_REGISTRY=127.0.0.1:$REGISTRY_PORT
+export LKPKG_TEST_BUSYBOX=/bin/busybox
+export LKPKG_TEST_BUSYBOX_ARM64=$BUSYBOX_ARM64
+export LKPKG_TEST_SSH_CONFIG=$SSHD/ssh_config
+export LKPKG_TEST_SSH_HOST=lkpkg-test-ssh
+ENV
+log "ready; variables in $STATE/env"

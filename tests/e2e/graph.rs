@@ -1,0 +1,132 @@
+//! `lkpkg graph`: nodes, edges and their reasons, order, warnings, formats.
+
+use crate::support::{Repo, ok, run};
+
+fn fixture() -> Repo {
+    let repo = Repo::new();
+    repo.write("base/build.yml", "image: base\narches: [amd64, arm64]\n")
+        .write("base/Dockerfile", "FROM scratch\nCOPY build.yml /\n")
+        .write("app/build.yml", "image: app\narches: [amd64, arm64]\nbuildArgs:\n  - BASE=@lkt:pkg:../base\n")
+        .write("app/Dockerfile", "ARG BASE\nFROM ${BASE}\nRUN true\n")
+        .write("tool/build.yml", &format!(
+            "image: tool\narches: [amd64]\nextra-sources:\n  - ../src:/src\ndepends:\n  docker-images:\n    target-dir: deps\n    list: [\"alpine:3.20@sha256:{}\"]\n",
+            "b".repeat(64)
+        ))
+        .write("tool/Dockerfile", "FROM scratch\nCOPY src /src\n")
+        .write("src/file", "x\n");
+    repo.commit_all("init");
+    repo
+}
+
+#[test]
+fn json_graph_has_units_inputs_and_reasons() {
+    let repo = fixture();
+    // The pinned FROM in `pinned` names base's image by its current tag: an edge.
+    let base_tag = ok(repo.lkpkg().args(["pkg", "show-tag", "base"]))
+        .trim()
+        .to_owned();
+    repo.write("pinned/build.yml", "image: pinned\narches: [amd64]\n")
+        .write(
+            "pinned/Dockerfile",
+            &format!("FROM {base_tag} AS b\nFROM b\n"),
+        );
+    repo.commit_all("pinned");
+    let out = ok(repo.lkpkg().args(["graph", "--format", "json"]));
+    let graph: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(graph["format_version"], 1);
+    let edges: Vec<(String, String, String)> = graph["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["from"].as_str().unwrap().to_owned(),
+                e["to"].as_str().unwrap().to_owned(),
+                e["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("app/amd64", "base/amd64", "build-arg"),
+        ("app/arm64", "base/arm64", "build-arg"),
+        ("pinned/amd64", "base/amd64", "from"),
+        ("tool/amd64", "source:src", "extra-source"),
+    ] {
+        let expected = (
+            expected.0.to_owned(),
+            expected.1.to_owned(),
+            expected.2.to_owned(),
+        );
+        assert!(edges.contains(&expected), "{expected:?} not in {edges:?}");
+    }
+    assert!(edges.iter().any(|(f, t, r)| f == "tool/amd64"
+        && t.starts_with("image:alpine:3.20@")
+        && r == "depends"));
+    let order: Vec<&str> = graph["order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let pos = |n: &str| order.iter().position(|o| *o == n).unwrap();
+    assert!(pos("base/amd64") < pos("app/amd64"));
+    assert!(pos("base/amd64") < pos("pinned/amd64"));
+    assert_eq!(graph["packages"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn explicit_dirs_pull_in_their_dependencies() {
+    let repo = fixture();
+    let out = ok(repo.lkpkg().args(["graph", "--format", "json", "app"]));
+    let graph: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let packages: Vec<(&str, bool)> = graph["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["dir"].as_str().unwrap(),
+                p["requested"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(packages, [("app", true), ("base", false)]);
+}
+
+#[test]
+fn stale_pin_is_a_warning() {
+    let repo = fixture();
+    repo.write("old/build.yml", "image: old\narches: [amd64]\n")
+        .write(
+            "old/Dockerfile",
+            "FROM linuxkit/base:0123456789abcdef0123456789abcdef01234567\n",
+        );
+    repo.commit_all("old");
+    let (code, stdout, stderr) = run(repo.lkpkg().args(["graph"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("warning:")
+            && stderr.contains("pins docker.io/linuxkit/base at tag `0123456789abcdef"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("old/amd64\n  <- image:linuxkit/base:0123"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn text_and_dot_formats() {
+    let repo = fixture();
+    let text = ok(repo.lkpkg().args(["graph", "--platforms", "linux/amd64"]));
+    assert!(
+        text.contains("app/amd64\n  <- base/amd64 (build-arg BASE)\n"),
+        "{text}"
+    );
+    assert!(!text.contains("arm64"), "{text}");
+    let dot = ok(repo.lkpkg().args(["graph", "--format", "dot"]));
+    assert!(
+        dot.starts_with("digraph lkpkg {") && dot.contains("->"),
+        "{dot}"
+    );
+}

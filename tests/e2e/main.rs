@@ -1,0 +1,8 @@
+//! lkpkg's end-to-end suite: it drives the `lkpkg` binary against fixture git repositories
+//! built in temporary directories, the real Docker engine and real third-party tools (git,
+//! skopeo, docker). Tests that need an engine fail when it is missing; they never skip.
+
+mod graph;
+mod malformed;
+mod support;
+mod tags;

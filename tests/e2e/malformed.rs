@@ -1,0 +1,263 @@
+//! Bad input: each case gives one clear error naming the file (and field where there is one),
+//! exit code 2, and no panic.
+
+use crate::support::{Repo, run};
+
+const DIGEST: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+struct Case {
+    name: &'static str,
+    build_yml: String,
+    /// Extra files to write in the package dir.
+    files: Vec<(&'static str, &'static str)>,
+    /// Extra arguments to `lkpkg graph`.
+    args: Vec<&'static str>,
+    /// What the error must say.
+    expect: &'static str,
+}
+
+fn case(name: &'static str, build_yml: &str, expect: &'static str) -> Case {
+    Case {
+        name,
+        build_yml: build_yml.to_owned(),
+        files: Vec::new(),
+        args: Vec::new(),
+        expect,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let depends = |body: &str| format!("image: p\ndepends:\n  docker-images:\n{body}");
+    let mut cases = vec![
+        case("empty file", "", "EOF"),
+        case("only comments", "# nothing\n", "EOF"),
+        case("bad yaml: unclosed flow", "image: [p\n", "build.yml"),
+        case(
+            "bad yaml: tab indentation",
+            "image: p\n\torg: x\n",
+            "build.yml",
+        ),
+        case("bad yaml: unclosed quote", "image: \"p\n", "build.yml"),
+        case("top level is a list", "- image: p\n", "build.yml"),
+        case("top level is a scalar", "just text\n", "build.yml"),
+        case(
+            "unknown key",
+            "image: p\nimages: q\n",
+            "unknown field `images`",
+        ),
+        case(
+            "unknown nested key",
+            "image: p\ndepends:\n  docker-image: {}\n",
+            "unknown field `docker-image`",
+        ),
+        case("duplicate key", "image: p\nimage: q\n", "image"),
+        case("missing image", "org: x\n", "Image field is required"),
+        case("null image", "image:\n", "Image field is required"),
+        case("image is a list", "image: [a, b]\n", "build.yml"),
+        case("arches is a string", "image: p\narches: amd64\n", "arches"),
+        case(
+            "network is not a bool",
+            "image: p\nnetwork: sometimes\n",
+            "build.yml",
+        ),
+        case(
+            "disable-cache is a map",
+            "image: p\ndisable-cache: {a: 1}\n",
+            "build.yml",
+        ),
+        case(
+            "buildArgs is a map",
+            "image: p\nbuildArgs: {A: 1}\n",
+            "build.yml",
+        ),
+        case(
+            "config unknown key",
+            "image: p\nconfig:\n  capabilitiez: [all]\n",
+            "capabilitiez",
+        ),
+        case(
+            "config wrong type",
+            "image: p\nconfig:\n  readonly: [x]\n",
+            "build.yml",
+        ),
+        case(
+            "extra-sources three parts",
+            "image: p\nextra-sources:\n  - a:b:c\n",
+            "bad source format in a:b:c",
+        ),
+        case(
+            "extra-sources no colon",
+            "image: p\nextra-sources:\n  - abc\n",
+            "bad source format in abc",
+        ),
+        case(
+            "extra-sources missing dir",
+            "image: p\nextra-sources:\n  - ../nope:/x\n",
+            "extra-sources",
+        ),
+        case(
+            "depends target and target-dir",
+            &depends("    target: a.tar\n    target-dir: d\n"),
+            "mutually exclusive",
+        ),
+        case(
+            "depends from-file and list",
+            &depends(&format!("    from-file: f\n    list: [\"x@{DIGEST}\"]\n")),
+            "mutually exclusive",
+        ),
+        case(
+            "depends image without digest",
+            &depends("    list: [alpine:3.20]\n"),
+            "lacks a digest",
+        ),
+        case(
+            "depends bad digest",
+            &depends("    list: [\"alpine@sha256:1234\"]\n"),
+            "unable to validate digest",
+        ),
+        case(
+            "depends absolute target",
+            &depends("    target: /tmp/x.tar\n"),
+            "must be relative",
+        ),
+        case(
+            "depends target escapes",
+            &depends("    target-dir: ../elsewhere\n"),
+            "must be within package directory",
+        ),
+        case(
+            "depends target is the package",
+            &depends("    target-dir: .\n"),
+            "must not be exactly the package directory",
+        ),
+        case(
+            "depends from-file missing",
+            &depends("    from-file: images.txt\n"),
+            "from-file",
+        ),
+        case(
+            "dangling @lkt:pkg",
+            "image: p\nbuildArgs:\n  - BASE=@lkt:pkg:../nowhere\n",
+            "nowhere",
+        ),
+        case(
+            "unknown @lkt kind",
+            "image: p\nbuildArgs:\n  - BASE=@lkt:thing:x\n",
+            "unknown linuxkit build arg value",
+        ),
+        case(
+            "@lkt:pkgs key without %",
+            "image: p\nbuildArgs:\n  - BASE=@lkt:pkgs:../*\n",
+            "must contain a '%'",
+        ),
+        case(
+            "@lkt:pkgs matches nothing",
+            "image: p\nbuildArgs:\n  - B_%=@lkt:pkgs:../zz*\n",
+            "no packages found",
+        ),
+        case(
+            "build arg without =",
+            "image: p\nbuildArgs:\n  - JUSTKEY\n",
+            "must be in format 'arg=value'",
+        ),
+        case(
+            "bad tag template",
+            "image: p\ntag: \"{{.Hash\"\n",
+            "invalid tag template",
+        ),
+        case(
+            "dockerfile escapes",
+            "image: p\ndockerfile: ../Dockerfile\n",
+            "must not contain `..`",
+        ),
+        case(
+            "dockerfile missing",
+            "image: p\ndockerfile: Nope\n",
+            "not found",
+        ),
+        case(
+            "self cycle",
+            "image: p\nbuildArgs:\n  - SELF=@lkt:pkg:.\n",
+            "dependency cycle",
+        ),
+    ];
+    let mut c = case(
+        "cycle through two packages",
+        "image: p\nbuildArgs:\n  - O=@lkt:pkg:../other\n",
+        "dependency cycle",
+    );
+    c.files.push((
+        "../other/build.yml",
+        "image: other\nbuildArgs:\n  - P=@lkt:pkg:../p\n",
+    ));
+    c.files.push(("../other/Dockerfile", "FROM scratch\n"));
+    cases.push(c);
+    let mut c = case(
+        "bad arg file line",
+        "image: p\n",
+        "must be in format 'arg=value'",
+    );
+    c.files.push(("args.txt", "NOEQUALS\n"));
+    c.args.extend(["--build-arg-file", "pkg/p/args.txt"]);
+    cases.push(c);
+    let mut c = case(
+        "blank arg file line",
+        "image: p\n",
+        "must be in format 'arg=value'",
+    );
+    c.files.push(("args.txt", "A=1\n\nB=2\n"));
+    c.args.extend(["--build-arg-file", "pkg/p/args.txt"]);
+    cases.push(c);
+    let mut c = case("missing arg file", "image: p\n", "nope.txt");
+    c.args.extend(["--build-arg-file", "nope.txt"]);
+    cases.push(c);
+    let mut c = case("bad platform", "image: p\n", "invalid platform");
+    c.args.extend(["--platforms", "amd64"]);
+    cases.push(c);
+    let mut c = case("not a package", "image: p\n", "not a package");
+    c.args.push("pkg/missing");
+    cases.push(c);
+    cases
+}
+
+#[test]
+fn every_malformed_input_gives_one_clear_error_and_exit_2() {
+    let cases = cases();
+    assert!(cases.len() >= 30);
+    let mut failures = Vec::new();
+    for case in cases {
+        let repo = Repo::new();
+        repo.write("pkg/p/build.yml", &case.build_yml);
+        repo.write("pkg/p/Dockerfile", "FROM scratch\n");
+        for (path, content) in &case.files {
+            repo.write(&format!("pkg/p/{path}"), content);
+        }
+        repo.commit_all("case");
+        let mut cmd = repo.lkpkg();
+        cmd.args(["graph"]).args(&case.args);
+        if !case.args.iter().any(|a| a.starts_with("pkg/"))
+            || case.args.contains(&"--build-arg-file")
+        {
+            cmd.arg("pkg/p");
+        }
+        let (code, _stdout, stderr) = run(&mut cmd);
+        let errors = stderr.lines().filter(|l| l.starts_with("error:")).count();
+        if code != 2 || !stderr.contains(case.expect) || errors != 1 || stderr.contains("panicked")
+        {
+            failures.push(format!("{}: exit {code}, stderr:\n{stderr}", case.name));
+        }
+        // The file is always named.
+        if code == 2
+            && case.expect != "nope.txt"
+            && case.name != "bad platform"
+            && !stderr.contains("pkg/")
+            && !stderr.contains(".yml")
+        {
+            failures.push(format!(
+                "{}: error does not name a file:\n{stderr}",
+                case.name
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}

@@ -1,0 +1,126 @@
+//! Shared fixtures: temporary git repositories and a handle on the binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A `lkpkg` command with a clean environment: no LINUXKIT_* variables leak in from the
+/// caller, HOME and the cache point into the fixture.
+pub fn lkpkg(cwd: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lkpkg"));
+    cmd.current_dir(cwd);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LINUXKIT_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("USER", "tester");
+    cmd
+}
+
+/// Runs a command and returns (exit code, stdout, stderr).
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("spawn");
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub fn ok(cmd: &mut Command) -> String {
+    let (code, stdout, stderr) = run(cmd);
+    assert_eq!(
+        code, 0,
+        "command failed: {cmd:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    stdout
+}
+
+/// A git repository in a temporary directory.
+pub struct Repo {
+    pub dir: tempfile::TempDir,
+}
+
+impl Repo {
+    pub fn new() -> Repo {
+        let repo = Repo {
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo.git(&["config", "user.email", "t@example.invalid"]);
+        repo.git(&["config", "user.name", "t"]);
+        repo.git(&["config", "commit.gpgsign", "false"]);
+        repo
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, content: &str) -> &Self {
+        let path = self.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+        self
+    }
+
+    /// A minimal package: build.yml with `image` (plus `extra` lines) and a Dockerfile.
+    pub fn package(&self, dir: &str, image: &str, extra: &str) -> &Self {
+        self.write(
+            &format!("{dir}/build.yml"),
+            &format!("image: {image}\n{extra}"),
+        );
+        self.write(
+            &format!("{dir}/Dockerfile"),
+            "FROM scratch\nCOPY build.yml /\n",
+        )
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(self.path())
+            .output()
+            .expect("git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+    }
+
+    pub fn commit_all(&self, message: &str) {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "-m", message]);
+    }
+
+    /// Runs a shell snippet in `dir` of the repository (the plain-git reference computations).
+    pub fn sh(&self, dir: &str, script: &str) -> String {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .current_dir(self.join(dir))
+            .output()
+            .expect("bash");
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+    }
+
+    pub fn lkpkg(&self) -> Command {
+        lkpkg(self.path())
+    }
+}
