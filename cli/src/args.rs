@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::cache_cmd::CacheCommand;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "lkpkg",
@@ -43,10 +45,27 @@ pub enum MessageFormat {
     Json,
 }
 
+impl GlobalArgs {
+    /// `--cache`, then `LINUXKIT_CACHE`, then `$HOME/.linuxkit/cache`.
+    pub fn cache_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.cache {
+            return dir.clone();
+        }
+        if let Some(dir) = std::env::var_os("LINUXKIT_CACHE").filter(|d| !d.is_empty()) {
+            return dir.into();
+        }
+        let home = std::env::var_os("HOME").unwrap_or_default();
+        PathBuf::from(home).join(".linuxkit").join("cache")
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Package commands: build, show-tag, push, …
     Pkg(PkgCommand),
+    /// Inspect and manage the linuxkit cache
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Print the build graph of packages
     Graph(GraphArgs),
 }

@@ -38,8 +38,21 @@ fn kind_of(error: &anyhow::Error) -> ErrorKind {
         if let Some(e) = cause.downcast_ref::<Error>() {
             return e.kind();
         }
+        if let Some(e) = cause.downcast_ref::<lkpkg_engine::build::BuildError>() {
+            return match e {
+                lkpkg_engine::build::BuildError::Package(e) => e.kind(),
+                _ => ErrorKind::Environment,
+            };
+        }
         if let Some(e) = cause.downcast_ref::<Classified>() {
             return e.kind;
+        }
+        if let Some(e) = cause.downcast_ref::<lkpkg_engine::store::StoreError>() {
+            return if e.is_user_error() {
+                ErrorKind::BadInput
+            } else {
+                ErrorKind::Environment
+            };
         }
     }
     ErrorKind::Environment

@@ -4,6 +4,8 @@
 //! 130 interrupted.
 
 mod args;
+mod build_cmd;
+mod cache_cmd;
 mod exit;
 mod graph_cmd;
 mod pkg;
@@ -14,6 +16,7 @@ fn main() -> std::process::ExitCode {
     let cli = args::Cli::parse();
     let result = match cli.command {
         args::Command::Pkg(pkg) => pkg::run(pkg, &cli.global),
+        args::Command::Cache(cmd) => cache_cmd::run(cmd, &cli.global.cache_dir(), cli.global.quiet),
         args::Command::Graph(graph) => graph_cmd::run(graph, &cli.global),
     };
     match result {

@@ -12,8 +12,9 @@ use crate::exit::bad_input;
 pub fn run(pkg: PkgCommand, global: &GlobalArgs) -> Result<()> {
     match pkg.command {
         PkgSubcommand::ShowTag(args) => show_tag(&pkg.options, args),
-        PkgSubcommand::Build(_) | PkgSubcommand::Builder(_) => Err(bad_input(
-            "`lkpkg pkg build` and `lkpkg pkg builder` are not available in this version yet",
+        PkgSubcommand::Build(args) => crate::build_cmd::run(&pkg.options, args, global),
+        PkgSubcommand::Builder(_) => Err(bad_input(
+            "`lkpkg pkg builder` is not available in this version yet",
         )),
         PkgSubcommand::Push(_) | PkgSubcommand::Manifest(_) | PkgSubcommand::RemoteTag(_) => {
             let _ = global;

@@ -5,6 +5,7 @@
 //! `discover` → `build_yml` → `package` (tags, `@lkt:` arguments) → `graph` → (plan, schedule,
 //! build, ingest into `store`).
 
+pub mod build;
 pub mod build_args;
 pub mod build_yml;
 pub mod discover;
@@ -12,5 +13,6 @@ pub mod dockerfile;
 pub mod error;
 pub mod graph;
 pub mod package;
+pub mod store;
 pub mod tag;
 pub mod workspace;

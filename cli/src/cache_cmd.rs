@@ -1,0 +1,473 @@
+//! `lkpkg cache …`: the linuxkit cache commands, with linuxkit's flag names, over
+//! [`lkpkg_engine::store::Store`].
+//!
+//! stdout carries data (`ls` lines, JSON, export streams); stderr carries messages for people
+//! (silenced by `-q`). `--json` output is one JSON document, versioned by a `"version": 1`
+//! field where it is an object.
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use lkpkg_cache_format::digest::Digest;
+use lkpkg_cache_format::layout::{self, Descriptor, Platform};
+use lkpkg_engine::store::{ExportFormat, GcOptions, Store, StoreError};
+use serde_json::json;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum CacheCommand {
+    /// List images in the linuxkit cache
+    Ls {
+        /// Print a JSON array instead of linuxkit's columns
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show an image: index → per-platform manifests → config and layers
+    Inspect {
+        /// The image name (as stored, or expanded like `org/img:tag`)
+        reference: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove images from the cache (blobs only when no other name reaches them)
+    Rm {
+        /// Image names
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Only remove images that are published to a registry (not supported yet)
+        #[arg(long)]
+        published_only: bool,
+    },
+    /// Empty the cache
+    Clean {
+        /// Only remove images that are published to a registry (not supported yet)
+        #[arg(long)]
+        published_only: bool,
+    },
+    /// Remove blobs no name reaches; optionally trim least recently used names to a size
+    Gc {
+        /// Keep names used, and unreachable blobs written, within this long (e.g. `24h`)
+        #[arg(long, value_name = "DURATION")]
+        keep_duration: Option<String>,
+        /// Trim least recently used names until the cache fits (e.g. `10GB`, `512MiB`)
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<String>,
+    },
+    /// Space used per image, unique and shared with other images
+    Du {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every blob's digest, every image's blobs, and the index against index.json
+    Verify {
+        /// Restore agreement (quarantine corrupt blobs, rebuild the index) without removing names
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export an image from the cache
+    Export {
+        /// The image name
+        reference: String,
+        /// Output format: oci, docker or filesystem
+        #[arg(long, default_value = "oci")]
+        format: String,
+        /// Platform (os/arch[/variant]) for docker and filesystem formats
+        #[arg(long, default_value_t = default_platform())]
+        platform: String,
+        /// Output file, `-` for stdout
+        #[arg(short = 'o', long = "outfile", required = true)]
+        outfile: String,
+        /// Name to give the image in the exported archive
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Import an OCI layout tar or a `docker save` tar (`-` for stdin)
+    Import {
+        /// The tar file, or `-`
+        file: String,
+    },
+}
+
+/// `linux/<arch>` of this machine, in Go's architecture names.
+fn default_platform() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "powerpc64" => "ppc64le",
+        other => other,
+    };
+    format!("linux/{arch}")
+}
+
+/// Parses `10GB`, `512MiB`, `1.5G`, `123` (bytes). Decimal and binary suffixes.
+pub fn parse_size(text: &str) -> Result<u64, StoreError> {
+    let bad = || StoreError::InvalidArgument(format!("size `{text}` (expected e.g. 10GB, 512MiB)"));
+    let trimmed = text.trim();
+    let split = trimmed
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(trimmed.len());
+    let (number, unit) = trimmed.split_at(split);
+    let number: f64 = number.parse().map_err(|_| bad())?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "ki" | "kib" => 1024.0,
+        "mi" | "mib" => 1024.0 * 1024.0,
+        "gi" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "ti" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    Ok((number * factor) as u64)
+}
+
+fn parse_duration(text: &str) -> Result<Duration, StoreError> {
+    humantime::parse_duration(text)
+        .map_err(|e| StoreError::InvalidArgument(format!("duration `{text}`: {e}")))
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn short_type(media_type: &str) -> &str {
+    media_type
+        .strip_prefix("application/vnd.oci.image.")
+        .or_else(|| media_type.strip_prefix("application/vnd.docker."))
+        .unwrap_or(media_type)
+}
+
+/// Runs one `cache` subcommand against the cache at `cache_dir`.
+pub fn run(cmd: CacheCommand, cache_dir: &Path, quiet: bool) -> anyhow::Result<()> {
+    let say = |message: String| {
+        if !quiet {
+            eprintln!("{message}");
+        }
+    };
+    // Refuse unsupported flags before touching the cache.
+    match &cmd {
+        CacheCommand::Clean {
+            published_only: true,
+        }
+        | CacheCommand::Rm {
+            published_only: true,
+            ..
+        } => {
+            return Err(StoreError::Unsupported(
+                "`--published-only` needs registry support".into(),
+            )
+            .into());
+        }
+        _ => {}
+    }
+    let store = Store::open(cache_dir)
+        .with_context(|| format!("cannot open the cache at `{}`", cache_dir.display()))?;
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    match cmd {
+        CacheCommand::Ls { json } => {
+            let names = store.names()?;
+            if json {
+                let items: Vec<_> = names
+                    .iter()
+                    .map(|(name, d)| {
+                        json!({"name": name, "digest": d.digest, "mediaType": d.media_type,
+                               "size": d.size})
+                    })
+                    .collect();
+                serde_json::to_writer_pretty(&mut out, &items)?;
+                writeln!(out)?;
+            } else {
+                if !quiet {
+                    writeln!(out, "{:<80} root manifest hash", "image name")?;
+                }
+                for (name, desc) in &names {
+                    writeln!(out, "{:<80} {}", name, desc.digest)?;
+                }
+            }
+        }
+        CacheCommand::Inspect { reference, json } => {
+            let (name, root) = store.resolve(&reference)?;
+            let tree = inspect_node(&store, &root);
+            if json {
+                let doc = json!({"version": 1, "name": name, "root": tree});
+                serde_json::to_writer_pretty(&mut out, &doc)?;
+                writeln!(out)?;
+            } else {
+                writeln!(out, "{name}")?;
+                print_node(&mut out, &tree, 1)?;
+            }
+        }
+        CacheCommand::Rm { names, .. } => {
+            let mut wanted = Vec::new();
+            for name in &names {
+                let (stored, _) = store.resolve(name)?;
+                wanted.push(stored);
+            }
+            for name in store.remove_names(&wanted)? {
+                say(format!("removed image `{name}` from the cache"));
+            }
+        }
+        CacheCommand::Clean { .. } => {
+            store.clean()?;
+            say(format!("Cache emptied: {}", cache_dir.display()));
+        }
+        CacheCommand::Gc {
+            keep_duration,
+            max_size,
+        } => {
+            let options = GcOptions {
+                keep_duration: keep_duration.as_deref().map(parse_duration).transpose()?,
+                max_size: max_size.as_deref().map(parse_size).transpose()?,
+            };
+            let report = store.gc(&options)?;
+            for name in &report.removed_names {
+                say(format!("removed image `{name}` (least recently used)"));
+            }
+            say(format!(
+                "removed {} blob(s), freed {}, {} remain",
+                report.removed_blobs.len(),
+                human_size(report.freed_bytes),
+                human_size(report.remaining_bytes)
+            ));
+        }
+        CacheCommand::Du { json } => {
+            let usage = store.usage()?;
+            if json {
+                let names: Vec<_> = usage
+                    .names
+                    .iter()
+                    .map(|u| {
+                        json!({"name": u.name, "total": u.total, "unique": u.unique,
+                               "shared": u.shared})
+                    })
+                    .collect();
+                let doc = json!({"version": 1, "images": names, "blob_bytes": usage.blob_bytes,
+                                 "unreachable_bytes": usage.unreachable_bytes});
+                serde_json::to_writer_pretty(&mut out, &doc)?;
+                writeln!(out)?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<80} {:>10} {:>10} {:>10}",
+                    "image name", "total", "unique", "shared"
+                )?;
+                for u in &usage.names {
+                    writeln!(
+                        out,
+                        "{:<80} {:>10} {:>10} {:>10}",
+                        u.name,
+                        human_size(u.total),
+                        human_size(u.unique),
+                        human_size(u.shared)
+                    )?;
+                }
+                writeln!(
+                    out,
+                    "{:<80} {:>10}   (unreachable: {})",
+                    "all blobs",
+                    human_size(usage.blob_bytes),
+                    human_size(usage.unreachable_bytes)
+                )?;
+            }
+        }
+        CacheCommand::Verify { repair, json } => {
+            let report = store.verify(repair)?;
+            if json {
+                let doc = json!({
+                    "version": 1,
+                    "blobs_checked": report.blobs_checked,
+                    "names_checked": report.names_checked,
+                    "problems": report.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "remaining": report.remaining.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "repaired": report.repaired,
+                });
+                serde_json::to_writer_pretty(&mut out, &doc)?;
+                writeln!(out)?;
+            }
+            out.flush()?;
+            for problem in &report.problems {
+                say(format!("problem: {problem}"));
+            }
+            if report.repaired {
+                say(format!(
+                    "repaired: {} problem(s) fixed, {} remain",
+                    report.problems.len() - report.remaining.len(),
+                    report.remaining.len()
+                ));
+            }
+            if !report.remaining.is_empty() {
+                return Err(StoreError::VerifyFailed {
+                    problems: report.remaining.len(),
+                }
+                .into());
+            }
+            say(format!(
+                "cache ok: {} blob(s), {} name(s)",
+                report.blobs_checked, report.names_checked
+            ));
+        }
+        CacheCommand::Export {
+            reference,
+            format,
+            platform,
+            outfile,
+            name,
+        } => {
+            let format: ExportFormat = format.parse()?;
+            let platform = Platform::parse(&platform).ok_or_else(|| {
+                StoreError::InvalidArgument(format!("platform `{platform}` (expected os/arch)"))
+            })?;
+            if outfile == "-" {
+                store.export(&reference, format, &platform, name.as_deref(), &mut out)?;
+            } else {
+                let path = Path::new(&outfile);
+                let file = std::fs::File::create(path)
+                    .with_context(|| format!("cannot create `{outfile}`"))?;
+                let mut writer = io::BufWriter::new(file);
+                store.export(&reference, format, &platform, name.as_deref(), &mut writer)?;
+                writer
+                    .into_inner()
+                    .map_err(|e| e.into_error())
+                    .and_then(|f| f.sync_all())
+                    .with_context(|| format!("cannot write `{outfile}`"))?;
+            }
+        }
+        CacheCommand::Import { file } => {
+            let imported = if file == "-" {
+                store.import(io::stdin().lock())?
+            } else {
+                let reader = std::fs::File::open(&file).map_err(|e| {
+                    StoreError::InvalidArgument(format!("cannot open `{file}`: {e}"))
+                })?;
+                store.import(io::BufReader::new(reader))?
+            };
+            for item in imported {
+                say(format!(
+                    "imported `{}` ({})",
+                    item.name, item.descriptor.digest
+                ));
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn descriptor_json(d: &Descriptor) -> serde_json::Value {
+    json!({"mediaType": d.media_type, "digest": d.digest, "size": d.size})
+}
+
+/// The inspect tree of one descriptor, as JSON (also rendered as text by [`print_node`]).
+fn inspect_node(store: &Store, desc: &Descriptor) -> serde_json::Value {
+    let mut node = descriptor_json(desc);
+    if let Some(p) = &desc.platform {
+        node["platform"] = json!(p.to_string());
+    }
+    if desc.is_attestation() {
+        node["attestation"] = json!(true);
+    }
+    if !store.has_blob(&desc.digest) {
+        node["missing"] = json!(true);
+        return node;
+    }
+    if layout::is_index_media_type(&desc.media_type) {
+        if let Ok(index) = store.read_index(&desc.digest) {
+            node["manifests"] = index
+                .manifests
+                .iter()
+                .map(|m| inspect_node(store, m))
+                .collect();
+        }
+    } else if layout::is_manifest_media_type(&desc.media_type)
+        && let Ok(manifest) = store.read_manifest(&desc.digest)
+    {
+        let mut config = descriptor_json(&manifest.config);
+        if !store.has_blob(&manifest.config.digest) {
+            config["missing"] = json!(true);
+        }
+        node["config"] = config;
+        node["layers"] = manifest
+            .layers
+            .iter()
+            .map(|l| {
+                let mut layer = descriptor_json(l);
+                if !store.has_blob(&l.digest) {
+                    layer["missing"] = json!(true);
+                }
+                layer
+            })
+            .collect();
+    }
+    node
+}
+
+fn print_node(out: &mut impl Write, node: &serde_json::Value, depth: usize) -> io::Result<()> {
+    let indent = "  ".repeat(depth);
+    let label = |n: &serde_json::Value| -> String {
+        let digest = n["digest"].as_str().unwrap_or_default();
+        let digest = digest
+            .parse::<Digest>()
+            .map_or(digest.to_owned(), |d| d.to_string());
+        let mut text = format!(
+            "{} {} {}",
+            short_type(n["mediaType"].as_str().unwrap_or_default()),
+            digest,
+            human_size(n["size"].as_u64().unwrap_or(0))
+        );
+        if n.get("missing").is_some() {
+            text.push_str(" (missing)");
+        }
+        text
+    };
+    let prefix = match (node.get("platform"), node.get("attestation")) {
+        (_, Some(_)) => "attestation ".to_owned(),
+        (Some(p), None) => format!("{} ", p.as_str().unwrap_or_default()),
+        _ => String::new(),
+    };
+    writeln!(out, "{indent}{prefix}{}", label(node))?;
+    if let Some(children) = node.get("manifests").and_then(|m| m.as_array()) {
+        for child in children {
+            print_node(out, child, depth + 1)?;
+        }
+    }
+    if let Some(config) = node.get("config") {
+        writeln!(out, "{indent}  config {}", label(config))?;
+    }
+    if let Some(layers) = node.get("layers").and_then(|l| l.as_array()) {
+        for layer in layers {
+            writeln!(out, "{indent}  layer {}", label(layer))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("123").unwrap(), 123);
+        assert_eq!(parse_size("10GB").unwrap(), 10_000_000_000);
+        assert_eq!(parse_size("512MiB").unwrap(), 512 * 1024 * 1024);
+        assert_eq!(parse_size("1.5k").unwrap(), 1500);
+        assert!(parse_size("ten").unwrap_err().is_user_error());
+    }
+}

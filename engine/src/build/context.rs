@@ -1,0 +1,181 @@
+//! The build context a package sends to the engine, and the build arguments and labels that go
+//! with it, in linuxkit's order and with its presets (reference §5.6–§5.8).
+//!
+//! The context is the package directory mapped to `/`, then each extra source mapped to its
+//! destination. It is assembled in memory (packages are small; a context over
+//! [`MAX_CONTEXT_BYTES`] is refused with a clear error rather than exhausting memory). Symlinks
+//! are kept as links, as linuxkit keeps them; nothing outside the package and its declared
+//! sources is read, and nothing is ever written into the package directory.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::graph::GraphPackage;
+use crate::workspace::Workspace;
+
+/// The largest build context lkpkg assembles in memory.
+pub const MAX_CONTEXT_BYTES: u64 = 2 << 30;
+
+/// Tars the package directory and its extra sources.
+pub fn tar_context(package: &GraphPackage) -> Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    builder.mode(tar::HeaderMode::Deterministic);
+    append_dir(&mut builder, &package.package.dir, Path::new(""))?;
+    for source in &package.package.yml.extra_sources {
+        let dst = source.dst.trim_start_matches('/');
+        append_dir(&mut builder, &source.src, Path::new(dst))?;
+    }
+    let bytes = builder
+        .into_inner()
+        .map_err(|e| Error::io(&package.package.dir, e))?;
+    if bytes.len() as u64 > MAX_CONTEXT_BYTES {
+        return Err(Error::Usage(format!(
+            "the build context of `{}` is {} bytes, more than lkpkg's limit of {MAX_CONTEXT_BYTES}",
+            package.package.dir.display(),
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
+fn append_dir(builder: &mut tar::Builder<Vec<u8>>, dir: &Path, at: &Path) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::io(dir, e))?;
+    entries.sort_by_key(|e| e.file_name());
+    if !at.as_os_str().is_empty() {
+        builder.append_dir(at, dir).map_err(|e| Error::io(dir, e))?;
+    }
+    for entry in entries {
+        let path = entry.path();
+        let name = at.join(entry.file_name());
+        let file_type = entry.file_type().map_err(|e| Error::io(&path, e))?;
+        if file_type.is_dir() {
+            append_dir(builder, &path, &name)?;
+        } else {
+            builder
+                .append_path_with_name(&path, &name)
+                .map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Build arguments in linuxkit's order: build.yml's (resolved), `--build-arg-file`'s
+/// overriding them, then the presets where absent (`SOURCE`, `REVISION` when clean,
+/// `GOPKGVERSION`, `PKG_HASH`, `PKG_IMAGE`), then the proxy variables from the environment.
+pub fn build_args(
+    package: &GraphPackage,
+    workspace: Option<&Workspace>,
+) -> BTreeMap<String, String> {
+    let mut args: BTreeMap<String, String> = package
+        .build_args
+        .iter()
+        .map(|a| (a.key.clone(), a.value.clone()))
+        .collect();
+    let tag = &package.package.tag;
+    let head = workspace.and_then(Workspace::head_commit);
+    let mut preset = |k: &str, v: String| {
+        args.entry(k.to_owned()).or_insert(v);
+    };
+    preset("SOURCE", package.package.yml.gitrepo.clone());
+    if !tag.dirty
+        && let Some(head) = &head
+    {
+        preset("REVISION", head.clone());
+    }
+    if let Some(version) = workspace.and_then(go_pkg_version) {
+        preset("GOPKGVERSION", version);
+    }
+    preset("PKG_HASH", tag.hash.clone());
+    preset("PKG_IMAGE", tag.image());
+    for proxy in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "ftp_proxy",
+        "FTP_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        if let Ok(value) = std::env::var(proxy) {
+            args.entry(proxy.to_owned()).or_insert(value);
+        }
+    }
+    args
+}
+
+/// linuxkit's `GOPKGVERSION`: its `git describe` pattern never matches (literal quotes), so it
+/// is always `v0.0.0-<committer date, UTC here, %Y%m%d%H%M%S>-<12 hex of HEAD>`. linuxkit
+/// formats the date in the local time zone; lkpkg uses UTC so that the value does not depend on
+/// the machine (what linuxkit gives with TZ=UTC).
+fn go_pkg_version(workspace: &Workspace) -> Option<String> {
+    workspace.with_repo(|repo| {
+        let commit = repo.head().ok()?.peel_to_commit().ok()?;
+        let seconds = commit.committer().when().seconds();
+        let id = commit.id().to_string();
+        Some(format!("v0.0.0-{}-{}", utc_compact(seconds), &id[..12]))
+    })
+}
+
+/// `%Y%m%d%H%M%S` in UTC for a unix time.
+pub fn utc_compact(seconds: i64) -> String {
+    let days = seconds.div_euclid(86_400);
+    let secs = seconds.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}{:02}{:02}{:02}",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+/// The labels linuxkit puts on a package image.
+pub fn labels(package: &GraphPackage, workspace: Option<&Workspace>) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    if workspace.is_some() {
+        labels.insert(
+            "org.opencontainers.image.source".to_owned(),
+            package.package.yml.gitrepo.clone(),
+        );
+        if !package.package.tag.dirty
+            && let Some(head) = workspace.and_then(Workspace::head_commit)
+        {
+            labels.insert("org.opencontainers.image.revision".to_owned(), head);
+        }
+    }
+    if let Some(config) = &package.package.yml.config {
+        labels.insert("org.mobyproject.config".to_owned(), config.label_json());
+    }
+    labels.insert(
+        "org.mobyproject.linuxkit.version".to_owned(),
+        format!("lkpkg {}", env!("CARGO_PKG_VERSION")),
+    );
+    labels
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc_compact(0), "19700101000000");
+        // 2026-03-27 12:26:05 UTC, linuxkit's reference commit.
+        assert_eq!(super::utc_compact(1_774_614_365), "20260327122605");
+    }
+}

@@ -1,0 +1,105 @@
+//! The redb index (`<cache>/lkpkg-index-v1.redb`): how processes share it, and typed access to
+//! its tables (names and encodings are defined in `lkpkg_cache_format::index_db`).
+//!
+//! # Sharing between processes
+//! The database is opened in redb's [`ConcurrencyMode::MultiWriter`]: any number of processes
+//! keep it open at once, each reads from MVCC snapshots without any lock, and redb serialises
+//! write transactions between processes with byte-range locks on the database file. lkpkg adds
+//! one rule on top: **every write transaction runs while the cache lock (`<cache>/.lock`) is
+//! held**, because a redb write always goes with an `index.json` change or a blob pin that must
+//! be atomic with it. So redb's own writer lock is never contended across processes in practice;
+//! it is the backstop.
+//!
+//! Inside a process the handle is shared: [`open_shared`] keeps a weak table of open databases
+//! by path, so two `Store`s on one cache (threads, tests) use one `Database`.
+//!
+//! All openers must use the same mode, so the mode is part of the file's contract (FORMAT.md).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use lkpkg_cache_format::index_db as format;
+use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::StoreError;
+
+pub const SCHEMA: TableDefinition<&str, u64> = TableDefinition::new(format::TABLE_SCHEMA);
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new(format::TABLE_META);
+pub const REFS: TableDefinition<&str, &[u8]> = TableDefinition::new(format::TABLE_REFS);
+pub const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new(format::TABLE_BLOBS);
+pub const PENDING: TableDefinition<&str, u64> = TableDefinition::new(format::TABLE_PENDING);
+pub const BUILD_RECORDS: TableDefinition<&[u8; 32], &[u8]> =
+    TableDefinition::new(format::TABLE_BUILD_RECORDS);
+
+fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<Database>>> {
+    static OPEN: OnceLock<Mutex<HashMap<PathBuf, Weak<Database>>>> = OnceLock::new();
+    OPEN.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Opens (creating if needed) the database at `path`, sharing one handle per process.
+/// The caller holds the cache lock when the file may not exist yet.
+pub fn open_shared(path: &Path) -> Result<Arc<Database>, StoreError> {
+    let key = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+    let mut open = registry()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(db) = open.get(&key).and_then(Weak::upgrade) {
+        return Ok(db);
+    }
+    let db = Database::builder()
+        .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+        .create(path)
+        .map_err(|e| StoreError::db(path, e))?;
+    let db = Arc::new(db);
+    open.retain(|_, weak| weak.strong_count() > 0);
+    open.insert(key, Arc::downgrade(&db));
+    Ok(db)
+}
+
+/// Creates every table and records the schema version (idempotent). Returns whether the stored
+/// schema was unknown and the tables were emptied (a re-index is then needed).
+pub fn ensure_schema(db: &Database, path: &Path) -> Result<bool, StoreError> {
+    let err = |e: redb::Error| StoreError::db(path, e);
+    {
+        let read = db.begin_read().map_err(|e| err(e.into()))?;
+        if let Ok(table) = read.open_table(SCHEMA)
+            && let Ok(Some(v)) = table.get(format::KEY_SCHEMA_VERSION)
+            && v.value() == format::SCHEMA_VERSION
+        {
+            return Ok(false);
+        }
+    }
+    let txn = db.begin_write().map_err(|e| err(e.into()))?;
+    let reset;
+    {
+        let mut schema = txn.open_table(SCHEMA).map_err(|e| err(e.into()))?;
+        let stored = schema
+            .get(format::KEY_SCHEMA_VERSION)
+            .map_err(|e| err(e.into()))?
+            .map(|v| v.value());
+        reset = stored.is_some_and(|v| v != format::SCHEMA_VERSION);
+        schema
+            .insert(format::KEY_SCHEMA_VERSION, format::SCHEMA_VERSION)
+            .map_err(|e| err(e.into()))?;
+    }
+    if reset {
+        for name in [
+            format::TABLE_META,
+            format::TABLE_REFS,
+            format::TABLE_BLOBS,
+            format::TABLE_PENDING,
+        ] {
+            let def: TableDefinition<&str, &[u8]> = TableDefinition::new(name);
+            let _ = txn.delete_table(def);
+        }
+        let _ = txn.delete_table(BUILD_RECORDS);
+    }
+    txn.open_table(META).map_err(|e| err(e.into()))?;
+    txn.open_table(REFS).map_err(|e| err(e.into()))?;
+    txn.open_table(BLOBS).map_err(|e| err(e.into()))?;
+    txn.open_table(PENDING).map_err(|e| err(e.into()))?;
+    txn.open_table(BUILD_RECORDS).map_err(|e| err(e.into()))?;
+    txn.commit().map_err(|e| err(e.into()))?;
+    Ok(reset)
+}

@@ -1,0 +1,91 @@
+//! `<cache>/index.json`: read with the [`IndexStamp`] of what was read, and replaced atomically.
+//!
+//! lkpkg never writes `index.json` in place: it writes `index.json.lkpkg-tmp-*` beside it,
+//! `fsync`s it, renames it over `index.json` and `fsync`s the cache directory, all while holding
+//! the cache lock. A reader (lkpkg, linuxkit, skopeo) sees the old or the new file, whole.
+//! The format is linuxkit's: the index with keys sorted and three-space indentation.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use lkpkg_cache_format::canonical_json;
+use lkpkg_cache_format::digest::Digest;
+use lkpkg_cache_format::index_db::IndexStamp;
+use lkpkg_cache_format::layout::{INDEX_FILE, ImageIndex};
+
+use super::{StoreError, blobs};
+
+fn stamp_of(meta: &std::fs::Metadata, sha256: Option<Digest>) -> IndexStamp {
+    IndexStamp {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        size: meta.size(),
+        mtime_sec: meta.mtime(),
+        mtime_nsec: meta.mtime_nsec(),
+        ctime_sec: meta.ctime(),
+        ctime_nsec: meta.ctime_nsec(),
+        sha256,
+    }
+}
+
+/// The `stat` of `index.json` (no hash), or `None` if it does not exist.
+pub fn stat(root: &Path) -> Result<Option<IndexStamp>, StoreError> {
+    let path = root.join(INDEX_FILE);
+    match std::fs::metadata(&path) {
+        Ok(meta) => Ok(Some(stamp_of(&meta, None))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::io(&path, e)),
+    }
+}
+
+/// Reads `index.json`: its bytes and their full stamp (stat of the same open file + sha256).
+pub fn read_raw(root: &Path) -> Result<(Vec<u8>, IndexStamp), StoreError> {
+    let path = root.join(INDEX_FILE);
+    let mut file = File::open(&path).map_err(|e| StoreError::io(&path, e))?;
+    let meta = file.metadata().map_err(|e| StoreError::io(&path, e))?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.read_to_end(&mut bytes)
+        .map_err(|e| StoreError::io(&path, e))?;
+    let stamp = stamp_of(&meta, Some(Digest::of(&bytes)));
+    Ok((bytes, stamp))
+}
+
+/// Parses `index.json` bytes.
+pub fn parse(root: &Path, bytes: &[u8]) -> Result<ImageIndex, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::CorruptIndexJson {
+        path: root.join(INDEX_FILE),
+        message: e.to_string(),
+    })
+}
+
+/// Replaces `index.json` atomically and durably; returns the stamp of what was written.
+/// The caller holds the cache lock.
+pub fn write(root: &Path, index: &ImageIndex) -> Result<IndexStamp, StoreError> {
+    let path = root.join(INDEX_FILE);
+    let bytes = canonical_json::to_vec_index_json(index).map_err(|e| StoreError::Json {
+        what: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix("index.json.lkpkg-tmp-")
+        .tempfile_in(root)
+        .map_err(|e| StoreError::io(root, e))?;
+    tmp.write_all(&bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| StoreError::io(tmp.path(), e))?;
+    // linuxkit creates index.json with os.ModePerm (before umask); keep it world-readable.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = tmp
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    let file = tmp
+        .persist(&path)
+        .map_err(|e| StoreError::io(&path, e.error))?;
+    let meta = file.metadata().map_err(|e| StoreError::io(&path, e))?;
+    blobs::sync_dir(root)?;
+    Ok(stamp_of(&meta, Some(Digest::of(&bytes))))
+}

@@ -1,0 +1,542 @@
+//! Store tests on temporary caches, with `docker save` archives made in memory.
+
+use std::collections::BTreeMap;
+
+use lkpkg_cache_format::digest::Digest;
+use lkpkg_cache_format::layout::{self, Descriptor, ImageIndex, Platform};
+
+use super::*;
+
+/// A one-file layer tar.
+pub(crate) fn layer_tar(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, data) in files {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(0);
+        builder.append_data(&mut header, path, *data).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+/// A `docker save` archive (docker 20.10 layout) of one image.
+pub(crate) fn docker_save(arch: &str, tags: &[&str], layers: &[Vec<u8>]) -> Vec<u8> {
+    let diff_ids: Vec<String> = layers.iter().map(|l| Digest::of(l).to_string()).collect();
+    let config = serde_json::json!({
+        "architecture": arch, "os": "linux",
+        "config": {"Cmd": ["/hello"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    let config_name = format!("{}.json", Digest::of(&config_bytes).hex());
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut add = |path: &str, data: &[u8]| {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        builder.append_data(&mut header, path, data).unwrap();
+    };
+    let mut layer_paths = Vec::new();
+    for (i, layer) in layers.iter().enumerate() {
+        let path = format!("{i:064}/layer.tar");
+        add(&path, layer);
+        add(&format!("{i:064}/VERSION"), b"1.0");
+        layer_paths.push(path);
+    }
+    add(&config_name, &config_bytes);
+    let manifest = serde_json::json!([{
+        "Config": config_name, "RepoTags": tags, "Layers": layer_paths,
+    }]);
+    add("manifest.json", &serde_json::to_vec(&manifest).unwrap());
+    builder.into_inner().unwrap()
+}
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    (dir, store)
+}
+
+fn raw_index(store: &Store) -> ImageIndex {
+    let bytes = std::fs::read(store.root().join("index.json")).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[test]
+fn open_creates_a_linuxkit_layout() {
+    let (dir, _store) = store();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("oci-layout")).unwrap(),
+        "{\n    \"imageLayoutVersion\": \"1.0.0\"\n}"
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["schemaVersion"], 2);
+    assert_eq!(index["manifests"], serde_json::json!([]));
+    assert!(dir.path().join(format::DB_FILE).exists());
+    // A second handle in the same process shares the database.
+    let again = Store::open(dir.path()).unwrap();
+    assert!(again.names().unwrap().is_empty());
+}
+
+#[test]
+fn ingest_writes_per_arch_name_and_merges_the_index() {
+    let (_dir, store) = store();
+    let layer = layer_tar(&[("hello", b"hi amd64")]);
+    let amd = store
+        .ingest_docker_save(
+            &docker_save("amd64", &["x:1"], std::slice::from_ref(&layer))[..],
+            "docker.io/org/img:t",
+            Some(&Platform::linux("amd64")),
+        )
+        .unwrap();
+    assert_eq!(amd.platform.as_ref().unwrap().architecture, "amd64");
+    // The layer is stored as-is: its digest is the diff id.
+    let manifest = store.read_manifest(&amd.digest).unwrap();
+    assert_eq!(manifest.layers[0].digest, Digest::of(&layer));
+    assert_eq!(
+        manifest.layers[0].media_type,
+        layout::MEDIA_TYPE_OCI_LAYER_TAR
+    );
+    // The manifest is canonical JSON, hashed over the bytes written.
+    let bytes = store.read_blob(&amd.digest).unwrap();
+    assert_eq!(Digest::of(&bytes), amd.digest);
+    assert_eq!(
+        lkpkg_cache_format::canonical_json::to_vec(&manifest).unwrap(),
+        bytes
+    );
+    let per_arch = store.lookup("docker.io/org/img:t-amd64").unwrap().unwrap();
+    assert_eq!(per_arch.digest, amd.digest);
+
+    let arm = store
+        .ingest_docker_save(
+            &docker_save("arm64", &[], &[layer_tar(&[("hello", b"hi arm64")])])[..],
+            "docker.io/org/img:t",
+            None,
+        )
+        .unwrap();
+    let first = store
+        .merge_index("docker.io/org/img:t", std::slice::from_ref(&amd))
+        .unwrap();
+    // A release name references the first index: merging must keep that blob.
+    store
+        .set_names(vec![("docker.io/org/img:release".into(), first.clone())])
+        .unwrap();
+    let second = store
+        .merge_index("docker.io/org/img:t", std::slice::from_ref(&arm))
+        .unwrap();
+    let index = store.read_index(&second.digest).unwrap();
+    assert_eq!(index.manifests.len(), 2);
+    let amd2 = store
+        .ingest_docker_save(
+            &docker_save("amd64", &[], &[layer_tar(&[("hello", b"v2")])])[..],
+            "docker.io/org/img:t",
+            None,
+        )
+        .unwrap();
+    let third = store
+        .merge_index("docker.io/org/img:t", std::slice::from_ref(&amd2))
+        .unwrap();
+    let index = store.read_index(&third.digest).unwrap();
+    assert_eq!(index.manifests.len(), 2, "amd64 replaced, arm64 kept");
+    assert!(index.manifests.iter().any(|m| m.digest == amd2.digest));
+    assert!(store.has_blob(&first.digest));
+    assert!(
+        !store.has_blob(&second.digest),
+        "unreferenced old index deleted"
+    );
+    assert!(store.verify(false).unwrap().problems.is_empty());
+    // Every index.json entry carries linuxkit's name annotation.
+    for entry in raw_index(&store).manifests {
+        assert!(entry.ref_name().is_some());
+    }
+}
+
+#[test]
+fn rm_keeps_blobs_other_names_reach() {
+    let (_dir, store) = store();
+    let shared = layer_tar(&[("shared", b"same")]);
+    let own = layer_tar(&[("own", b"mine")]);
+    let archive = docker_save("amd64", &["org/a:1"], &[shared.clone(), own.clone()]);
+    store.import(&archive[..]).unwrap();
+    let archive = docker_save("amd64", &["org/b:1"], std::slice::from_ref(&shared));
+    store.import(&archive[..]).unwrap();
+    let removed = store.remove_names(&["docker.io/org/a:1".into()]).unwrap();
+    assert_eq!(removed, vec!["docker.io/org/a:1".to_owned()]);
+    assert!(store.has_blob(&Digest::of(&shared)));
+    assert!(!store.has_blob(&Digest::of(&own)));
+    assert_eq!(
+        store
+            .blob_record(&Digest::of(&shared))
+            .unwrap()
+            .unwrap()
+            .refcount,
+        1
+    );
+    assert!(store.verify(false).unwrap().problems.is_empty());
+    assert!(store.lookup("docker.io/org/a:1").unwrap().is_none());
+}
+
+#[test]
+fn pinned_blobs_survive_a_concurrent_rm() {
+    let (_dir, store) = store();
+    let shared = layer_tar(&[("shared", b"same")]);
+    store
+        .import(&docker_save("amd64", &["org/a:1"], std::slice::from_ref(&shared))[..])
+        .unwrap();
+    let mut ingest = store.ingest();
+    let images = ingest
+        .read_docker_save(&docker_save("amd64", &[], std::slice::from_ref(&shared))[..])
+        .unwrap();
+    // Another writer removes the only name reaching the shared layer before we publish.
+    store.remove_names(&["docker.io/org/a:1".into()]).unwrap();
+    assert!(store.has_blob(&Digest::of(&shared)));
+    ingest
+        .publish(vec![("docker.io/org/b:1".into(), images[0].0.clone())])
+        .unwrap();
+    drop(ingest);
+    assert_eq!(ingest::pinned_count(&store), 0);
+    assert!(store.verify(false).unwrap().problems.is_empty());
+}
+
+#[test]
+fn a_changed_index_json_is_reindexed() {
+    let (_dir, store) = store();
+    store
+        .import(&docker_save("amd64", &["org/a:1"], &[layer_tar(&[("f", b"1")])])[..])
+        .unwrap();
+    let desc = store.lookup("docker.io/org/a:1").unwrap().unwrap();
+    // Another tool (linuxkit) adds a name by rewriting index.json in place.
+    let mut index = raw_index(&store);
+    let mut other = desc.clone();
+    other.annotations.insert(
+        layout::REF_NAME_ANNOTATION.into(),
+        "docker.io/org/alias:2".into(),
+    );
+    index.manifests.push(other);
+    std::fs::write(
+        store.root().join("index.json"),
+        serde_json::to_vec_pretty(&index).unwrap(),
+    )
+    .unwrap();
+    let found = store.lookup("docker.io/org/alias:2").unwrap().unwrap();
+    assert_eq!(found.digest, desc.digest);
+    assert!(store.verify(false).unwrap().problems.is_empty());
+}
+
+fn remove_ref_from_db(store: &Store, name: &str) {
+    let txn = store.database().begin_write().unwrap();
+    txn.open_table(db::REFS).unwrap().remove(name).unwrap();
+    txn.commit().unwrap();
+}
+
+#[test]
+fn verify_catches_planted_faults_and_repair_fixes_them() {
+    let (_dir, store) = store();
+    let l1 = layer_tar(&[("a", b"a")]);
+    let l2 = layer_tar(&[("b", b"b")]);
+    store
+        .import(&docker_save("amd64", &["org/a:1"], std::slice::from_ref(&l1))[..])
+        .unwrap();
+    store
+        .import(&docker_save("amd64", &["org/b:1"], std::slice::from_ref(&l2))[..])
+        .unwrap();
+    assert!(store.verify(false).unwrap().problems.is_empty());
+
+    // 1. A flipped byte in a blob.
+    let path = store.blob_path(&Digest::of(&l1));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let report = store.verify(false).unwrap();
+    assert!(
+        report.problems.iter().any(
+            |p| matches!(p, Problem::CorruptBlob { digest, .. } if *digest == Digest::of(&l1))
+        )
+    );
+    // 2. A missing blob.
+    std::fs::remove_file(store.blob_path(&Digest::of(&l2))).unwrap();
+    let report = store.verify(false).unwrap();
+    assert!(report.problems.iter().any(|p| matches!(p,
+        Problem::MissingBlob { name, .. } if name == "docker.io/org/b:1")));
+    // 3. An index.json entry unknown to redb.
+    remove_ref_from_db(&store, "docker.io/org/a:1");
+    // 4. A redb entry unknown to index.json.
+    let record = RefRecord {
+        descriptor: Descriptor::new(layout::MEDIA_TYPE_OCI_MANIFEST, Digest::of(b"x"), 1),
+        last_use_ms: 0,
+    };
+    let txn = store.database().begin_write().unwrap();
+    txn.open_table(db::REFS)
+        .unwrap()
+        .insert("docker.io/org/ghost:1", record.encode().as_slice())
+        .unwrap();
+    txn.commit().unwrap();
+    let report = store.verify(false).unwrap();
+    assert!(report.problems.contains(&Problem::NameUnknownToIndexDb {
+        name: "docker.io/org/a:1".into()
+    }));
+    assert!(report.problems.contains(&Problem::NameUnknownToIndexJson {
+        name: "docker.io/org/ghost:1".into()
+    }));
+
+    let repaired = store.verify(true).unwrap();
+    assert!(repaired.repaired);
+    // Only the missing blobs remain (the quarantined corrupt one is now missing too): no name
+    // was removed, redb agrees with index.json again.
+    assert!(
+        repaired
+            .remaining
+            .iter()
+            .all(|p| matches!(p, Problem::MissingBlob { .. }))
+    );
+    assert!(store.lookup("docker.io/org/a:1").unwrap().is_some());
+    assert!(store.lookup("docker.io/org/b:1").unwrap().is_some());
+    assert!(store.lookup("docker.io/org/ghost:1").unwrap().is_none());
+    assert!(
+        store
+            .root()
+            .join(verify::QUARANTINE_DIR)
+            .join(Digest::of(&l1).hex())
+            .exists()
+    );
+    // Re-importing the images heals the cache completely.
+    store
+        .import(&docker_save("amd64", &["org/a:1"], std::slice::from_ref(&l1))[..])
+        .unwrap();
+    store
+        .import(&docker_save("amd64", &["org/b:1"], std::slice::from_ref(&l2))[..])
+        .unwrap();
+    assert!(store.verify(false).unwrap().problems.is_empty());
+}
+
+#[test]
+fn export_oci_imports_back_identically() {
+    let (_dir, store) = store();
+    let layer = layer_tar(&[("hello", b"x")]);
+    let amd = store
+        .ingest_docker_save(
+            &docker_save("amd64", &[], &[layer])[..],
+            "docker.io/o/i:t",
+            None,
+        )
+        .unwrap();
+    let index = store.merge_index("docker.io/o/i:t", &[amd]).unwrap();
+    let mut tar_bytes = Vec::new();
+    store
+        .export(
+            "o/i:t",
+            ExportFormat::Oci,
+            &Platform::linux("amd64"),
+            None,
+            &mut tar_bytes,
+        )
+        .unwrap();
+    let (_dir2, other) = store_pair();
+    let names = other.import(&tar_bytes[..]).unwrap();
+    assert_eq!(names.len(), 1);
+    assert_eq!(names[0].name, "docker.io/o/i:t");
+    assert_eq!(names[0].descriptor.digest, index.digest);
+    assert!(other.verify(false).unwrap().problems.is_empty());
+
+    let mut docker_tar = Vec::new();
+    store
+        .export(
+            "docker.io/o/i:t",
+            ExportFormat::Docker,
+            &Platform::linux("amd64"),
+            None,
+            &mut docker_tar,
+        )
+        .unwrap();
+    let mut archive = tar::Archive::new(&docker_tar[..]);
+    let paths: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(paths.contains(&"manifest.json".to_owned()));
+    assert!(paths.contains(&"oci-layout".to_owned()));
+
+    let mut fs_tar = Vec::new();
+    store
+        .export(
+            "docker.io/o/i:t",
+            ExportFormat::Filesystem,
+            &Platform::linux("amd64"),
+            None,
+            &mut fs_tar,
+        )
+        .unwrap();
+    let mut archive = tar::Archive::new(&fs_tar[..]);
+    let files: BTreeMap<String, u64> = archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.path().unwrap().to_string_lossy().into_owned(), e.size())
+        })
+        .collect();
+    assert_eq!(files.get("hello"), Some(&1));
+    let err = store
+        .export(
+            "docker.io/o/i:t",
+            ExportFormat::Docker,
+            &Platform::linux("s390x"),
+            None,
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+    assert!(err.is_user_error(), "{err}");
+}
+
+fn store_pair() -> (tempfile::TempDir, Store) {
+    store()
+}
+
+#[test]
+fn filesystem_export_applies_whiteouts() {
+    let (_dir, store) = store();
+    let lower = layer_tar(&[
+        ("keep", b"k"),
+        ("gone", b"g"),
+        ("dir/old", b"o"),
+        ("shadow", b"lower"),
+    ]);
+    let upper = layer_tar(&[
+        (".wh.gone", b""),
+        ("dir/.wh..wh..opq", b""),
+        ("dir/new", b"n"),
+        ("shadow", b"upper!"),
+    ]);
+    store
+        .import(&docker_save("amd64", &["o/w:1"], &[lower, upper])[..])
+        .unwrap();
+    let mut out = Vec::new();
+    store
+        .export(
+            "o/w:1",
+            ExportFormat::Filesystem,
+            &Platform::linux("amd64"),
+            None,
+            &mut out,
+        )
+        .unwrap();
+    let mut archive = tar::Archive::new(&out[..]);
+    let files: BTreeMap<String, u64> = archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.path().unwrap().to_string_lossy().into_owned(), e.size())
+        })
+        .collect();
+    let names: Vec<&str> = files.keys().map(String::as_str).collect();
+    assert_eq!(names, ["dir/new", "keep", "shadow"]);
+    assert_eq!(files["shadow"], 6);
+}
+
+#[test]
+fn gc_drops_unreachable_blobs_and_trims_lru_names() {
+    let (_dir, store) = store();
+    let mut ingest = store.ingest();
+    let (orphan, _) = ingest.put_bytes(b"nobody names me").unwrap();
+    drop(ingest);
+    for (i, tag) in ["o/a:1", "o/b:1", "o/c:1"].iter().enumerate() {
+        let layer = layer_tar(&[("f", &vec![i as u8; 10_000])]);
+        store
+            .import(&docker_save("amd64", &[tag], &[layer])[..])
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    store.touch(&["docker.io/o/a:1".into()]).unwrap();
+    let report = store.gc(&GcOptions::default()).unwrap();
+    assert_eq!(report.removed_blobs.len(), 1);
+    assert_eq!(report.removed_blobs[0].0, orphan);
+    assert!(report.removed_names.is_empty());
+
+    let usage = store.usage().unwrap();
+    assert_eq!(usage.names.len(), 3);
+    let one = usage.names[0].total;
+    let report = store
+        .gc(&GcOptions {
+            max_size: Some(one * 2),
+            keep_duration: None,
+        })
+        .unwrap();
+    // b was used least recently (a was touched), so it goes first.
+    assert_eq!(report.removed_names, vec!["docker.io/o/b:1".to_owned()]);
+    assert!(store.lookup("docker.io/o/a:1").unwrap().is_some());
+    assert!(store.verify(false).unwrap().problems.is_empty());
+}
+
+#[test]
+fn du_splits_shared_and_unique() {
+    let (_dir, store) = store();
+    let shared = layer_tar(&[("s", &[7u8; 5000])]);
+    store
+        .import(&docker_save("amd64", &["o/a:1"], std::slice::from_ref(&shared))[..])
+        .unwrap();
+    store
+        .import(
+            &docker_save(
+                "amd64",
+                &["o/b:1"],
+                &[shared.clone(), layer_tar(&[("x", b"x")])],
+            )[..],
+        )
+        .unwrap();
+    let usage = store.usage().unwrap();
+    for u in &usage.names {
+        assert_eq!(u.total, u.unique + u.shared);
+        assert_eq!(u.shared, shared.len() as u64);
+    }
+}
+
+#[test]
+fn bad_input_is_a_user_error() {
+    let (_dir, store) = store();
+    assert!(store.resolve("nope:1").unwrap_err().is_user_error());
+    assert!(
+        store
+            .import(&b"not a tar at all"[..])
+            .unwrap_err()
+            .is_user_error()
+    );
+    let mut bad = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_size(3);
+    let name = format!("blobs/sha256/{}", Digest::of(b"abc").hex());
+    bad.append_data(&mut header, name, &b"abd"[..]).unwrap();
+    let bad = bad.into_inner().unwrap();
+    assert!(matches!(
+        store.import(&bad[..]).unwrap_err(),
+        StoreError::DigestMismatch { .. }
+    ));
+}
+
+#[test]
+fn concurrent_threads_publish_without_losing_names() {
+    let (_dir, store) = store();
+    let store = std::sync::Arc::new(store);
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..5 {
+                    let tag = format!("o/t{t}:{i}");
+                    let layer = layer_tar(&[("shared", b"same"), ("f", tag.as_bytes())]);
+                    store
+                        .import(&docker_save("amd64", &[&tag], &[layer])[..])
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(store.names().unwrap().len(), 20);
+    assert!(store.verify(false).unwrap().problems.is_empty());
+}

@@ -1,0 +1,206 @@
+//! `cache verify [--repair]`: checks the store against its invariants.
+//!
+//! Checked, under the cache lock so the picture is consistent:
+//! - every blob file hashes to its name;
+//! - every `index.json` entry's closure is present;
+//! - `index.json` and redb agree: the same names with the same root descriptors, and every blob
+//!   record's reference count equals the number of entries reaching the blob.
+//!
+//! `--repair` restores agreement without deleting named content: a corrupt blob is moved to
+//! `<cache>/lkpkg-quarantine/` (so re-importing or rebuilding the image writes it afresh; a
+//! corrupt blob was not content anyway), then redb is rebuilt from `index.json`, which is the
+//! truth. Missing blobs cannot be repaired here; names are never removed.
+
+use std::collections::BTreeMap;
+
+use lkpkg_cache_format::digest::Digest;
+use lkpkg_cache_format::layout::Descriptor;
+
+use super::{Store, StoreError, blobs, index_json};
+
+/// The quarantine directory for corrupt blobs, inside the cache.
+pub const QUARANTINE_DIR: &str = "lkpkg-quarantine";
+
+/// One violated invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    CorruptBlob {
+        digest: Digest,
+        actual: Digest,
+    },
+    MissingBlob {
+        name: String,
+        digest: Digest,
+    },
+    NameUnknownToIndexDb {
+        name: String,
+    },
+    NameUnknownToIndexJson {
+        name: String,
+    },
+    NameDiffers {
+        name: String,
+    },
+    RefcountDiffers {
+        digest: Digest,
+        expected: u64,
+        recorded: u64,
+    },
+}
+
+impl Problem {
+    /// Whether `--repair` fixes it.
+    pub fn is_repairable(&self) -> bool {
+        !matches!(self, Problem::MissingBlob { .. })
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::CorruptBlob { digest, actual } => {
+                write!(f, "corrupt blob `{digest}`: content hashes to `{actual}`")
+            }
+            Problem::MissingBlob { name, digest } => {
+                write!(f, "missing blob `{digest}` needed by `{name}`")
+            }
+            Problem::NameUnknownToIndexDb { name } => {
+                write!(f, "`{name}` is in index.json but not in the redb index")
+            }
+            Problem::NameUnknownToIndexJson { name } => {
+                write!(f, "`{name}` is in the redb index but not in index.json")
+            }
+            Problem::NameDiffers { name } => {
+                write!(
+                    f,
+                    "`{name}` points elsewhere in index.json than in the redb index"
+                )
+            }
+            Problem::RefcountDiffers {
+                digest,
+                expected,
+                recorded,
+            } => write!(
+                f,
+                "blob `{digest}` is reached by {expected} entries, the redb index says {recorded}"
+            ),
+        }
+    }
+}
+
+/// What `verify` found (and, with repair, what is left).
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    pub blobs_checked: usize,
+    pub names_checked: usize,
+    pub problems: Vec<Problem>,
+    /// After `--repair`: the problems that remain.
+    pub remaining: Vec<Problem>,
+    pub repaired: bool,
+}
+
+impl Store {
+    /// Verifies the cache; with `repair`, fixes what can be fixed. See the module docs.
+    pub fn verify(&self, repair: bool) -> Result<VerifyReport, StoreError> {
+        let _lock = self.lock()?;
+        let mut report = self.check_locked()?;
+        if repair && !report.problems.is_empty() {
+            let quarantine = self.root().join(QUARANTINE_DIR);
+            for problem in &report.problems {
+                if let Problem::CorruptBlob { digest, .. } = problem {
+                    std::fs::create_dir_all(&quarantine)
+                        .map_err(|e| StoreError::io(&quarantine, e))?;
+                    let from = self.blob_path(digest);
+                    let to = quarantine.join(digest.hex());
+                    std::fs::rename(&from, &to).map_err(|e| StoreError::io(&from, e))?;
+                }
+            }
+            self.reindex_locked()?;
+            report.remaining = self.check_locked()?.problems;
+            report.repaired = true;
+        } else {
+            report.remaining = report.problems.clone();
+        }
+        Ok(report)
+    }
+
+    fn check_locked(&self) -> Result<VerifyReport, StoreError> {
+        let mut report = VerifyReport::default();
+        for (digest, _, _) in blobs::list(self.root())? {
+            let (actual, _) = blobs::hash_file(&self.blob_path(&digest))?;
+            report.blobs_checked += 1;
+            if actual != digest {
+                report
+                    .problems
+                    .push(Problem::CorruptBlob { digest, actual });
+            }
+        }
+        let (bytes, _) = index_json::read_raw(self.root())?;
+        let index = index_json::parse(self.root(), &bytes)?;
+        let mut in_json: BTreeMap<String, Descriptor> = BTreeMap::new();
+        let mut counts: BTreeMap<Digest, u64> = BTreeMap::new();
+        for entry in &index.manifests {
+            let closure = self.closure(entry);
+            let label = entry
+                .ref_name()
+                .map_or_else(|| format!("unnamed entry {}", entry.digest), str::to_owned);
+            for digest in &closure.missing {
+                report.problems.push(Problem::MissingBlob {
+                    name: label.clone(),
+                    digest: *digest,
+                });
+            }
+            for digest in closure.blobs.keys() {
+                *counts.entry(*digest).or_default() += 1;
+            }
+            if let Some(name) = entry.ref_name() {
+                in_json.insert(name.to_owned(), entry.clone());
+            }
+        }
+        let in_db: BTreeMap<String, Descriptor> = self
+            .ref_records()?
+            .into_iter()
+            .map(|(n, r)| (n, r.descriptor))
+            .collect();
+        report.names_checked = in_json.len();
+        for (name, desc) in &in_json {
+            match in_db.get(name) {
+                None => report
+                    .problems
+                    .push(Problem::NameUnknownToIndexDb { name: name.clone() }),
+                Some(d) if d != desc => report
+                    .problems
+                    .push(Problem::NameDiffers { name: name.clone() }),
+                Some(_) => {}
+            }
+        }
+        for name in in_db.keys() {
+            if !in_json.contains_key(name) {
+                report
+                    .problems
+                    .push(Problem::NameUnknownToIndexJson { name: name.clone() });
+            }
+        }
+        let records = self.blob_records()?;
+        for (digest, expected) in &counts {
+            let recorded = records.get(digest).map_or(0, |r| r.refcount);
+            if recorded != *expected {
+                report.problems.push(Problem::RefcountDiffers {
+                    digest: *digest,
+                    expected: *expected,
+                    recorded,
+                });
+            }
+        }
+        for (digest, record) in &records {
+            if !counts.contains_key(digest) {
+                report.problems.push(Problem::RefcountDiffers {
+                    digest: *digest,
+                    expected: 0,
+                    recorded: record.refcount,
+                });
+            }
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,154 @@
+//! `lkpkg pkg build` against the real Docker engine: chained builds through `@lkt:pkg:`,
+//! results in the cache under linuxkit's names, failures and an unreachable engine.
+
+use crate::support::{Repo, run};
+
+/// A repository with a busybox base (`FROM scratch`, `RUN`s something) and a dependent.
+fn fixture(tag: &str) -> Repo {
+    let repo = Repo::new();
+    std::fs::create_dir_all(repo.join("base/bin")).unwrap();
+    std::fs::copy("/bin/busybox", repo.join("base/bin/busybox"))
+        .expect("busybox-static (scripts/dev-env.sh installs it)");
+    repo.write("base/build.yml", &format!("image: base-{tag}\norg: lkpkgtest\narches: [amd64]\n"))
+        .write("base/Dockerfile", "FROM scratch\nCOPY bin/busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nRUN echo base-was-here > /base.txt\n")
+        .write("app/build.yml", &format!("image: app-{tag}\norg: lkpkgtest\narches: [amd64]\nbuildArgs:\n  - BASE=@lkt:pkg:../base\n"))
+        .write("app/Dockerfile", "ARG BASE\nFROM ${BASE}\nRUN cat /base.txt > /app.txt && echo app >> /app.txt\n");
+    repo.commit_all("init");
+    repo
+}
+
+fn docker(args: &[&str]) -> (i32, String, String) {
+    run(std::process::Command::new("docker").args(args))
+}
+
+#[test]
+fn chained_build_lands_in_the_cache_and_runs() {
+    let repo = fixture("chain");
+    let cache = tempfile::tempdir().unwrap();
+    let cache_arg = cache.path().to_str().unwrap();
+    let (code, _, stderr) = run(repo
+        .lkpkg()
+        .args(["--cache", cache_arg, "pkg", "build", "--docker"]));
+    assert_eq!(code, 0, "{stderr}");
+    let base_tag =
+        crate::support::ok(
+            repo.lkpkg()
+                .args(["pkg", "show-tag", "--canonical", "base"]),
+        )
+        .trim()
+        .to_owned();
+    let app_tag = crate::support::ok(repo.lkpkg().args(["pkg", "show-tag", "app"]))
+        .trim()
+        .to_owned();
+    let ls = crate::support::ok(repo.lkpkg().args(["--cache", cache_arg, "cache", "ls"]));
+    for name in [
+        base_tag.clone(),
+        format!("{base_tag}-amd64"),
+        format!("docker.io/{app_tag}"),
+        format!("docker.io/{app_tag}-amd64"),
+    ] {
+        assert!(
+            ls.lines()
+                .any(|l| l.split_whitespace().next() == Some(&name)),
+            "{name} not in\n{ls}"
+        );
+    }
+    // The dependent image holds the base's content, and its own.
+    let (code, out, err) = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &app_tag,
+        "cat",
+        "/app.txt",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "base-was-here\napp\n");
+    let (_, labels, _) = docker(&[
+        "image",
+        "inspect",
+        &app_tag,
+        "--format",
+        "{{index .Config.Labels \"org.opencontainers.image.revision\"}}",
+    ]);
+    assert_eq!(labels.trim(), repo.git(&["rev-parse", "HEAD"]));
+    // A second build builds nothing and does not need the engine.
+    let (code, _, stderr) = run(repo
+        .lkpkg()
+        .env("DOCKER_HOST", "tcp://127.0.0.1:1")
+        .args(["--cache", cache_arg, "pkg", "build"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("0 built, 2 cached"), "{stderr}");
+    let (code, _, stderr) = run(repo.lkpkg().args(["--cache", cache_arg, "cache", "verify"]));
+    assert_eq!(code, 0, "{stderr}");
+    docker(&["rmi", "-f", &app_tag]);
+}
+
+#[test]
+fn failing_run_exits_1_with_log_tail_and_skips_dependents() {
+    let repo = fixture("fail");
+    repo.write("base/Dockerfile", "FROM scratch\nCOPY bin/busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo about-to-fail; exit 7\"]\n")
+        .write("solo/build.yml", "image: solo-fail\norg: lkpkgtest\narches: [amd64]\n")
+        .write("solo/Dockerfile", "FROM scratch\nCOPY build.yml /\n");
+    repo.commit_all("fail");
+    let cache = tempfile::tempdir().unwrap();
+    let cache_arg = cache.path().to_str().unwrap();
+    let (code, stdout, stderr) = run(repo.lkpkg().args([
+        "--cache",
+        cache_arg,
+        "pkg",
+        "build",
+        "--keep-going",
+        "--message-format",
+        "json",
+    ]));
+    assert_eq!(code, 1, "{stderr}");
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let failed = events
+        .iter()
+        .find(|e| e["type"] == "failed")
+        .expect("a failed event");
+    assert_eq!(failed["unit"], "base/amd64");
+    assert!(
+        failed["log_tail"].to_string().contains("about-to-fail"),
+        "{failed}"
+    );
+    assert!(events.iter().any(|e| e["type"] == "skipped"
+        && e["unit"] == "app/amd64"
+        && e["reason"].as_str().unwrap().contains("base/amd64")));
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "finished" && e["unit"] == "solo/amd64")
+    );
+    let (code, _, stderr) = run(repo.lkpkg().args(["--cache", cache_arg, "cache", "verify"]));
+    assert_eq!(code, 0, "{stderr}");
+    // No container is left behind by the failed build.
+    let (_, containers, _) = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        "status=exited",
+        "--format",
+        "{{.Image}} {{.Command}}",
+    ]);
+    assert!(!containers.contains("about-to-fail"), "{containers}");
+}
+
+#[test]
+fn unreachable_engine_exits_3_naming_the_endpoint() {
+    let repo = fixture("unreachable");
+    let cache = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = run(repo.lkpkg().env("DOCKER_HOST", "tcp://127.0.0.1:1").args([
+        "--cache",
+        cache.path().to_str().unwrap(),
+        "pkg",
+        "build",
+    ]));
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("tcp://127.0.0.1:1"), "{stderr}");
+}

@@ -1,0 +1,241 @@
+//! `lkpkg cache …` end to end, against the real Docker engine and skopeo: images made by
+//! `docker build` + `docker save`, imported, listed, verified, read by skopeo, exported and
+//! loaded back into Docker; and eight processes sharing one cache. Docker tests fail (never
+//! skip) when the engine is unreachable.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::support::{lkpkg, ok, run};
+
+/// A unique, lowercase image repository for this test process and call.
+fn unique_repo(label: &str) -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    format!("lkpkg-e2e-{label}-{}-{n}", std::process::id())
+}
+
+/// Docker images created by a test, removed when it ends (even on failure).
+struct DockerImages(Vec<String>);
+
+impl Drop for DockerImages {
+    fn drop(&mut self) {
+        for image in &self.0 {
+            let _ = Command::new("docker").args(["rmi", "-f", image]).output();
+        }
+    }
+}
+
+fn docker(args: &[&str]) -> String {
+    let mut cmd = Command::new("docker");
+    cmd.args(args);
+    ok(&mut cmd)
+}
+
+fn require_docker() {
+    let (code, _, stderr) =
+        run(Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]));
+    assert_eq!(
+        code, 0,
+        "the Docker engine is unreachable (these tests need it): {stderr}"
+    );
+}
+
+/// Builds `tag` FROM scratch with busybox and a file `/msg` holding `message`; its command
+/// prints the file.
+fn build_image(tag: &str, message: &str, images: &mut DockerImages) {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::copy("/bin/busybox", ctx.path().join("busybox"))
+        .expect("/bin/busybox (busybox-static)");
+    std::fs::write(ctx.path().join("msg"), message).unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY msg /msg\nCMD [\"/bin/busybox\",\"cat\",\"/msg\"]\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new("docker");
+    cmd.env("DOCKER_BUILDKIT", "0")
+        .args(["build", "-q", "--network", "none", "-t", tag])
+        .arg(ctx.path());
+    ok(&mut cmd);
+    images.0.push(tag.to_owned());
+}
+
+fn cache_cmd(cache: &Path) -> Command {
+    let mut cmd = lkpkg(cache.parent().unwrap_or(cache));
+    cmd.arg("--cache").arg(cache).arg("cache");
+    cmd
+}
+
+fn ls_names(cache: &Path) -> Vec<String> {
+    let out = ok(cache_cmd(cache).args(["ls", "--json"]));
+    let items: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    items
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn docker_save_import_round_trips_through_skopeo_and_docker_load() {
+    require_docker();
+    let mut images = DockerImages(Vec::new());
+    let repo = unique_repo("rt");
+    let tag = format!("org/{repo}:v1");
+    build_image(&tag, "hello from lkpkg\n", &mut images);
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("img.tar");
+    docker(&["save", "-o", archive.to_str().unwrap(), &tag]);
+    let cache = work.path().join("cache");
+
+    let (code, _, stderr) = run(cache_cmd(&cache).arg("import").arg(&archive));
+    assert_eq!(code, 0, "{stderr}");
+    let full = format!("docker.io/org/{repo}:v1");
+    assert_eq!(ls_names(&cache), vec![full.clone()]);
+    // linuxkit's columns: header, then `%-80s %s`.
+    let text = ok(cache_cmd(&cache).arg("ls"));
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        format!("{:<80} {}", "image name", "root manifest hash")
+    );
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with(&format!("{full:<80} sha256:"))
+    );
+    ok(cache_cmd(&cache).arg("verify"));
+
+    // skopeo reads the layout lkpkg wrote, by linuxkit's reference annotation.
+    let oci = format!("oci:{}:{full}", cache.display());
+    let inspect = ok(Command::new("skopeo").args(["inspect", &oci]));
+    let inspect: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(inspect["Architecture"], "amd64");
+    let copied = format!("org/{repo}:skopeo");
+    images.0.push(copied.clone());
+    ok(Command::new("skopeo").args(["copy", "-q", &oci, &format!("docker-daemon:{copied}")]));
+    let out = docker(&["run", "--rm", "--network", "none", &copied]);
+    assert_eq!(out, "hello from lkpkg\n");
+
+    // The docker export loads into Docker 20.10 and runs.
+    let exported = work.path().join("docker.tar");
+    let loaded = format!("org/{repo}:loaded");
+    images.0.push(loaded.clone());
+    ok(cache_cmd(&cache)
+        .args([
+            "export",
+            &format!("org/{repo}:v1"),
+            "--format",
+            "docker",
+            "--name",
+            &loaded,
+            "-o",
+        ])
+        .arg(&exported));
+    let load = docker(&["load", "-i", exported.to_str().unwrap()]);
+    assert!(load.contains(&loaded), "{load}");
+    let out = docker(&["run", "--rm", "--network", "none", &loaded]);
+    assert_eq!(out, "hello from lkpkg\n");
+
+    // inspect shows the tree; the filesystem export holds the files.
+    let tree = ok(cache_cmd(&cache).args(["inspect", &full]));
+    assert!(tree.contains("config") && tree.contains("layer"), "{tree}");
+    let fs_tar = work.path().join("fs.tar");
+    ok(cache_cmd(&cache)
+        .args(["export", &full, "--format", "filesystem", "-o"])
+        .arg(&fs_tar));
+    let listing = ok(Command::new("tar").arg("tf").arg(&fs_tar));
+    assert!(listing.lines().any(|l| l == "msg"), "{listing}");
+    assert!(listing.lines().any(|l| l == "bin/busybox"), "{listing}");
+
+    // Removing the name leaves an empty, consistent cache.
+    ok(cache_cmd(&cache).args(["rm", &full]));
+    assert!(ls_names(&cache).is_empty());
+    ok(cache_cmd(&cache).arg("verify"));
+    let blobs = std::fs::read_dir(cache.join("blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, 0);
+}
+
+#[test]
+fn bad_input_exits_2() {
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let (code, _, stderr) = run(cache_cmd(&cache).args(["inspect", "org/nothing:here"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("org/nothing:here"), "{stderr}");
+    let junk = work.path().join("junk.tar");
+    std::fs::write(&junk, b"junk").unwrap();
+    let (code, _, _) = run(cache_cmd(&cache).arg("import").arg(&junk));
+    assert_eq!(code, 2);
+    let (code, _, stderr) = run(cache_cmd(&cache).args(["clean", "--published-only"]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("not supported yet"), "{stderr}");
+}
+
+#[test]
+fn eight_processes_share_one_cache() {
+    require_docker();
+    let mut images = DockerImages(Vec::new());
+    let repo = unique_repo("conc");
+    let work = tempfile::tempdir().unwrap();
+    let seed = work.path().join("seed");
+    for letter in ["a", "b", "c"] {
+        let tag = format!("org/{repo}:{letter}");
+        build_image(&tag, &format!("image {letter}\n"), &mut images);
+        let archive = work.path().join(format!("{letter}.tar"));
+        docker(&["save", "-o", archive.to_str().unwrap(), &tag]);
+        ok(cache_cmd(&seed).arg("import").arg(&archive));
+    }
+    // Per-worker archives of the same content under distinct names (every blob shared).
+    let archive_of =
+        |w: usize, letter: &str| -> PathBuf { work.path().join(format!("w{w}-{letter}.tar")) };
+    for w in 0..8 {
+        for letter in ["a", "b", "c"] {
+            ok(cache_cmd(&seed)
+                .args(["export", &format!("org/{repo}:{letter}"), "--format", "oci"])
+                .args(["--name", &format!("org/{repo}-w{w}:{letter}"), "-o"])
+                .arg(archive_of(w, letter)));
+        }
+    }
+    let cache = work.path().join("cache");
+    ok(cache_cmd(&cache).arg("ls"));
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let cache = cache.clone();
+            let repo = repo.clone();
+            let paths: Vec<PathBuf> = ["a", "b", "c"].iter().map(|l| archive_of(w, l)).collect();
+            std::thread::spawn(move || {
+                let name = |l: &str| format!("docker.io/org/{repo}-w{w}:{l}");
+                for _round in 0..3 {
+                    for path in &paths {
+                        ok(cache_cmd(&cache).arg("import").arg(path));
+                    }
+                    ok(cache_cmd(&cache).args(["rm", &name("a"), &name("b")]));
+                }
+                ok(cache_cmd(&cache).arg("import").arg(&paths[0]));
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("worker");
+    }
+    let names = ls_names(&cache);
+    let mut expected = Vec::new();
+    for w in 0..8 {
+        expected.push(format!("docker.io/org/{repo}-w{w}:a"));
+        expected.push(format!("docker.io/org/{repo}-w{w}:c"));
+    }
+    expected.sort();
+    assert_eq!(names, expected);
+    let report = ok(cache_cmd(&cache).args(["verify", "--json"]));
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
+    for name in &expected {
+        let oci = format!("oci:{}:{name}", cache.display());
+        ok(Command::new("skopeo").args(["inspect", "--raw", &oci]));
+    }
+}
