@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use git2::{Oid, Repository, Status, StatusOptions};
 use sha2::{Digest, Sha256};
@@ -38,6 +38,9 @@ pub struct Workspace {
     index: OnceLock<std::result::Result<Vec<String>, String>>,
     /// Resolved commit trees, by the commit string given (`HEAD`, a hash, a ref).
     trees: Mutex<HashMap<String, Oid>>,
+    /// Entries (name → id) of the trees read so far, by tree id: sibling packages share their
+    /// parent's tree, which is read (inflated) once instead of once per package.
+    tree_entries: Mutex<HashMap<Oid, Arc<HashMap<String, Oid>>>>,
     quote_path: bool,
 }
 
@@ -77,6 +80,7 @@ impl Workspace {
             status: OnceLock::new(),
             index: OnceLock::new(),
             trees: Mutex::new(HashMap::new()),
+            tree_entries: Mutex::new(HashMap::new()),
             quote_path,
         }))
     }
@@ -130,19 +134,36 @@ impl Workspace {
         if rel.is_empty() {
             return Ok(tree.to_string());
         }
-        self.with_repo(|repo| {
-            let tree = repo
-                .find_tree(tree)
-                .map_err(git_err(format!("reading the tree of `{commit}`")))?;
-            match tree.get_path(Path::new(&rel)) {
-                Ok(entry) => Ok(entry.id().to_string()),
-                Err(e) if e.code() == git2::ErrorCode::NotFound => Err(Error::Usage(format!(
+        let mut id = tree;
+        for component in rel.split('/') {
+            let entries = self.tree_entries_of(id, commit)?;
+            id = *entries.get(component).ok_or_else(|| {
+                Error::Usage(format!(
                     "package `{}` is not in git (nothing at `{rel}` in `{commit}`)",
                     path.display()
-                ))),
-                Err(e) => Err(git_err(format!("looking up `{rel}` in `{commit}`"))(e)),
-            }
-        })
+                ))
+            })?;
+        }
+        Ok(id.to_string())
+    }
+
+    /// The entries of a tree (or nothing, for a blob), read once per invocation.
+    fn tree_entries_of(&self, tree: Oid, commit: &str) -> Result<Arc<HashMap<String, Oid>>> {
+        let mut cache = self.tree_entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entries) = cache.get(&tree) {
+            return Ok(entries.clone());
+        }
+        let entries = self.with_repo(|repo| match repo.find_tree(tree) {
+            Ok(t) => Ok(t
+                .iter()
+                .filter_map(|e| Some((e.name().ok()?.to_owned(), e.id())))
+                .collect::<HashMap<_, _>>()),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(HashMap::new()),
+            Err(e) => Err(git_err(format!("reading a tree of `{commit}`"))(e)),
+        })?;
+        let entries = Arc::new(entries);
+        cache.insert(tree, entries.clone());
+        Ok(entries)
     }
 
     fn statuses(&self) -> Result<&[(String, Status)]> {
