@@ -64,6 +64,89 @@ pub fn generate_repository(root: &Path, count: usize) {
         std::fs::write(dir.join("build.yml"), yml).unwrap();
         std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
     }
+    git_commit_all(root);
+}
+
+/// Times one call of `f`.
+pub fn timed(f: impl FnOnce()) -> Duration {
+    let start = Instant::now();
+    f();
+    start.elapsed()
+}
+
+/// The median of samples (the upper one of an even count, as [`median`]).
+pub fn median_of(samples: &[Duration]) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    sorted[sorted.len() / 2]
+}
+
+/// Samples in seconds, in run order: `2.91 3.02 2.95`.
+pub fn list_secs(samples: &[Duration]) -> String {
+    samples
+        .iter()
+        .map(|d| format!("{:.2}", d.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The machine's load averages (`/proc/loadavg`), to print beside figures taken on a shared
+/// machine.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The docker CLI with the classic builder (`DOCKER_BUILDKIT=0`), as linuxkit's engine path.
+pub fn docker() -> Command {
+    let mut cmd = Command::new("docker");
+    cmd.env("DOCKER_BUILDKIT", "0");
+    cmd
+}
+
+/// Removes every image (intermediate ones included) that carries `label` (`key=value`), so a
+/// harness cleans up what it built, and only that, even when builds moved tags meanwhile.
+pub fn remove_labelled_images(label: &str) {
+    // Removing a child removes its untagged parents: a few passes until none is left.
+    for _ in 0..5 {
+        let Ok(out) = docker()
+            .args(["images", "-qa", "--no-trunc", "--filter"])
+            .arg(format!("label={label}"))
+            .output()
+        else {
+            return;
+        };
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let _ = docker()
+            .args(["rmi", "-f"])
+            .args(&ids)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Removes the images labelled `label` when dropped (at the end, or when a harness panics).
+#[derive(Debug)]
+pub struct LabelledImages(pub String);
+
+impl Drop for LabelledImages {
+    fn drop(&mut self) {
+        remove_labelled_images(&self.0);
+    }
+}
+
+/// Commits everything in `root` as a new git repository on `main`.
+pub fn git_commit_all(root: &Path) {
     let git = |args: &[&str]| {
         run(Command::new("git").args(args).current_dir(root));
     };

@@ -9,7 +9,8 @@
 //! | `refs`           | canonical name (str)        | [`RefRecord`]: root descriptor, last use|
 //! | `blobs`          | `sha256:<hex>` (str)        | [`BlobRecord`]: size, type, refs, use   |
 //! | `pending`        | `sha256:<hex>` (str)        | u64: deadline (unix ms) of an ingest pin |
-//! | `build_records`  | 32-byte blake3 build key    | versioned bytes, owned by a later issue |
+//! | `build_records`  | 32-byte blake3 build key    | [`crate::build_record::BuildRecord`] bytes |
+//! | `unit_builds`    | unit (`pkg/dir/arch`, str)  | 32-byte build key of the unit's last build |
 //!
 //! Every record starts with a one-byte record version; integers are little-endian. A decoder
 //! refuses versions it does not know ([`RecordError`]); the store then re-indexes from
@@ -29,6 +30,7 @@ pub const TABLE_REFS: &str = "refs";
 pub const TABLE_BLOBS: &str = "blobs";
 pub const TABLE_PENDING: &str = "pending";
 pub const TABLE_BUILD_RECORDS: &str = "build_records";
+pub const TABLE_UNIT_BUILDS: &str = "unit_builds";
 
 /// Key of the schema version in `schema`.
 pub const KEY_SCHEMA_VERSION: &str = "version";

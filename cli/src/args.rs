@@ -68,6 +68,8 @@ pub enum Command {
     Cache(CacheCommand),
     /// Print the build graph of packages
     Graph(GraphArgs),
+    /// Show each unit's last build beside its current inputs, and why they differ
+    Explain(ExplainArgs),
 }
 
 #[derive(Args, Debug)]
@@ -215,9 +217,12 @@ pub struct BuilderArgs {
     /// Builders per platform, `platform=context,…` [env: LINUXKIT_BUILDERS]
     #[arg(long)]
     pub builders: Option<String>,
-    /// Platforms to show
+    /// Platforms whose builders to act on [default: linux/amd64,linux/arm64,linux/riscv64]
     #[arg(long, value_delimiter = ',')]
     pub platforms: Vec<String>,
+    /// prune: list what would be removed, remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]
@@ -243,4 +248,13 @@ pub enum GraphFormat {
     Text,
     Dot,
     Json,
+}
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    /// linuxkit's `pkg` options that change tags
+    #[command(flatten)]
+    pub options: PkgOptions,
+    /// Package directories; none means every package below the current directory
+    pub dirs: Vec<std::path::PathBuf>,
 }

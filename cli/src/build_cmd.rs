@@ -1,8 +1,15 @@
 //! `lkpkg pkg build`: load the graph, build what needs it, print events.
 //!
-//! Human output is one line per event on stderr (`   Building base/amd64`, `      Cached …`,
-//! `       Built … in 2.1s`), cargo-style; `--message-format json` prints JSON Lines on
-//! stdout, one event per line, `{"format_version":1,"type":…,"unit":…}`.
+//! Human output is one line per event on stderr, cargo-style:
+//! `    Building base/amd64: rebuilt: file Dockerfile changed`, `       Fresh app/amd64: fresh`,
+//! `       Built base/amd64 sha256:… in 2.1s`. `--dry-run` prints the plan (`Would build …`)
+//! and builds nothing.
+//!
+//! `--message-format json` prints JSON Lines on stdout, one event per line (version 1):
+//! `{"format_version":1,"type":T,…}` where `T` is `fresh` (`unit`, `digest`, `reason`),
+//! `would-build` (`unit`, `reason`), `started` (`unit`, `reason`, `builder`), `log` (`unit`,
+//! `line`), `finished` (`unit`, `digest`, `duration_ms`), `skipped` (`unit`, `reason`),
+//! `failed` (`unit`, `error`, `log_tail`), `indexed` (`package`, `name`, `digest`).
 
 use std::sync::Arc;
 
@@ -77,7 +84,18 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
             None
         },
         dry_run: args.dry_run,
+        epoch: epoch(loader.workspace())?,
     };
+    let builders = Arc::new(build::builders::Builders::new(
+        build::builders::BuilderSpec {
+            builders: args.builders.clone().or_else(|| {
+                std::env::var("LINUXKIT_BUILDERS")
+                    .ok()
+                    .filter(|b| !b.is_empty())
+            }),
+            per_builder_limit: build_options.jobs,
+        },
+    ));
     let base = std::env::current_dir()?;
     let json_output = global.message_format == MessageFormat::Json;
     let quiet = global.quiet;
@@ -97,6 +115,7 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
         graph,
         loader.workspace(),
         store,
+        builders,
         &build_options,
         &base,
         events,
@@ -114,8 +133,12 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
     };
     if !quiet && !json_output {
         eprintln!(
-            "    Finished {} built, {} cached, {} failed, {} skipped",
-            summary.built, summary.cached, summary.failed, summary.skipped
+            "    Finished {} {}, {} fresh, {} failed, {} skipped",
+            summary.built,
+            if args.dry_run { "to build" } else { "built" },
+            summary.fresh,
+            summary.failed,
+            summary.skipped
         );
     }
     if summary.failed > 0 {
@@ -128,17 +151,27 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
     Ok(())
 }
 
+/// The time stamped into outputs: `SOURCE_DATE_EPOCH`, else HEAD's commit time, else 0.
+fn epoch(workspace: Option<&lkpkg_engine::workspace::Workspace>) -> Result<i64> {
+    if let Ok(text) = std::env::var("SOURCE_DATE_EPOCH")
+        && !text.is_empty()
+    {
+        return text.trim().parse().map_err(|_| {
+            bad_input(format!(
+                "SOURCE_DATE_EPOCH `{text}` is not a number of seconds"
+            ))
+        });
+    }
+    Ok(workspace
+        .and_then(|w| w.with_repo(|r| Some(r.head().ok()?.peel_to_commit().ok()?.time().seconds())))
+        .unwrap_or(0))
+}
+
 fn print_human(event: &Event, verbose: bool) {
     match event {
-        Event::Planned { units } if !units.is_empty() => {
-            eprintln!(
-                "    Planning {} unit(s) to build: {}",
-                units.len(),
-                units.join(", ")
-            )
-        }
-        Event::Planned { .. } => {}
-        Event::Started { unit } => eprintln!("    Building {unit}"),
+        Event::Fresh { unit, reason, .. } => eprintln!("       Fresh {unit}: {reason}"),
+        Event::WouldBuild { unit, reason } => eprintln!(" Would build {unit}: {reason}"),
+        Event::Started { unit, reason, .. } => eprintln!("    Building {unit}: {reason}"),
         Event::Log { unit, line } if verbose => eprintln!("    [{unit}] {line}"),
         Event::Log { .. } => {}
         Event::Finished {
@@ -169,8 +202,25 @@ fn print_human(event: &Event, verbose: bool) {
 /// One JSON Lines event (format version 1).
 fn event_json(event: &Event) -> serde_json::Value {
     let (kind, mut data) = match event {
-        Event::Planned { units } => ("planned", json!({ "units": units })),
-        Event::Started { unit } => ("started", json!({ "unit": unit })),
+        Event::Fresh {
+            unit,
+            digest,
+            reason,
+        } => (
+            "fresh",
+            json!({ "unit": unit, "digest": digest, "reason": reason }),
+        ),
+        Event::WouldBuild { unit, reason } => {
+            ("would-build", json!({ "unit": unit, "reason": reason }))
+        }
+        Event::Started {
+            unit,
+            reason,
+            builder,
+        } => (
+            "started",
+            json!({ "unit": unit, "reason": reason, "builder": builder }),
+        ),
         Event::Log { unit, line } => ("log", json!({ "unit": unit, "line": line })),
         Event::Finished {
             unit,

@@ -5,8 +5,10 @@
 
 mod args;
 mod build_cmd;
+mod builder_cmd;
 mod cache_cmd;
 mod exit;
+mod explain_cmd;
 mod graph_cmd;
 mod pkg;
 
@@ -18,6 +20,7 @@ fn main() -> std::process::ExitCode {
         args::Command::Pkg(pkg) => pkg::run(pkg, &cli.global),
         args::Command::Cache(cmd) => cache_cmd::run(cmd, &cli.global.cache_dir(), cli.global.quiet),
         args::Command::Graph(graph) => graph_cmd::run(graph, &cli.global),
+        args::Command::Explain(explain) => explain_cmd::run(explain, &cli.global),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

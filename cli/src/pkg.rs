@@ -13,9 +13,7 @@ pub fn run(pkg: PkgCommand, global: &GlobalArgs) -> Result<()> {
     match pkg.command {
         PkgSubcommand::ShowTag(args) => show_tag(&pkg.options, args),
         PkgSubcommand::Build(args) => crate::build_cmd::run(&pkg.options, args, global),
-        PkgSubcommand::Builder(_) => Err(bad_input(
-            "`lkpkg pkg builder` is not available in this version yet",
-        )),
+        PkgSubcommand::Builder(command) => crate::builder_cmd::run(command, global),
         PkgSubcommand::Push(_) | PkgSubcommand::Manifest(_) | PkgSubcommand::RemoteTag(_) => {
             let _ = global;
             Err(bad_input(

@@ -44,14 +44,5 @@ pub fn packages(
 }
 
 fn is_ignored(workspace: &Workspace, dir: &Path) -> bool {
-    let Ok(rel) = dir.strip_prefix(workspace.root()) else {
-        // Not under the canonical root: compare through the canonical path.
-        return match workspace.relative(dir) {
-            Some(rel) if !rel.is_empty() => {
-                workspace.with_repo(|r| r.is_path_ignored(Path::new(&rel)).unwrap_or(false))
-            }
-            _ => false,
-        };
-    };
-    workspace.with_repo(|r| r.is_path_ignored(rel).unwrap_or(false))
+    workspace.is_ignored(dir)
 }

@@ -11,6 +11,7 @@ pub mod build_yml;
 pub mod discover;
 pub mod dockerfile;
 pub mod error;
+pub mod fingerprint;
 pub mod graph;
 pub mod package;
 pub mod store;

@@ -32,8 +32,8 @@ pub struct Workspace {
     repo: Mutex<Repository>,
     /// The work tree root, canonical.
     root: PathBuf,
-    /// Sorted `(path relative to root, status)` of every changed or untracked file.
-    status: OnceLock<std::result::Result<Vec<(String, Status)>, String>>,
+    /// One status walk of the whole work tree, computed on first use.
+    status: OnceLock<std::result::Result<StatusLists, String>>,
     /// Sorted index entries (tracked files) relative to root.
     index: OnceLock<std::result::Result<Vec<String>, String>>,
     /// Resolved commit trees, by the commit string given (`HEAD`, a hash, a ref).
@@ -50,6 +50,14 @@ impl std::fmt::Debug for Workspace {
             .field("root", &self.root)
             .finish()
     }
+}
+
+/// What one status walk found.
+struct StatusLists {
+    /// Sorted `(path relative to root, status)` of every changed or untracked file.
+    changed: Vec<(String, Status)>,
+    /// Sorted ignored paths; an ignored directory is listed once, with a trailing `/`.
+    ignored: Vec<String>,
 }
 
 fn git_err(context: impl Into<String>) -> impl FnOnce(git2::Error) -> Error {
@@ -93,8 +101,17 @@ impl Workspace {
     /// `path` relative to the work tree root, with `/` separators (`""` for the root itself),
     /// or `None` when it is outside the work tree.
     pub fn relative(&self, path: &Path) -> Option<String> {
-        let canonical = path.canonicalize().ok()?;
-        let rel = canonical.strip_prefix(&self.root).ok()?;
+        // Paths lkpkg builds are absolute and normalized already: when one lies under the
+        // (canonical) root, only symlinks inside the repository could make canonicalizing
+        // change it, and git does not follow those either. Skip the realpath walk then.
+        let canonical;
+        let rel = match path.strip_prefix(&self.root) {
+            Ok(rel) if path.is_absolute() => rel,
+            _ => {
+                canonical = path.canonicalize().ok()?;
+                canonical.strip_prefix(&self.root).ok()?
+            }
+        };
         Some(
             rel.components()
                 .map(|c| c.as_os_str().to_string_lossy())
@@ -166,31 +183,84 @@ impl Workspace {
         Ok(entries)
     }
 
-    fn statuses(&self) -> Result<&[(String, Status)]> {
+    fn status_lists(&self) -> Result<&StatusLists> {
         let computed = self.status.get_or_init(|| {
             self.with_repo(|repo| {
                 let mut options = StatusOptions::new();
                 options
                     .include_untracked(true)
                     .recurse_untracked_dirs(true)
-                    .include_ignored(false)
+                    .include_ignored(true)
+                    .recurse_ignored_dirs(false)
                     .exclude_submodules(true)
                     .renames_head_to_index(false);
                 let statuses = repo
                     .statuses(Some(&mut options))
                     .map_err(|e| e.to_string())?;
-                let mut out: Vec<(String, Status)> = statuses
-                    .iter()
-                    .filter_map(|e| Some((e.path().ok()?.to_owned(), e.status())))
-                    .filter(|(_, s)| !s.is_ignored() && !s.is_empty())
-                    .collect();
-                out.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-                Ok(out)
+                let mut changed = Vec::new();
+                let mut ignored = Vec::new();
+                for entry in statuses.iter() {
+                    let Ok(path) = entry.path() else { continue };
+                    let status = entry.status();
+                    if status.is_ignored() {
+                        ignored.push(path.to_owned());
+                    } else if !status.is_empty() {
+                        changed.push((path.to_owned(), status));
+                    }
+                }
+                changed.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                ignored.sort();
+                Ok(StatusLists { changed, ignored })
             })
         });
         computed
-            .as_deref()
+            .as_ref()
             .map_err(|e| Error::Usage(format!("git status failed: {e}")))
+    }
+
+    fn statuses(&self) -> Result<&[(String, Status)]> {
+        Ok(&self.status_lists()?.changed)
+    }
+
+    /// Ignored paths under `dir` (relative to the work tree; directories end with `/`).
+    pub fn ignored_under(&self, dir: &Path) -> Result<Vec<String>> {
+        let Some(rel) = self.relative(dir) else {
+            return Ok(Vec::new());
+        };
+        let ignored = &self.status_lists()?.ignored;
+        if rel.is_empty() {
+            return Ok(ignored.clone());
+        }
+        let prefix = format!("{rel}/");
+        let start = ignored.partition_point(|p| p.as_str() < prefix.as_str());
+        Ok(ignored[start..]
+            .iter()
+            .take_while(|p| p.starts_with(&prefix))
+            .filter(|p| p.len() > prefix.len())
+            .cloned()
+            .collect())
+    }
+
+    /// Whether git ignores `path` (a directory or file in the work tree), from the one
+    /// status walk: the path itself or one of its ancestors is listed as ignored.
+    pub fn is_ignored(&self, path: &Path) -> bool {
+        let Some(rel) = self.relative(path) else {
+            return false;
+        };
+        let Ok(lists) = self.status_lists() else {
+            return false;
+        };
+        let listed = |p: &str| {
+            lists
+                .ignored
+                .binary_search_by(|i| i.as_str().cmp(p))
+                .is_ok()
+        };
+        if listed(&rel) || listed(&format!("{rel}/")) {
+            return true;
+        }
+        rel.match_indices('/')
+            .any(|(i, _)| listed(&format!("{}/", &rel[..i])))
     }
 
     fn tracked(&self) -> Result<&[String]> {

@@ -11,7 +11,7 @@ fn fixture(tag: &str) -> Repo {
         .expect("busybox-static (scripts/dev-env.sh installs it)");
     repo.write("base/build.yml", &format!("image: base-{tag}\norg: lkpkgtest\narches: [amd64]\n"))
         .write("base/Dockerfile", "FROM scratch\nCOPY bin/busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nRUN echo base-was-here > /base.txt\n")
-        .write("app/build.yml", &format!("image: app-{tag}\norg: lkpkgtest\narches: [amd64]\nbuildArgs:\n  - BASE=@lkt:pkg:../base\n"))
+        .write("app/build.yml", &format!("image: app-{tag}\norg: lkpkgtest\narches: [amd64]\nconfig:\n  binds: [\"/a:/b\"]\n  readonly: true\nbuildArgs:\n  - BASE=@lkt:pkg:../base\n"))
         .write("app/Dockerfile", "ARG BASE\nFROM ${BASE}\nRUN cat /base.txt > /app.txt && echo app >> /app.txt\n");
     repo.commit_all("init");
     repo
@@ -70,16 +70,24 @@ fn chained_build_lands_in_the_cache_and_runs() {
         "inspect",
         &app_tag,
         "--format",
-        "{{index .Config.Labels \"org.opencontainers.image.revision\"}}",
+        "{{json .Config.Labels}}",
     ]);
-    assert_eq!(labels.trim(), repo.git(&["rev-parse", "HEAD"]));
+    let labels: serde_json::Value = serde_json::from_str(&labels).unwrap();
+    assert_eq!(
+        labels["org.opencontainers.image.source"],
+        "https://github.com/linuxkit/linuxkit"
+    );
+    assert_eq!(
+        labels["org.mobyproject.config"],
+        r#"{"binds":["/a:/b"],"readonly":true}"#
+    );
     // A second build builds nothing and does not need the engine.
     let (code, _, stderr) = run(repo
         .lkpkg()
         .env("DOCKER_HOST", "tcp://127.0.0.1:1")
         .args(["--cache", cache_arg, "pkg", "build"]));
     assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("0 built, 2 cached"), "{stderr}");
+    assert!(stderr.contains("0 built, 2 fresh"), "{stderr}");
     let (code, _, stderr) = run(repo.lkpkg().args(["--cache", cache_arg, "cache", "verify"]));
     assert_eq!(code, 0, "{stderr}");
     docker(&["rmi", "-f", &app_tag]);

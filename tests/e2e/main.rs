@@ -5,6 +5,7 @@
 mod build;
 mod cache;
 mod graph;
+mod incremental;
 mod malformed;
 mod support;
 mod tags;

@@ -146,7 +146,12 @@ pub fn utc_compact(seconds: i64) -> String {
     )
 }
 
-/// The labels linuxkit puts on a package image.
+/// The labels lkpkg puts on a package image: linuxkit's, except the revision.
+///
+/// linuxkit also labels clean builds with `org.opencontainers.image.revision` = HEAD. That
+/// label changes with every commit, so no image would ever be byte-identical to an earlier
+/// build of the same inputs, and early cutoff (and reproducibility) would be impossible. lkpkg
+/// leaves it out of the image; the build record keeps which build produced which image.
 pub fn labels(package: &GraphPackage, workspace: Option<&Workspace>) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::new();
     if workspace.is_some() {
@@ -154,11 +159,6 @@ pub fn labels(package: &GraphPackage, workspace: Option<&Workspace>) -> BTreeMap
             "org.opencontainers.image.source".to_owned(),
             package.package.yml.gitrepo.clone(),
         );
-        if !package.package.tag.dirty
-            && let Some(head) = workspace.and_then(Workspace::head_commit)
-        {
-            labels.insert("org.opencontainers.image.revision".to_owned(), head);
-        }
     }
     if let Some(config) = &package.package.yml.config {
         labels.insert("org.mobyproject.config".to_owned(), config.label_json());

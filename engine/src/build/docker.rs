@@ -6,14 +6,44 @@
 //! unless the package asks for the network (linuxkit's default; the engine's default bridge may
 //! be absent). `forcerm` removes the intermediate containers of failed builds too.
 //!
-//! The API version is negotiated with the engine at connection, so that old (20.10, API 1.41)
-//! and current engines both work.
+//! # Connections
+//! An [`Endpoint`] is where an engine listens, as a docker context or `DOCKER_HOST` names it:
+//! - `unix://PATH`: bollard's unix-socket transport;
+//! - `tcp://HOST:PORT` (or `http://`): plain HTTP;
+//! - `ssh://[USER@]HOST[:PORT]`: the way the docker CLI does it, by running
+//!   `ssh [-p PORT] [-l USER] -o BatchMode=yes HOST -- docker system dial-stdio` and speaking
+//!   HTTP/1.1 over the child's stdin/stdout. This is a bollard custom transport (one `ssh` per
+//!   connection; bollard keeps no idle connections, so one per request): no local socket to
+//!   create and clean up, the user's `~/.ssh/config` (keys, `ProxyJump`, `ControlMaster`)
+//!   applies, and when `ssh` fails its own stderr (`Permission denied (publickey)`) is the
+//!   error. `BatchMode` because nothing can answer a password prompt. bollard's own `ssh`
+//!   feature was not used: it pulls the `openssh` crate and starts a control master per
+//!   connection.
+//! - a context with TLS material (`ca.pem`, `cert.pem`, `key.pem`) is refused with an error
+//!   naming the context: bollard's TLS (`ssl`) pulls rustls and ring, which lkpkg does not carry
+//!   yet (see ARCHITECTURE.md).
+//!
+//! # The API version
+//! The version is negotiated with the engine at connection (`GET /version`, unversioned), so
+//! that old (20.10, API 1.41) and current engines both work. bollard 0.21 computes a
+//! `/v1.xx` prefix and then loses it (`Url::join` with an absolute path replaces the whole path),
+//! so its requests reach the engine unversioned and the engine answers them at its *own*
+//! newest API version. [`Engine::connect_endpoint`] therefore installs a request modifier that
+//! puts the negotiated `/v<major>.<minor>` in front of every path; the e2e test
+//! `builders::requests_carry_the_negotiated_api_version` checks the request lines on the wire.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 
-use bollard::Docker;
-use bollard::query_parameters::{BuildImageOptions, ImportImageOptions, TagImageOptions};
+use bollard::query_parameters::{
+    BuildImageOptions, ImportImageOptions, ListImagesOptions, RemoveImageOptions, TagImageOptions,
+};
+use bollard::{BollardRequest, Docker};
 use futures_util::StreamExt;
+use tokio::io::AsyncReadExt;
+
+/// Seconds a request may take (a build or an export can be long).
+const REQUEST_TIMEOUT: u64 = 3600;
 
 /// A failure talking to, or building on, an engine.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +57,43 @@ pub enum EngineError {
     },
     #[error("Docker engine at `{endpoint}`: {message}")]
     Api { endpoint: String, message: String },
+    /// The user named a builder that does not exist, or wrote `--builders` wrongly.
+    #[error("{message}")]
+    BadBuilder { message: String },
+    /// The docker CLI's configuration (contexts) could not be read.
+    #[error("docker configuration `{path}`: {message}")]
+    Config { path: PathBuf, message: String },
+}
+
+impl EngineError {
+    /// Whether the user's input is at fault (exit 2), not the environment (exit 3).
+    pub fn is_user_error(&self) -> bool {
+        matches!(self, EngineError::BadBuilder { .. })
+    }
+}
+
+/// Where an engine listens and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// `unix://…`, `tcp://…`, `http://…` or `ssh://…`.
+    pub host: String,
+    /// A directory with `ca.pem`, `cert.pem`, `key.pem` (a context's TLS material).
+    pub tls: Option<PathBuf>,
+}
+
+impl Endpoint {
+    pub fn new(host: impl Into<String>) -> Endpoint {
+        Endpoint {
+            host: host.into(),
+            tls: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.host)
+    }
 }
 
 /// One engine, connected.
@@ -37,6 +104,8 @@ pub struct Engine {
     /// The engine's architecture, in GOARCH terms (`amd64`, `arm64`).
     pub arch: String,
     pub version: String,
+    /// The API version requests carry (`1.41`).
+    pub api_version: String,
 }
 
 /// What one build needs.
@@ -65,22 +134,46 @@ impl Engine {
         Engine::connect(&endpoint).await
     }
 
-    /// Connects to `unix://…`, `tcp://…` or `http://…`.
+    /// Connects to `unix://…`, `tcp://…`, `http://…` or `ssh://…`.
     pub async fn connect(endpoint: &str) -> Result<Engine, EngineError> {
+        Engine::connect_endpoint(&Endpoint::new(endpoint)).await
+    }
+
+    /// Connects to an endpoint, negotiates the API version and asks the engine what it is.
+    pub async fn connect_endpoint(endpoint: &Endpoint) -> Result<Engine, EngineError> {
+        let host = endpoint.host.as_str();
         let unreachable = |message: String| EngineError::Unreachable {
-            endpoint: endpoint.to_owned(),
+            endpoint: host.to_owned(),
             message,
         };
-        let docker = if let Some(path) = endpoint.strip_prefix("unix://") {
-            Docker::connect_with_unix(path, 600, bollard::API_DEFAULT_VERSION)
-        } else if let Some(rest) = endpoint
+        if let Some(dir) = &endpoint.tls {
+            return Err(unreachable(format!(
+                "TLS endpoints (material in `{}`) are not supported by this lkpkg",
+                dir.display()
+            )));
+        }
+        let docker = if let Some(path) = host.strip_prefix("unix://") {
+            Docker::connect_with_unix(path, REQUEST_TIMEOUT, bollard::API_DEFAULT_VERSION)
+        } else if let Some(rest) = host
             .strip_prefix("tcp://")
-            .or_else(|| endpoint.strip_prefix("http://"))
+            .or_else(|| host.strip_prefix("http://"))
         {
-            Docker::connect_with_http(&format!("http://{rest}"), 600, bollard::API_DEFAULT_VERSION)
+            Docker::connect_with_http(
+                &format!("http://{rest}"),
+                REQUEST_TIMEOUT,
+                bollard::API_DEFAULT_VERSION,
+            )
+        } else if host.starts_with("ssh://") {
+            let target = SshTarget::parse(host).map_err(unreachable)?;
+            Docker::connect_with_custom_transport(
+                move |request: BollardRequest| ssh_request(target.clone(), request),
+                Some("http://docker"),
+                REQUEST_TIMEOUT,
+                bollard::API_DEFAULT_VERSION,
+            )
         } else {
             return Err(unreachable(
-                "unsupported endpoint scheme (expected unix:// or tcp://)".to_owned(),
+                "unsupported endpoint scheme (expected unix://, tcp:// or ssh://)".to_owned(),
             ));
         }
         .map_err(|e| unreachable(e.to_string()))?;
@@ -88,15 +181,22 @@ impl Engine {
             .negotiate_version()
             .await
             .map_err(|e| unreachable(e.to_string()))?;
+        let negotiated = docker.client_version();
+        let prefix = format!(
+            "/v{}.{}",
+            negotiated.major_version, negotiated.minor_version
+        );
+        let docker = docker.with_request_modifier(move |request| with_version(request, &prefix));
         let version = docker
             .version()
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         Ok(Engine {
             docker,
-            endpoint: endpoint.to_owned(),
-            arch: version.arch.clone().unwrap_or_default(),
+            endpoint: host.to_owned(),
+            arch: goarch(&version.arch.clone().unwrap_or_default()).to_owned(),
             version: version.version.unwrap_or_default(),
+            api_version: negotiated.to_string(),
         })
     }
 
@@ -123,7 +223,11 @@ impl Engine {
             rm: true,
             forcerm: true,
             nocache: request.no_cache,
-            buildargs: Some(request.args.into_iter().collect::<HashMap<_, _>>()),
+            buildargs: Some(with_platform_args(
+                request.args,
+                &request.platform,
+                &self.arch,
+            )),
             labels: Some(request.labels.into_iter().collect::<HashMap<_, _>>()),
             networkmode: Some(if request.network { "host" } else { "none" }.into()),
             platform: request.platform.clone(),
@@ -207,6 +311,231 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Every `repo:tag` name the engine holds (`docker image ls`, untagged images left out).
+    pub async fn image_names(&self) -> Result<Vec<String>, EngineError> {
+        let images = self
+            .docker
+            .list_images(Some(ListImagesOptions::default()))
+            .await
+            .map_err(|e| self.api(e))?;
+        let mut names: Vec<String> = images
+            .into_iter()
+            .flat_map(|image| image.repo_tags)
+            .filter(|name| name != "<none>:<none>")
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// `docker rmi NAME` without force: removes the name, and the image (with its untagged
+    /// parents, the classic builder's step images) when no other name or container uses it.
+    pub async fn remove_name(&self, name: &str) -> Result<(), EngineError> {
+        self.docker
+            .remove_image(name, Some(RemoveImageOptions::default()), None)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.api(e))
+    }
+}
+
+/// The build arguments with BuildKit's automatic platform arguments added where the package
+/// does not set them (`TARGETPLATFORM`, `TARGETOS`, `TARGETARCH`, `BUILDPLATFORM`, `BUILDOS`,
+/// `BUILDARCH`). linuxkit builds with BuildKit, which always provides them, and packages use
+/// `ARG TARGETARCH`; the classic builder provides none, so lkpkg passes them.
+fn with_platform_args(
+    args: BTreeMap<String, String>,
+    platform: &str,
+    engine_arch: &str,
+) -> HashMap<String, String> {
+    let (target_os, target_arch) = platform.split_once('/').unwrap_or(("linux", platform));
+    let target_arch = target_arch.split('/').next().unwrap_or(target_arch);
+    let mut out: HashMap<String, String> = args.into_iter().collect();
+    let automatic = [
+        ("TARGETPLATFORM", platform.to_owned()),
+        ("TARGETOS", target_os.to_owned()),
+        ("TARGETARCH", target_arch.to_owned()),
+        ("BUILDPLATFORM", format!("linux/{engine_arch}")),
+        ("BUILDOS", "linux".to_owned()),
+        ("BUILDARCH", engine_arch.to_owned()),
+    ];
+    for (key, value) in automatic {
+        out.entry(key.to_owned()).or_insert(value);
+    }
+    out
+}
+
+/// Puts the negotiated `/vX.Y` in front of a request's path (see the module docs).
+fn with_version(mut request: BollardRequest, prefix: &str) -> BollardRequest {
+    let uri = request.uri();
+    let path = uri.path();
+    let versioned = path
+        .strip_prefix("/v")
+        .and_then(|rest| rest.split('/').next())
+        .is_some_and(|v| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.'));
+    if versioned {
+        return request;
+    }
+    let mut text = String::new();
+    if let Some(scheme) = uri.scheme_str() {
+        text.push_str(scheme);
+        text.push_str("://");
+    }
+    if let Some(authority) = uri.authority() {
+        text.push_str(authority.as_str());
+    }
+    text.push_str(prefix);
+    text.push_str(uri.path_and_query().map_or(path, |pq| pq.as_str()));
+    if let Ok(new_uri) = text.parse() {
+        *request.uri_mut() = new_uri;
+    }
+    request
+}
+
+/// `ssh://[user@]host[:port]`, as the docker CLI reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SshTarget {
+    user: Option<String>,
+    host: String,
+    port: Option<u16>,
+}
+
+impl SshTarget {
+    fn parse(endpoint: &str) -> Result<SshTarget, String> {
+        let rest = endpoint
+            .strip_prefix("ssh://")
+            .ok_or_else(|| "not an ssh:// endpoint".to_owned())?;
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.contains('/') || authority.contains('?') {
+            return Err("an ssh:// endpoint has no path or query".to_owned());
+        }
+        let (user, host_port) = match authority.rsplit_once('@') {
+            Some((user, rest)) if !user.is_empty() => (Some(user.to_owned()), rest),
+            Some(_) => return Err("empty user name".to_owned()),
+            None => (None, authority),
+        };
+        let (host, port) = match host_port.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') || host.starts_with('[') => (
+                host.trim_start_matches('[').trim_end_matches(']'),
+                Some(
+                    port.parse::<u16>()
+                        .map_err(|_| format!("invalid port `{port}`"))?,
+                ),
+            ),
+            _ => (host_port, None),
+        };
+        if host.is_empty() || host.starts_with('-') {
+            return Err(format!("invalid host `{host}`"));
+        }
+        Ok(SshTarget {
+            user,
+            host: host.to_owned(),
+            port,
+        })
+    }
+
+    /// The `ssh` arguments, as the docker CLI passes them.
+    fn args(&self) -> Vec<String> {
+        let mut args = vec!["-o".to_owned(), "BatchMode=yes".to_owned()];
+        if let Some(port) = self.port {
+            args.extend(["-p".to_owned(), port.to_string()]);
+        }
+        if let Some(user) = &self.user {
+            args.extend(["-l".to_owned(), user.clone()]);
+        }
+        args.extend(
+            [&self.host, "--", "docker", "system", "dial-stdio"]
+                .iter()
+                .map(|s| (*s).to_owned()),
+        );
+        args
+    }
+}
+
+/// One request over a fresh `ssh … docker system dial-stdio` child.
+async fn ssh_request(
+    target: SshTarget,
+    mut request: BollardRequest,
+) -> Result<hyper::Response<hyper::body::Incoming>, bollard::errors::Error> {
+    let io_error = |message: String| bollard::errors::Error::IOError {
+        err: std::io::Error::other(message),
+    };
+    let mut child = tokio::process::Command::new("ssh")
+        .args(target.args())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| io_error(format!("cannot run `ssh`: {e}")))?;
+    let (Some(stdin), Some(stdout), Some(mut stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(io_error("`ssh` started without its pipes".to_owned()));
+    };
+    // What ssh says about a failure (authentication, host keys) is the useful error.
+    let stderr_text = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    // The engine sees an origin-form request line, as over a socket.
+    let origin = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
+    if let Ok(uri) = origin.parse() {
+        *request.uri_mut() = uri;
+    }
+    if let Ok(host) = "docker".parse() {
+        request.headers_mut().insert(hyper::header::HOST, host);
+    }
+    let stream = hyper_util::rt::TokioIo::new(tokio::io::join(stdout, stdin));
+    let failed = |error: String, stderr_text: tokio::task::JoinHandle<String>| async move {
+        let said = match tokio::time::timeout(std::time::Duration::from_secs(5), stderr_text).await
+        {
+            Ok(Ok(text)) => text.trim().to_owned(),
+            _ => String::new(),
+        };
+        if said.is_empty() {
+            io_error(format!(
+                "through `ssh {}`: {error}",
+                target_display(&target)
+            ))
+        } else {
+            io_error(format!("`ssh {}`: {said}", target_display(&target)))
+        }
+    };
+    let (mut sender, connection) = match hyper::client::conn::http1::handshake(stream).await {
+        Ok(pair) => pair,
+        Err(e) => return Err(failed(e.to_string(), stderr_text).await),
+    };
+    tokio::spawn(async move {
+        let _ = connection.await;
+        // The connection is done (the response body was read): the child goes with it.
+        let _ = child.kill().await;
+    });
+    match sender.send_request(request).await {
+        Ok(response) => Ok(response),
+        Err(e) => Err(failed(e.to_string(), stderr_text).await),
+    }
+}
+
+fn target_display(target: &SshTarget) -> String {
+    let mut s = String::new();
+    if let Some(user) = &target.user {
+        s.push_str(user);
+        s.push('@');
+    }
+    s.push_str(&target.host);
+    if let Some(port) = target.port {
+        s.push_str(&format!(":{port}"));
+    }
+    s
+}
+
 /// The engine architecture name of a platform's arch (they are the same GOARCH names, but
 /// engines report `x86_64` / `aarch64` in some fields).
 pub fn goarch(arch: &str) -> &str {
@@ -214,5 +543,63 @@ pub fn goarch(arch: &str) -> &str {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_targets_parse_like_the_docker_cli() {
+        let t = SshTarget::parse("ssh://root@box:2222").unwrap();
+        assert_eq!(
+            t.args(),
+            [
+                "-o",
+                "BatchMode=yes",
+                "-p",
+                "2222",
+                "-l",
+                "root",
+                "box",
+                "--",
+                "docker",
+                "system",
+                "dial-stdio"
+            ]
+        );
+        let t = SshTarget::parse("ssh://box").unwrap();
+        assert_eq!((t.user, t.host.as_str(), t.port), (None, "box", None));
+        assert!(SshTarget::parse("ssh://box:notaport").is_err());
+        assert!(SshTarget::parse("ssh://-oProxyCommand=x").is_err());
+        assert!(SshTarget::parse("ssh://box/path").is_err());
+    }
+
+    #[test]
+    fn platform_args_are_buildkits_and_do_not_override() {
+        let mut args = BTreeMap::new();
+        args.insert("TARGETOS".to_owned(), "mine".to_owned());
+        let out = with_platform_args(args, "linux/arm64", "amd64");
+        assert_eq!(out["TARGETARCH"], "arm64");
+        assert_eq!(out["TARGETPLATFORM"], "linux/arm64");
+        assert_eq!(out["BUILDARCH"], "amd64");
+        assert_eq!(out["TARGETOS"], "mine");
+    }
+
+    #[test]
+    fn requests_get_the_version_prefix_once() {
+        let request = |uri: &str| {
+            hyper::Request::builder()
+                .uri(uri)
+                .body(bollard::body_full(bytes::Bytes::new()))
+                .unwrap()
+        };
+        let out = with_version(request("http://h:1/images/json?all=1"), "/v1.41");
+        assert_eq!(out.uri().to_string(), "http://h:1/v1.41/images/json?all=1");
+        let out = with_version(request("http://h:1/v1.41/version"), "/v1.41");
+        assert_eq!(out.uri().to_string(), "http://h:1/v1.41/version");
+        let out = with_version(request("http://h:1/volumes"), "/v1.41");
+        assert_eq!(out.uri().to_string(), "http://h:1/v1.41/volumes");
     }
 }

@@ -1,46 +1,60 @@
-//! Building the graph: plan which units need a build, schedule them in parallel on the Docker
-//! engine, and ingest each result into the cache.
+//! Building the graph: decide which units must build and why, schedule them in parallel on
+//! the builders, ingest each result into the cache, and record it.
+//!
+//! # Deciding (cargo-style)
+//! A unit is decided when every unit it consumes is done, because its build key includes their
+//! output digests (see [`crate::fingerprint`]). Then, in order:
+//! 1. `--force`: build.
+//! 2. A build record for the key whose image is still in the cache: **fresh**. If the unit's
+//!    cache name points elsewhere (a revert), it is pointed back at the recorded image.
+//! 3. The unit's cache entry exists but lkpkg did not build it (no record has its digest: it
+//!    was imported, pulled, or built by linuxkit): fresh as linuxkit would judge it, unless a
+//!    unit it consumes was rebuilt in this run, which makes it stale.
+//! 4. Otherwise build, explained against the unit's last record (`rebuilt: dependency
+//!    base/amd64 sha256:ab… → sha256:cd…`) or `built (no previous record)`.
+//!
+//! A rebuilt dependency that yields the same digest leaves its dependents' keys unchanged:
+//! they stay fresh (early cutoff). Outputs are made reproducible ([`normalize`]) so that this
+//! happens.
 //!
 //! # Scheduling
-//! A unit (package, platform) is *ready* when every unit it consumes has finished. Ready units
-//! start at once, up to `--jobs` at a time, so independent packages and the platforms of one
-//! package build concurrently. A failure stops the scheduling of new units (with
-//! `--keep-going`, only of the failed unit's dependents); running units finish; every unit
-//! that could not run is reported as skipped with the reason. The engine is contacted only when
-//! some unit has to build.
+//! Ready units start at once, up to `--jobs` at a time and each builder's own limit, so
+//! independent packages and the platforms of one package build concurrently. A failure stops
+//! the scheduling of new units (with `--keep-going`, only of the failed unit's dependents);
+//! running units finish; every unit that could not run is reported as skipped with the
+//! reason. No builder is contacted when nothing builds.
 //!
-//! # Freshness (for now)
-//! A unit whose per-arch cache entry `docker.io/org/image:tag-<arch>` exists with all its blobs
-//! is not rebuilt unless `--force`, as linuxkit decides. Build keys (dependency-aware rebuilds)
-//! are the incremental issue's.
-//!
-//! # Chained builds
-//! Before a unit builds, every image its Dockerfile names that is in the lkpkg cache but not in
-//! the engine is loaded into the engine from the cache, so `FROM ${BASE}` with
-//! `BASE=@lkt:pkg:../base` works with no registry at all.
-//!
-//! # Results
-//! The engine's image is exported (`docker save`) and ingested under
-//! `docker.io/org/image:tag-<arch>`; once all of a package's platforms are done, its multi-arch
-//! index is written under `docker.io/org/image:tag`. The engine never prints: progress goes
-//! out as [`Event`]s.
+//! # Chained builds and results
+//! Before a unit builds, every image its Dockerfile names that is in the lkpkg cache is loaded
+//! into the builder's engine from the cache (the cache is the truth), so `FROM ${BASE}` with
+//! `BASE=@lkt:pkg:../base` works with no registry. The engine's image is exported, normalized,
+//! and ingested under `docker.io/org/image:tag-<arch>`; once all of a package's platforms are
+//! done, its multi-arch index is written under `docker.io/org/image:tag`. `--docker` loads
+//! the host-architecture image into the default engine from the cache. The engine never
+//! prints: progress leaves as [`Event`]s.
 
+pub mod builders;
 pub mod context;
 pub mod docker;
+pub mod normalize;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use lkpkg_cache_format::build_record::BuildRecord;
 use lkpkg_cache_format::layout::{Descriptor, Platform as OciPlatform};
 use petgraph::graph::NodeIndex;
 use petgraph::visit::EdgeRef;
 use tokio::sync::{Mutex, Semaphore};
 
-use crate::graph::{BuildGraph, Node, Platform};
+use crate::fingerprint::{self, Inputs, content};
+use crate::graph::{BuildGraph, Edge, Node, Platform};
 use crate::store::Store;
 use crate::workspace::Workspace;
-use docker::{BuildRequest, Engine, EngineError};
+use builders::{Builder, Builders};
+use docker::{BuildRequest, EngineError};
 
 /// What the user asked of a build.
 #[derive(Debug, Clone)]
@@ -48,20 +62,20 @@ pub struct BuildOptions {
     pub force: bool,
     pub jobs: usize,
     pub keep_going: bool,
-    /// `--docker`: also tag the host-arch image in the engine as `org/image:tag`.
+    /// `--docker`: also load the host-arch image into the default engine as `org/image:tag`.
     pub docker: bool,
     /// `--network` / `--nonetwork` over build.yml's `network`.
     pub network: Option<bool>,
     /// `--disable-cache` / `--enable-cache` over build.yml's `disable-cache`.
     pub disable_cache: Option<bool>,
     pub dry_run: bool,
+    /// The time stamped into outputs (unix seconds).
+    pub epoch: i64,
 }
 
 /// Why a unit did not build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SkipReason {
-    /// Its image is in the cache.
-    Cached,
     /// A unit it consumes failed or was skipped.
     DependencyFailed(String),
     /// The build stopped after a failure (no `--keep-going`).
@@ -71,7 +85,6 @@ pub enum SkipReason {
 impl std::fmt::Display for SkipReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SkipReason::Cached => f.write_str("cached"),
             SkipReason::DependencyFailed(d) => write!(f, "dependency {d} did not build"),
             SkipReason::Stopped => f.write_str("not started: an earlier unit failed"),
         }
@@ -81,12 +94,21 @@ impl std::fmt::Display for SkipReason {
 /// Progress of a build, in the order things happen.
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// The plan: units that will build, in a valid order.
-    Planned {
-        units: Vec<String>,
+    /// A unit needs no build; `reason` says why (`fresh`, …).
+    Fresh {
+        unit: String,
+        digest: String,
+        reason: String,
+    },
+    /// With `--dry-run`: the unit would build, for `reason`.
+    WouldBuild {
+        unit: String,
+        reason: String,
     },
     Started {
         unit: String,
+        reason: String,
+        builder: String,
     },
     Log {
         unit: String,
@@ -118,7 +140,7 @@ pub enum Event {
 #[derive(Debug, Default)]
 pub struct Summary {
     pub built: usize,
-    pub cached: usize,
+    pub fresh: usize,
     pub failed: usize,
     pub skipped: usize,
 }
@@ -134,22 +156,60 @@ pub enum BuildError {
     Package(#[from] crate::error::Error),
 }
 
+fn internal(e: impl std::fmt::Display) -> BuildError {
+    BuildError::Package(crate::error::Error::Usage(e.to_string()))
+}
+
 /// A package's build arguments and labels, computed once per package.
 type ArgsAndLabels = (BTreeMap<String, String>, BTreeMap<String, String>);
 
+/// One (package, platform) of the graph, with what deciding it needs.
 struct Unit {
     node: NodeIndex,
     package: usize,
     platform: Platform,
+    /// Display name, relative to the current directory (`base/amd64`).
     name: String,
+    /// Record name, relative to the repository (`pkg/base/amd64`).
+    id: String,
     deps: Vec<NodeIndex>,
 }
 
-fn oci_platform(p: &Platform) -> OciPlatform {
-    OciPlatform {
-        architecture: p.arch.clone(),
-        os: p.os.clone(),
-        ..Default::default()
+/// What was decided for a unit.
+enum Decision {
+    Fresh {
+        descriptor: Descriptor,
+        reason: String,
+    },
+    Build {
+        reason: String,
+        inputs: Inputs,
+        key: [u8; 32],
+        /// The package's files, recorded for later explanations.
+        files: BTreeMap<String, String>,
+    },
+}
+
+/// Everything the tasks share.
+struct Shared {
+    graph: Arc<BuildGraph>,
+    store: Arc<Store>,
+    builders: Arc<Builders>,
+    loaded: Mutex<HashSet<String>>,
+    args: HashMap<usize, ArgsAndLabels>,
+    events: Arc<dyn Fn(Event) + Send + Sync>,
+    options: BuildOptions,
+}
+
+/// The record name of a unit: package directory relative to the repository, and the arch.
+pub fn unit_id(workspace: Option<&Workspace>, dir: &Path, platform: &Platform) -> String {
+    let dir = workspace
+        .and_then(|w| w.relative(dir))
+        .unwrap_or_else(|| dir.display().to_string());
+    if dir.is_empty() {
+        platform.arch.clone()
+    } else {
+        format!("{dir}/{}", platform.arch)
     }
 }
 
@@ -158,11 +218,11 @@ pub async fn build(
     graph: Arc<BuildGraph>,
     workspace: Option<&Workspace>,
     store: Arc<Store>,
+    builders: Arc<Builders>,
     options: &BuildOptions,
-    base: &std::path::Path,
+    base: &Path,
     events: Arc<dyn Fn(Event) + Send + Sync>,
 ) -> Result<Summary, BuildError> {
-    let mut summary = Summary::default();
     let units: Vec<Unit> = graph
         .build_order()
         .into_iter()
@@ -172,6 +232,7 @@ pub async fn build(
                 package: *package,
                 platform: platform.clone(),
                 name: graph.node_name(node, base),
+                id: unit_id(workspace, &graph.packages[*package].package.dir, platform),
                 deps: graph
                     .graph
                     .edges(node)
@@ -182,46 +243,12 @@ pub async fn build(
             _ => None,
         })
         .collect();
-
-    // Plan: what is cached is done; the rest builds.
-    let mut done: HashMap<NodeIndex, Option<Descriptor>> = HashMap::new();
-    let mut to_build = Vec::new();
-    for unit in &units {
-        let package = &graph.packages[unit.package].package;
-        let name =
-            lkpkg_cache_format::reference::per_arch(&package.tag.full_tag(), &unit.platform.arch);
-        let cached = if options.force {
-            None
-        } else {
-            cached_entry(&store, &name)?
-        };
-        match cached {
-            Some(descriptor) => {
-                summary.cached += 1;
-                events(Event::Skipped {
-                    unit: unit.name.clone(),
-                    reason: SkipReason::Cached,
-                });
-                done.insert(unit.node, Some(descriptor));
-            }
-            None => to_build.push(unit),
-        }
-    }
-    events(Event::Planned {
-        units: to_build.iter().map(|u| u.name.clone()).collect(),
-    });
-    if options.dry_run || to_build.is_empty() {
-        return Ok(summary);
-    }
-
-    let engine = Arc::new(Engine::connect_default().await?);
-    let jobs = options.jobs.max(1);
-    let semaphore = Arc::new(Semaphore::new(jobs));
-    let loaded: Arc<Mutex<HashSet<String>>> = Arc::new(Mutex::new(HashSet::new()));
-    let static_args: HashMap<usize, ArgsAndLabels> = to_build
+    let by_node: HashMap<NodeIndex, usize> =
+        units.iter().enumerate().map(|(i, u)| (u.node, i)).collect();
+    let args: HashMap<usize, ArgsAndLabels> = units
         .iter()
         .map(|u| u.package)
-        .collect::<HashSet<_>>()
+        .collect::<BTreeSet<_>>()
         .into_iter()
         .map(|p| {
             let gp = &graph.packages[p];
@@ -234,66 +261,166 @@ pub async fn build(
             )
         })
         .collect();
-    let static_args = Arc::new(static_args);
+    let shared = Arc::new(Shared {
+        graph: graph.clone(),
+        store,
+        builders,
+        loaded: Mutex::new(HashSet::new()),
+        args,
+        events: events.clone(),
+        options: options.clone(),
+    });
 
-    let mut pending: Vec<&Unit> = to_build;
+    let mut summary = Summary::default();
+    // Output digest of each finished unit (`None`: failed or skipped).
+    let mut done: HashMap<NodeIndex, Option<Descriptor>> = HashMap::new();
+    let mut rebuilt: HashSet<NodeIndex> = HashSet::new();
+    // Whether any unit of a package built or was re-pointed (its index needs writing).
+    let mut package_changed: HashSet<usize> = HashSet::new();
+    let mut pending: Vec<usize> = (0..units.len()).collect();
     let mut running = tokio::task::JoinSet::new();
     let mut stopped = false;
+    let semaphore = Arc::new(Semaphore::new(options.jobs.max(1)));
     loop {
-        // Start every ready unit; skip those whose dependencies failed.
-        let mut i = 0;
-        while i < pending.len() {
-            let unit = pending[i];
-            let failed_dep = unit.deps.iter().find(|d| matches!(done.get(d), Some(None)));
-            if let Some(dep) = failed_dep {
-                summary.skipped += 1;
-                events(Event::Skipped {
+        let mut progressed = true;
+        while progressed {
+            progressed = false;
+            let mut i = 0;
+            while i < pending.len() {
+                let unit = &units[pending[i]];
+                if let Some(dep) = unit.deps.iter().find(|d| matches!(done.get(d), Some(None))) {
+                    summary.skipped += 1;
+                    events(Event::Skipped {
+                        unit: unit.name.clone(),
+                        reason: SkipReason::DependencyFailed(units[by_node[dep]].name.clone()),
+                    });
+                    done.insert(unit.node, None);
+                    pending.remove(i);
+                    progressed = true;
+                    continue;
+                }
+                if stopped || !unit.deps.iter().all(|d| done.contains_key(d)) {
+                    i += 1;
+                    continue;
+                }
+                let index = pending.remove(i);
+                progressed = true;
+                let unit = &units[index];
+                let dep_digests: Vec<(String, String)> = unit
+                    .deps
+                    .iter()
+                    .filter_map(|d| {
+                        let descriptor = done.get(d)?.as_ref()?;
+                        Some((units[by_node[d]].id.clone(), descriptor.digest.to_string()))
+                    })
+                    .collect();
+                let deps_rebuilt: Vec<&str> = unit
+                    .deps
+                    .iter()
+                    .filter(|d| rebuilt.contains(d))
+                    .map(|d| units[by_node[d]].name.as_str())
+                    .collect();
+                let decision = decide(
+                    &shared,
+                    workspace,
+                    unit,
+                    &units,
+                    &by_node,
+                    &dep_digests,
+                    &deps_rebuilt,
+                )?;
+                match decision {
+                    Decision::Fresh { descriptor, reason } => {
+                        summary.fresh += 1;
+                        if reason != "fresh" && reason.starts_with("fresh (reused") {
+                            package_changed.insert(unit.package);
+                        }
+                        events(Event::Fresh {
+                            unit: unit.name.clone(),
+                            digest: descriptor.digest.to_string(),
+                            reason,
+                        });
+                        done.insert(unit.node, Some(descriptor));
+                        finish_package(&shared, &units, &done, &package_changed, unit.package)
+                            .await?;
+                    }
+                    Decision::Build { reason, .. } if options.dry_run => {
+                        events(Event::WouldBuild {
+                            unit: unit.name.clone(),
+                            reason,
+                        });
+                        // Dependents cannot be decided without this unit's new digest: in a
+                        // dry run they are reported as waiting for it.
+                        rebuilt.insert(unit.node);
+                        summary.built += 1;
+                    }
+                    Decision::Build {
+                        reason,
+                        inputs,
+                        key,
+                        files,
+                    } => {
+                        let task = UnitTask {
+                            shared: shared.clone(),
+                            index,
+                            package: unit.package,
+                            platform: unit.platform.clone(),
+                            name: unit.name.clone(),
+                            id: unit.id.clone(),
+                            reason,
+                            inputs,
+                            key,
+                            files,
+                        };
+                        let permit = semaphore.clone();
+                        let node = unit.node;
+                        running.spawn(async move {
+                            let _permit = permit.acquire_owned().await;
+                            (node, task.run().await)
+                        });
+                    }
+                }
+            }
+        }
+        if options.dry_run {
+            // Report dependents of would-build units instead of skipping them silently.
+            for index in pending.drain(..) {
+                let unit = &units[index];
+                let waits: Vec<&str> = unit
+                    .deps
+                    .iter()
+                    .filter(|d| !done.contains_key(d))
+                    .map(|d| units[by_node[d]].name.as_str())
+                    .collect();
+                events(Event::WouldBuild {
                     unit: unit.name.clone(),
-                    reason: SkipReason::DependencyFailed(graph.node_name(*dep, base)),
+                    reason: format!(
+                        "if {} changes its output (decided after it builds)",
+                        waits.join(", ")
+                    ),
                 });
-                done.insert(unit.node, None);
-                pending.remove(i);
-                continue;
+                summary.built += 1;
             }
-            if stopped || !unit.deps.iter().all(|d| done.contains_key(d)) {
-                i += 1;
-                continue;
-            }
-            pending.remove(i);
-            let task = UnitTask {
-                graph: graph.clone(),
-                store: store.clone(),
-                engine: engine.clone(),
-                loaded: loaded.clone(),
-                args: static_args.clone(),
-                events: events.clone(),
-                options: options.clone(),
-                package: unit.package,
-                platform: unit.platform.clone(),
-                name: unit.name.clone(),
-            };
-            let permit = semaphore.clone();
-            let node = unit.node;
-            running.spawn(async move {
-                let _permit = permit.acquire_owned().await;
-                (node, task.run().await)
-            });
+            break;
         }
         let Some(joined) = running.join_next().await else {
             break;
         };
-        let (node, result) = joined.map_err(|e| {
-            BuildError::Package(crate::error::Error::Usage(format!(
-                "a build task panicked: {e}"
-            )))
-        })?;
+        let (node, result) = joined.map_err(|e| internal(format!("a build task panicked: {e}")))?;
+        let package = units[by_node[&node]].package;
         match result {
             Ok(descriptor) => {
                 summary.built += 1;
+                rebuilt.insert(node);
+                package_changed.insert(package);
                 done.insert(node, Some(descriptor));
-                write_index_if_complete(&graph, &units, &done, node, &store, &events).await?;
+                finish_package(&shared, &units, &done, &package_changed, package).await?;
             }
-            Err(_) => {
+            Err(UnitFailure::Builder(e)) => {
+                running.abort_all();
+                return Err(BuildError::Engine(e));
+            }
+            Err(UnitFailure::Failed) => {
                 summary.failed += 1;
                 done.insert(node, None);
                 if !options.keep_going {
@@ -302,10 +429,10 @@ pub async fn build(
             }
         }
     }
-    for unit in pending {
+    for index in pending {
         summary.skipped += 1;
         events(Event::Skipped {
-            unit: unit.name.clone(),
+            unit: units[index].name.clone(),
             reason: SkipReason::Stopped,
         });
     }
@@ -317,22 +444,201 @@ fn cached_entry(store: &Store, name: &str) -> Result<Option<Descriptor>, BuildEr
     let Some(descriptor) = store.lookup(name)? else {
         return Ok(None);
     };
-    let closure = store.closure(&descriptor);
-    Ok(closure.missing.is_empty().then_some(descriptor))
+    Ok(present(store, &descriptor).then_some(descriptor))
 }
 
-/// Writes a package's multi-arch index once none of its units is still to be built.
-async fn write_index_if_complete(
-    graph: &Arc<BuildGraph>,
+fn present(store: &Store, descriptor: &Descriptor) -> bool {
+    store.has_blob(&descriptor.digest) && store.closure(descriptor).missing.is_empty()
+}
+
+/// The inputs of a unit (see [`crate::fingerprint`]).
+fn unit_inputs(
+    shared: &Shared,
+    workspace: Option<&Workspace>,
+    unit: &Unit,
+    units: &[Unit],
+    by_node: &HashMap<NodeIndex, usize>,
+    dep_digests: &[(String, String)],
+) -> Result<Inputs, BuildError> {
+    let graph = &shared.graph;
+    let gp = &graph.packages[unit.package];
+    let package = &gp.package;
+    let package_tree = content::content(workspace, &package.dir)?.tree;
+    let mut extra_sources = Vec::new();
+    for source in &package.yml.extra_sources {
+        extra_sources.push((
+            source.dst.clone(),
+            content::content(workspace, &source.src)?.tree,
+        ));
+    }
+    // The unit each `@lkt:` argument names (same platform).
+    let dep_unit_of = |dir: &Path| -> Option<String> {
+        unit.deps
+            .iter()
+            .map(|d| &units[by_node[d]])
+            .find(|u| graph.packages[u.package].package.dir == dir)
+            .map(|u| u.id.clone())
+    };
+    let args: Vec<(&str, &str, Option<String>)> = gp
+        .build_args
+        .iter()
+        .map(|a| {
+            (
+                a.key.as_str(),
+                a.value.as_str(),
+                a.package.as_deref().and_then(dep_unit_of),
+            )
+        })
+        .collect();
+    let (all_args, labels) = &shared.args[&unit.package];
+    let presets: BTreeMap<String, String> = all_args
+        .iter()
+        .filter(|(k, _)| fingerprint::PRESETS.contains(&k.as_str()))
+        .filter(|(k, _)| !gp.build_args.iter().any(|a| &a.key == *k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut external_images = Vec::new();
+    let mut depends = Vec::new();
+    for edge in graph.graph.edges(unit.node) {
+        if let Node::ExternalImage { reference } = &graph.graph[edge.target()] {
+            match edge.weight() {
+                Edge::Depends => depends.push(reference.clone()),
+                _ => external_images.push(reference.clone()),
+            }
+        }
+    }
+    let dockerfile = gp
+        .dockerfile_path
+        .strip_prefix(&package.dir)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| package.yml.dockerfile.clone());
+    let description = fingerprint::UnitDescription {
+        platform: unit.platform.to_string(),
+        dockerfile,
+        network: shared.options.network.unwrap_or(package.yml.network),
+        no_cache: shared
+            .options
+            .disable_cache
+            .unwrap_or(package.yml.disable_cache),
+        package_tree,
+        extra_sources,
+        args,
+        presets,
+        args_used_outside_from: &gp.dockerfile.args_used_outside_from,
+        labels,
+        dependencies: dep_digests.to_vec(),
+        external_images,
+        depends,
+    };
+    Ok(fingerprint::inputs(&description))
+}
+
+/// Decides a unit whose dependencies are all done; see the module docs for the rules.
+fn decide(
+    shared: &Shared,
+    workspace: Option<&Workspace>,
+    unit: &Unit,
+    units: &[Unit],
+    by_node: &HashMap<NodeIndex, usize>,
+    dep_digests: &[(String, String)],
+    deps_rebuilt: &[&str],
+) -> Result<Decision, BuildError> {
+    let store = &shared.store;
+    let inputs = unit_inputs(shared, workspace, unit, units, by_node, dep_digests)?;
+    let key = fingerprint::key(&inputs);
+    let package_dir = &shared.graph.packages[unit.package].package.dir;
+    let build = |reason: String| Decision::Build {
+        reason,
+        inputs: inputs.clone(),
+        key,
+        files: if shared.options.dry_run {
+            BTreeMap::new()
+        } else {
+            current_files(workspace, package_dir).unwrap_or_default()
+        },
+    };
+    if shared.options.force {
+        return Ok(build("forced (--force)".into()));
+    }
+    let name = lkpkg_cache_format::reference::per_arch(
+        &shared.graph.packages[unit.package].package.tag.full_tag(),
+        &unit.platform.arch,
+    );
+    if let Some(record) = store.build_record(&key)?
+        && present(store, &record.manifest)
+    {
+        let current = store.lookup(&name)?;
+        let reason = if current
+            .as_ref()
+            .is_some_and(|c| c.digest == record.manifest.digest)
+        {
+            "fresh".to_owned()
+        } else {
+            store.point_name(&name, &record.manifest)?;
+            "fresh (reused the recorded build of these inputs)".to_owned()
+        };
+        if store.last_build(&unit.id)?.is_none_or(|(k, _)| k != key) {
+            store.set_last_build(&unit.id, &key)?;
+        }
+        return Ok(Decision::Fresh {
+            descriptor: record.manifest,
+            reason,
+        });
+    }
+    let last = store.last_build(&unit.id)?;
+    let cached = cached_entry(store, &name)?;
+    let built_by_lkpkg = |descriptor: &Descriptor| {
+        last.as_ref()
+            .is_some_and(|(_, r)| r.manifest.digest == descriptor.digest)
+    };
+    if let Some(descriptor) = cached
+        && !built_by_lkpkg(&descriptor)
+    {
+        if deps_rebuilt.is_empty() {
+            return Ok(Decision::Fresh {
+                descriptor,
+                reason: "cached (no build record: imported or built by another tool), used as linuxkit would".into(),
+            });
+        }
+        return Ok(build(format!(
+            "rebuilt: dependency {} was rebuilt, and the cached image has no build record",
+            deps_rebuilt.join(", ")
+        )));
+    }
+    match last {
+        Some((_, record)) => {
+            let files = current_files(workspace, package_dir);
+            let reasons =
+                fingerprint::explain(&record.inputs, &inputs, &record.files, files.as_ref());
+            if reasons.is_empty() {
+                Ok(build(
+                    "rebuilt: the recorded image is no longer in the cache".into(),
+                ))
+            } else {
+                Ok(build(format!("rebuilt: {}", reasons.join("; "))))
+            }
+        }
+        None => Ok(build("built (no previous record)".into())),
+    }
+}
+
+fn current_files(workspace: Option<&Workspace>, dir: &Path) -> Option<BTreeMap<String, String>> {
+    content::files(workspace, dir).ok().map(|f| {
+        f.iter()
+            .map(|(k, v)| (k.clone(), content::describe(v)))
+            .collect()
+    })
+}
+
+/// Writes a package's multi-arch index once all its units are done, if one of them changed
+/// or the index is missing.
+async fn finish_package(
+    shared: &Arc<Shared>,
     units: &[Unit],
     done: &HashMap<NodeIndex, Option<Descriptor>>,
-    node: NodeIndex,
-    store: &Arc<Store>,
-    events: &Arc<dyn Fn(Event) + Send + Sync>,
+    changed: &HashSet<usize>,
+    package: usize,
 ) -> Result<(), BuildError> {
-    let Some(package) = units.iter().find(|u| u.node == node).map(|u| u.package) else {
-        return Ok(());
-    };
     let mine: Vec<&Unit> = units.iter().filter(|u| u.package == package).collect();
     if !mine.iter().all(|u| done.contains_key(&u.node)) {
         return Ok(());
@@ -341,69 +647,183 @@ async fn write_index_if_complete(
         .iter()
         .filter_map(|u| done.get(&u.node).cloned().flatten())
         .collect();
-    let name = graph.packages[package].package.tag.full_tag();
-    let store = store.clone();
+    let gp = &shared.graph.packages[package];
+    let name = gp.package.tag.full_tag();
+    if manifests.is_empty()
+        || (!changed.contains(&package) && shared.store.lookup(&name)?.is_some())
+    {
+        return Ok(());
+    }
+    let store = shared.store.clone();
     let index_name = name.clone();
     let descriptor =
         tokio::task::spawn_blocking(move || store.merge_index(&index_name, &manifests))
             .await
-            .map_err(|e| BuildError::Package(crate::error::Error::Usage(e.to_string())))??;
-    events(Event::Indexed {
-        package: graph.packages[package].package.tag.tag(),
-        name,
+            .map_err(internal)??;
+    (shared.events)(Event::Indexed {
+        package: gp.package.tag.tag(),
+        name: name.clone(),
         digest: descriptor.digest.to_string(),
     });
+    if shared.options.docker {
+        load_into_default_engine(shared, package).await?;
+    }
     Ok(())
 }
 
+/// `--docker`: loads the host-architecture image from the cache into the default engine as
+/// `org/image:tag`.
+async fn load_into_default_engine(shared: &Arc<Shared>, package: usize) -> Result<(), BuildError> {
+    let gp = &shared.graph.packages[package];
+    let host = Platform::linux(docker::goarch(std::env::consts::ARCH));
+    if !gp.platforms.contains(&host) {
+        return Ok(()); // linuxkit skips the host tag when the host arch was not built
+    }
+    let builder = shared.builders.for_platform(&host).await?;
+    let tar = export_docker(
+        &shared.store,
+        &gp.package.tag.full_tag(),
+        &host,
+        &gp.package.tag.tag(),
+    )
+    .await?;
+    builder.engine.load(tar).await?;
+    Ok(())
+}
+
+async fn export_docker(
+    store: &Arc<Store>,
+    source: &str,
+    platform: &Platform,
+    name: &str,
+) -> Result<Vec<u8>, BuildError> {
+    let store = store.clone();
+    let source = source.to_owned();
+    let name = name.to_owned();
+    let platform = oci_platform(platform);
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        store
+            .export(
+                &source,
+                crate::store::export::ExportFormat::Docker,
+                &platform,
+                Some(&name),
+                &mut out,
+            )
+            .map(|()| out)
+    })
+    .await
+    .map_err(internal)?
+    .map_err(BuildError::from)
+}
+
+fn oci_platform(p: &Platform) -> OciPlatform {
+    OciPlatform {
+        architecture: p.arch.clone(),
+        os: p.os.clone(),
+        ..Default::default()
+    }
+}
+
 struct UnitTask {
-    graph: Arc<BuildGraph>,
-    store: Arc<Store>,
-    engine: Arc<Engine>,
-    loaded: Arc<Mutex<HashSet<String>>>,
-    args: Arc<HashMap<usize, ArgsAndLabels>>,
-    events: Arc<dyn Fn(Event) + Send + Sync>,
-    options: BuildOptions,
+    shared: Arc<Shared>,
+    index: usize,
     package: usize,
     platform: Platform,
     name: String,
+    id: String,
+    reason: String,
+    inputs: Inputs,
+    key: [u8; 32],
+    files: BTreeMap<String, String>,
+}
+
+/// How a unit task ended badly.
+enum UnitFailure {
+    /// The unit failed (reported as an event); others may go on.
+    Failed,
+    /// Its builder cannot be reached or chosen: the whole build stops (exit code 3 or 2).
+    Builder(EngineError),
 }
 
 impl UnitTask {
-    async fn run(self) -> Result<Descriptor, ()> {
+    async fn run(self) -> Result<Descriptor, UnitFailure> {
+        let events = self.shared.events.clone();
+        let builder = self
+            .shared
+            .builders
+            .for_platform(&self.platform)
+            .await
+            .map_err(UnitFailure::Builder)?;
+        let _limit = builder.limit.clone().acquire_owned().await;
         let started = Instant::now();
-        (self.events)(Event::Started {
+        let started_at = SystemTime::now();
+        events(Event::Started {
             unit: self.name.clone(),
+            reason: self.reason.clone(),
+            builder: builder.engine.endpoint().to_owned(),
         });
-        match self.build().await {
+        match self.build(&builder).await {
             Ok(descriptor) => {
-                (self.events)(Event::Finished {
+                let duration = started.elapsed();
+                let record = BuildRecord {
+                    unit: self.id.clone(),
+                    manifest: descriptor.clone(),
+                    inputs: self.inputs.clone(),
+                    files: self.files.clone(),
+                    builder: builder.engine.endpoint().to_owned(),
+                    started_unix_ms: started_at
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64),
+                    duration_ms: duration.as_millis() as u64,
+                };
+                let store = self.shared.store.clone();
+                let key = self.key;
+                let written =
+                    tokio::task::spawn_blocking(move || store.put_build_record(&key, &record))
+                        .await;
+                if let Err(e) = written
+                    .map_err(internal)
+                    .and_then(|r| r.map_err(BuildError::from))
+                {
+                    events(Event::Failed {
+                        unit: self.name.clone(),
+                        error: e.to_string(),
+                        log_tail: Vec::new(),
+                    });
+                    return Err(UnitFailure::Failed);
+                }
+                events(Event::Finished {
                     unit: self.name.clone(),
                     digest: descriptor.digest.to_string(),
-                    duration: started.elapsed(),
+                    duration,
                 });
                 Ok(descriptor)
             }
             Err((error, log_tail)) => {
-                (self.events)(Event::Failed {
+                events(Event::Failed {
                     unit: self.name.clone(),
                     error,
                     log_tail,
                 });
-                Err(())
+                Err(UnitFailure::Failed)
             }
         }
     }
 
-    async fn build(&self) -> Result<Descriptor, (String, Vec<String>)> {
+    async fn build(&self, builder: &Builder) -> Result<Descriptor, (String, Vec<String>)> {
         let plain = |e: &dyn std::fmt::Display| (e.to_string(), Vec::new());
-        let gp = &self.graph.packages[self.package];
+        let shared = &self.shared;
+        let gp = &shared.graph.packages[self.package];
         let package = &gp.package;
         let full = package.tag.full_tag();
-        self.load_base_images().await.map_err(|e| plain(&e))?;
+        self.load_base_images(builder)
+            .await
+            .map_err(|e| plain(&e))?;
 
         let context = {
-            let graph = self.graph.clone();
+            let graph = shared.graph.clone();
             let index = self.package;
             tokio::task::spawn_blocking(move || context::tar_context(&graph.packages[index]))
                 .await
@@ -415,7 +835,7 @@ impl UnitTask {
             .strip_prefix(&package.dir)
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_else(|_| package.yml.dockerfile.clone());
-        let (args, labels) = self.args[&self.package].clone();
+        let (args, labels) = shared.args[&self.package].clone();
         let engine_name = format!("{}-{}", package.tag.tag(), self.platform.arch);
         let request = BuildRequest {
             context,
@@ -424,15 +844,16 @@ impl UnitTask {
             platform: self.platform.to_string(),
             args,
             labels,
-            network: self.options.network.unwrap_or(package.yml.network),
-            no_cache: self
+            network: shared.options.network.unwrap_or(package.yml.network),
+            no_cache: shared
                 .options
                 .disable_cache
                 .unwrap_or(package.yml.disable_cache),
         };
-        let events = self.events.clone();
+        let events = shared.events.clone();
         let unit = self.name.clone();
-        self.engine
+        builder
+            .engine
             .build(request, |line| {
                 events(Event::Log {
                     unit: unit.clone(),
@@ -447,72 +868,162 @@ impl UnitTask {
                 ),
                 other => plain(&other),
             })?;
-        let saved = self
+        let saved = builder
             .engine
             .save(&engine_name)
             .await
             .map_err(|e| plain(&e))?;
-        let store = self.store.clone();
+        let store = shared.store.clone();
         let platform = oci_platform(&self.platform);
-        let name = full.clone();
-        let descriptor = tokio::task::spawn_blocking(move || {
-            store.ingest_docker_save(std::io::Cursor::new(saved), &name, Some(&platform))
+        let epoch = shared.options.epoch;
+        tokio::task::spawn_blocking(move || {
+            let normalized = normalize::docker_save(&saved, epoch).map_err(|e| e.to_string())?;
+            store
+                .ingest_docker_save(std::io::Cursor::new(normalized), &full, Some(&platform))
+                .map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| plain(&e))?
-        .map_err(|e| plain(&e))?;
-        if self.options.docker && docker::goarch(&self.engine.arch) == self.platform.arch {
-            self.engine
-                .tag(&engine_name, &package.tag.tag())
-                .await
-                .map_err(|e| plain(&e))?;
-        }
-        Ok(descriptor)
+        .map_err(|e| (e, Vec::new()))
     }
 
-    /// Loads into the engine the images this unit builds from that are in the lkpkg cache but
-    /// not in the engine.
-    async fn load_base_images(&self) -> Result<(), BuildError> {
-        let gp = &self.graph.packages[self.package];
+    /// Loads into the builder's engine the images this unit builds from that are in the lkpkg
+    /// cache: the cache is the truth, the engine's copy of a name may be an older build.
+    async fn load_base_images(&self, builder: &Builder) -> Result<(), BuildError> {
+        let gp = &self.shared.graph.packages[self.package];
         for image in &gp.dockerfile.images {
             let full = lkpkg_cache_format::reference::expand(&image.reference);
-            let key = format!("{full}@{}", self.platform);
-            let mut loaded = self.loaded.lock().await;
+            let key = format!("{}@{full}@{}", builder.engine.endpoint(), self.platform);
+            let mut loaded = self.shared.loaded.lock().await;
             if loaded.contains(&key) {
                 continue;
             }
             let per_arch = lkpkg_cache_format::reference::per_arch(&full, &self.platform.arch);
-            let in_cache =
-                self.store.lookup(&full)?.is_some() || self.store.lookup(&per_arch)?.is_some();
-            if !in_cache {
-                continue; // the engine pulls it, or has it
-            }
-            // The cache is the truth: the engine's copy of that name may be an older build.
-            let source = if self.store.lookup(&full)?.is_some() {
+            let source = if self.shared.store.lookup(&full)?.is_some() {
                 full.clone()
-            } else {
+            } else if self.shared.store.lookup(&per_arch)?.is_some() {
                 per_arch
+            } else {
+                continue; // not ours: the engine has it or pulls it
             };
-            let store = self.store.clone();
-            let platform = oci_platform(&self.platform);
-            let written = image.reference.clone();
-            let tar = tokio::task::spawn_blocking(move || {
-                let mut out = Vec::new();
-                store
-                    .export(
-                        &source,
-                        crate::store::export::ExportFormat::Docker,
-                        &platform,
-                        Some(&written),
-                        &mut out,
-                    )
-                    .map(|()| out)
-            })
-            .await
-            .map_err(|e| BuildError::Package(crate::error::Error::Usage(e.to_string())))??;
-            self.engine.load(tar).await?;
+            let tar = export_docker(
+                &self.shared.store,
+                &source,
+                &self.platform,
+                &image.reference,
+            )
+            .await?;
+            builder.engine.load(tar).await?;
             loaded.insert(key);
         }
+        let _ = self.index;
         Ok(())
     }
+}
+
+/// What `lkpkg explain` shows for one unit.
+#[derive(Debug)]
+pub struct UnitReport {
+    pub unit: String,
+    /// The unit's last build, if lkpkg built it.
+    pub last: Option<BuildRecord>,
+    /// The inputs now, with dependencies at the digests the cache holds for them.
+    pub current: Inputs,
+    /// Why the current inputs differ from the last build's (empty: fresh).
+    pub reasons: Vec<String>,
+}
+
+/// Compares each unit's last build record with its current inputs, without building. A
+/// dependency stands at the digest its own record or cache entry gives now.
+pub fn explain(
+    graph: Arc<BuildGraph>,
+    workspace: Option<&Workspace>,
+    store: Arc<Store>,
+    options: &BuildOptions,
+    base: &Path,
+) -> Result<Vec<UnitReport>, BuildError> {
+    let units: Vec<Unit> = graph
+        .build_order()
+        .into_iter()
+        .filter_map(|node| match &graph.graph[node] {
+            Node::Unit { package, platform } => Some(Unit {
+                node,
+                package: *package,
+                platform: platform.clone(),
+                name: graph.node_name(node, base),
+                id: unit_id(workspace, &graph.packages[*package].package.dir, platform),
+                deps: graph
+                    .graph
+                    .edges(node)
+                    .map(|e| e.target())
+                    .filter(|t| matches!(graph.graph[*t], Node::Unit { .. }))
+                    .collect(),
+            }),
+            _ => None,
+        })
+        .collect();
+    let by_node: HashMap<NodeIndex, usize> =
+        units.iter().enumerate().map(|(i, u)| (u.node, i)).collect();
+    let args = units
+        .iter()
+        .map(|u| u.package)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(|p| {
+            let gp = &graph.packages[p];
+            (
+                p,
+                (
+                    context::build_args(gp, workspace),
+                    context::labels(gp, workspace),
+                ),
+            )
+        })
+        .collect();
+    let shared = Shared {
+        graph: graph.clone(),
+        store: store.clone(),
+        builders: Arc::new(Builders::new(builders::BuilderSpec::default())),
+        loaded: Mutex::new(HashSet::new()),
+        args,
+        events: Arc::new(|_| {}),
+        options: options.clone(),
+    };
+    let mut digests: HashMap<NodeIndex, String> = HashMap::new();
+    let mut reports = Vec::new();
+    for unit in &units {
+        let dep_digests: Vec<(String, String)> = unit
+            .deps
+            .iter()
+            .filter_map(|d| Some((units[by_node[d]].id.clone(), digests.get(d)?.clone())))
+            .collect();
+        let current = unit_inputs(&shared, workspace, unit, &units, &by_node, &dep_digests)?;
+        let key = fingerprint::key(&current);
+        let last = store.last_build(&unit.id)?.map(|(_, r)| r);
+        let name = lkpkg_cache_format::reference::per_arch(
+            &graph.packages[unit.package].package.tag.full_tag(),
+            &unit.platform.arch,
+        );
+        let digest = match store.build_record(&key)? {
+            Some(record) => Some(record.manifest.digest.to_string()),
+            None => store.lookup(&name)?.map(|d| d.digest.to_string()),
+        };
+        if let Some(digest) = digest {
+            digests.insert(unit.node, digest);
+        }
+        let reasons = match &last {
+            Some(record) => {
+                let files = current_files(workspace, &graph.packages[unit.package].package.dir);
+                fingerprint::explain(&record.inputs, &current, &record.files, files.as_ref())
+            }
+            None => vec!["no build record".to_owned()],
+        };
+        reports.push(UnitReport {
+            unit: unit.name.clone(),
+            last,
+            current,
+            reasons,
+        });
+    }
+    Ok(reports)
 }

@@ -46,9 +46,11 @@
 //! # Reference counting
 //! A blob's count is the number of `index.json` entries whose closure (index → manifests →
 //! config and layers) contains it; each entry counts once. Replacing or removing a name
-//! decrements its old closure; blobs reaching zero (and not pinned) are deleted. So an old
-//! multi-arch index blob still named by a release tag is never deleted (linuxkit's `IndexWrite`
-//! does delete it).
+//! decrements its old closure. Blobs reaching zero through `rm` (and not pinned) are deleted;
+//! blobs reaching zero because a name was re-pointed (a rebuild) stay on disk, unrecorded,
+//! until `gc`: a build record may still reuse them when a change is reverted, as cargo keeps
+//! old artifacts. An old multi-arch index blob still named by a release tag is never deleted
+//! (linuxkit's `IndexWrite` does delete it).
 
 pub mod blobs;
 pub mod db;
@@ -58,6 +60,7 @@ pub mod import;
 pub mod index_json;
 pub mod ingest;
 pub mod lock;
+pub mod records;
 pub mod verify;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -237,7 +240,7 @@ impl Store {
         CacheLock::acquire(&self.root)
     }
 
-    fn db_err(&self, e: impl Into<redb::Error>) -> StoreError {
+    pub(crate) fn db_err(&self, e: impl Into<redb::Error>) -> StoreError {
         StoreError::db(&self.db_path, e)
     }
 
@@ -692,11 +695,21 @@ impl Store {
             .chain(remove.iter().map(String::as_str))
             .collect();
         let mut decrements: BTreeMap<Digest, u64> = BTreeMap::new();
+        // Blobs of names being removed: deleted once nothing reaches them. Blobs a name
+        // reached before it was re-pointed stay on disk until `gc`, so that a build record can
+        // still reuse them (a revert) — cargo keeps old artifacts the same way.
+        let mut removed_reach: BTreeSet<Digest> = BTreeSet::new();
         let mut kept = Vec::with_capacity(index.manifests.len());
         for entry in index.manifests.drain(..) {
             if entry.ref_name().is_some_and(|n| touched.contains(n)) {
+                let removed = entry
+                    .ref_name()
+                    .is_some_and(|n| remove.iter().any(|r| r == n));
                 for digest in self.closure(&entry).blobs.into_keys() {
                     *decrements.entry(digest).or_default() += 1;
+                    if removed {
+                        removed_reach.insert(digest);
+                    }
                 }
             } else {
                 kept.push(entry);
@@ -744,7 +757,8 @@ impl Store {
                 if count == 0 {
                     table.remove(key.as_str()).map_err(|e| self.db_err(e))?;
                     let pinned_here = ingest_pins.is_some_and(|p| p.contains(&digest));
-                    if !pinned.contains(&digest) && !pinned_here {
+                    if !pinned.contains(&digest) && !pinned_here && removed_reach.contains(&digest)
+                    {
                         doomed.push(digest);
                     }
                 } else {

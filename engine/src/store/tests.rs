@@ -142,9 +142,12 @@ fn ingest_writes_per_arch_name_and_merges_the_index() {
     assert_eq!(index.manifests.len(), 2, "amd64 replaced, arm64 kept");
     assert!(index.manifests.iter().any(|m| m.digest == amd2.digest));
     assert!(store.has_blob(&first.digest));
+    // A re-pointed name's old content stays until gc, so that a build record can reuse it.
+    assert!(store.has_blob(&second.digest), "kept for reuse until gc");
+    store.gc(&crate::store::gc::GcOptions::default()).unwrap();
     assert!(
         !store.has_blob(&second.digest),
-        "unreferenced old index deleted"
+        "gc removes what no name reaches"
     );
     assert!(store.verify(false).unwrap().problems.is_empty());
     // Every index.json entry carries linuxkit's name annotation.

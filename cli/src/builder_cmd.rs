@@ -1,0 +1,167 @@
+//! `lkpkg pkg builder ls|prune`: the builders chosen per platform, and cleaning up after lkpkg
+//! in their engines.
+//!
+//! `ls` prints one block per platform on stdout: the platform, the context (or endpoint) chosen,
+//! the endpoint, the engine's version, API version and architecture (and whether the platform
+//! builds natively or under emulation there) or why it does not answer, then why that builder
+//! was chosen. With `--message-format json`, one JSON object per platform per line:
+//! `{"format_version":1,"type":"builder","platform":…,"context":…,"endpoint":…,"reason":…,
+//! "answers":true,"engine_version":…,"api_version":…,"arch":…,"native":true}` (with
+//! `"answers":false` an `"error"` instead of the engine fields).
+//!
+//! `prune` removes, from each distinct engine of the platforms, the image names that are also
+//! names in the lkpkg cache (`lkpkg_engine::build::builders::prune` says why that is exactly what
+//! lkpkg left, and safe); it prints each removed name on stdout.
+
+use std::collections::{BTreeSet, HashSet};
+
+use anyhow::Result;
+use lkpkg_engine::build::builders::{self, BuilderSpec, Builders};
+use lkpkg_engine::build::docker::EngineError;
+use lkpkg_engine::error::ErrorKind;
+use lkpkg_engine::graph::Platform;
+use serde_json::json;
+
+use crate::args::{BuilderArgs, BuilderCommand, GlobalArgs, MessageFormat};
+use crate::exit::Classified;
+
+/// The platforms shown when `--platforms` is not given: build.yml's default arches.
+const DEFAULT_ARCHES: [&str; 3] = ["amd64", "arm64", "riscv64"];
+
+pub fn run(command: BuilderCommand, global: &GlobalArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match command {
+        BuilderCommand::Ls(args) => runtime.block_on(ls(args, global)),
+        BuilderCommand::Prune(args) => runtime.block_on(prune(args, global)),
+    }
+}
+
+/// `--builders` (over `LINUXKIT_BUILDERS`, which `Builders::new` reads) and the platforms.
+fn builders_and_platforms(args: &BuilderArgs) -> Result<(Builders, Vec<Platform>)> {
+    let builders = Builders::new(BuilderSpec {
+        builders: args.builders.clone(),
+        per_builder_limit: 1,
+    });
+    builders.check().map_err(classify)?;
+    let platforms = if args.platforms.is_empty() {
+        DEFAULT_ARCHES.iter().map(|a| Platform::linux(a)).collect()
+    } else {
+        args.platforms
+            .iter()
+            .map(|p| Platform::parse(p))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    Ok((builders, platforms))
+}
+
+/// Engine errors, classified: a bad builder name is the user's (2), the rest environment (3).
+fn classify(error: EngineError) -> anyhow::Error {
+    Classified {
+        kind: if error.is_user_error() {
+            ErrorKind::BadInput
+        } else {
+            ErrorKind::Environment
+        },
+        message: error.to_string(),
+    }
+    .into()
+}
+
+async fn ls(args: BuilderArgs, global: &GlobalArgs) -> Result<()> {
+    let (builders, platforms) = builders_and_platforms(&args)?;
+    let statuses = builders.status(&platforms).await.map_err(classify)?;
+    let json_output = global.message_format == MessageFormat::Json;
+    let mut out = String::new();
+    for status in &statuses {
+        let selection = &status.selection;
+        let native = status
+            .engine
+            .as_ref()
+            .ok()
+            .map(|e| e.arch == status.platform.arch);
+        if json_output {
+            let mut line = json!({
+                "format_version": 1,
+                "type": "builder",
+                "platform": status.platform.to_string(),
+                "context": selection.context,
+                "endpoint": selection.endpoint.host,
+                "reason": selection.reason,
+                "answers": status.engine.is_ok(),
+            });
+            match &status.engine {
+                Ok(engine) => {
+                    line["engine_version"] = json!(engine.version);
+                    line["api_version"] = json!(engine.api_version);
+                    line["arch"] = json!(engine.arch);
+                    line["native"] = json!(native);
+                }
+                Err(e) => line["error"] = json!(e.to_string()),
+            }
+            out.push_str(&line.to_string());
+            out.push('\n');
+            continue;
+        }
+        out.push_str(&format!(
+            "{}\n    builder:  {}\n    endpoint: {}\n",
+            status.platform, selection.context, selection.endpoint.host
+        ));
+        match &status.engine {
+            Ok(engine) => out.push_str(&format!(
+                "    engine:   {} (API {}), {}, {}\n",
+                engine.version,
+                engine.api_version,
+                engine.arch,
+                if native == Some(true) {
+                    "native"
+                } else {
+                    "emulated (qemu)"
+                }
+            )),
+            Err(e) => out.push_str(&format!("    engine:   does not answer: {e}\n")),
+        }
+        out.push_str(&format!("    chosen:   {}\n", selection.reason));
+    }
+    print!("{out}");
+    Ok(())
+}
+
+async fn prune(args: BuilderArgs, global: &GlobalArgs) -> Result<()> {
+    let (builders, platforms) = builders_and_platforms(&args)?;
+    let store = lkpkg_engine::store::Store::open(&global.cache_dir())?;
+    let cache_names: HashSet<String> = store.names()?.into_iter().map(|(n, _)| n).collect();
+    let mut seen = BTreeSet::new();
+    let mut failed = 0usize;
+    for platform in &platforms {
+        let builder = builders.for_platform(platform).await.map_err(classify)?;
+        let endpoint = builder.engine.endpoint().to_owned();
+        if !seen.insert(endpoint.clone()) {
+            continue;
+        }
+        let pruned = builders::prune(&builder.engine, &cache_names, args.dry_run)
+            .await
+            .map_err(classify)?;
+        for item in pruned {
+            match item.result {
+                Ok(()) => println!("{}\t{}", endpoint, item.name),
+                Err(e) => {
+                    failed += 1;
+                    eprintln!("warning: cannot remove `{}`: {e}", item.name);
+                }
+            }
+        }
+        if !global.quiet && args.dry_run {
+            eprintln!("(dry run: nothing was removed from `{endpoint}`)");
+        }
+    }
+    if failed > 0 {
+        return Err(Classified {
+            kind: ErrorKind::Environment,
+            message: format!("{failed} name(s) could not be removed"),
+        }
+        .into());
+    }
+    Ok(())
+}

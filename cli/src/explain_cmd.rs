@@ -1,0 +1,118 @@
+//! `lkpkg explain [DIR…]`: each unit's last build record beside its current inputs, and why
+//! they differ. With no directory, every package below the current directory.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use lkpkg_engine::build::{self, BuildOptions};
+use lkpkg_engine::graph::{BuildGraph, GraphOptions};
+use serde_json::json;
+
+use crate::args::{ExplainArgs, GlobalArgs, MessageFormat};
+
+pub fn run(args: ExplainArgs, global: &GlobalArgs) -> Result<()> {
+    let (loader, dirs) = crate::pkg::load_packages(&args.dirs, &args.options)?;
+    let graph = BuildGraph::build(&loader, &dirs, &GraphOptions::default())?;
+    let store = Arc::new(lkpkg_engine::store::Store::open(&global.cache_dir())?);
+    let options = BuildOptions {
+        force: false,
+        jobs: 1,
+        keep_going: false,
+        docker: false,
+        network: None,
+        disable_cache: None,
+        dry_run: true,
+        epoch: 0,
+    };
+    let base = std::env::current_dir()?;
+    let requested: Vec<String> = graph
+        .packages
+        .iter()
+        .filter(|p| p.requested)
+        .map(|p| p.package.display_dir(&base))
+        .collect();
+    let reports = build::explain(Arc::new(graph), loader.workspace(), store, &options, &base)?;
+    let mut out = String::new();
+    for report in reports {
+        let package = report.unit.rsplit_once('/').map_or("", |(p, _)| p);
+        if !requested.iter().any(|r| r == package) {
+            continue;
+        }
+        if global.message_format == MessageFormat::Json {
+            out.push_str(&serde_json::to_string(&json!({
+                "format_version": 1,
+                "unit": report.unit,
+                "fresh": report.reasons.is_empty(),
+                "reasons": report.reasons,
+                "current": report.current,
+                "last": report.last.as_ref().map(|r| json!({
+                    "manifest": r.manifest.digest.to_string(),
+                    "inputs": r.inputs,
+                    "builder": r.builder,
+                    "started_unix_ms": r.started_unix_ms,
+                    "duration_ms": r.duration_ms,
+                })),
+            }))?);
+            out.push('\n');
+            continue;
+        }
+        let state = if report.reasons.is_empty() {
+            "fresh".to_owned()
+        } else {
+            format!("stale: {}", report.reasons.join("; "))
+        };
+        out.push_str(&format!("{}: {state}\n", report.unit));
+        let last: std::collections::BTreeMap<&str, &str> = report
+            .last
+            .as_ref()
+            .map(|r| {
+                r.inputs
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(record) = &report.last {
+            out.push_str(&format!(
+                "  last build: {} on {}, {:.1}s\n",
+                record.manifest.digest,
+                record.builder,
+                record.duration_ms as f64 / 1000.0
+            ));
+        }
+        out.push_str(&format!(
+            "  {:<40} {:<44} {}\n",
+            "input", "last build", "now"
+        ));
+        let mut names: Vec<&str> = report.current.iter().map(|(k, _)| k.as_str()).collect();
+        names.extend(
+            last.keys()
+                .filter(|k| !report.current.iter().any(|(c, _)| c == *k)),
+        );
+        for name in names {
+            let now = report
+                .current
+                .iter()
+                .find(|(k, _)| k == name)
+                .map_or("-", |(_, v)| v.as_str());
+            let then = last.get(name).copied().unwrap_or("-");
+            let mark = if now == then { " " } else { "*" };
+            out.push_str(&format!(
+                "{mark} {name:<40} {:<44} {}\n",
+                clip(then),
+                clip(now)
+            ));
+        }
+    }
+    use std::io::Write;
+    std::io::stdout().lock().write_all(out.as_bytes())?;
+    Ok(())
+}
+
+fn clip(value: &str) -> String {
+    if value.chars().count() > 44 {
+        format!("{}…", value.chars().take(43).collect::<String>())
+    } else {
+        value.to_owned()
+    }
+}

@@ -1,0 +1,605 @@
+//! Which Docker engine builds which platform.
+//!
+//! # Selection
+//! The builder of a platform `os/arch` is, as linuxkit chooses it (`pkglib/build.go`,
+//! `pkglib/dockerimpl.go`), the first of:
+//!
+//! | source | what it names | when it does not exist |
+//! |---|---|---|
+//! | `--builders plat=ctx,…` | a docker context | bad input (exit 2), naming it |
+//! | `LINUXKIT_BUILDERS` (same syntax; `--builders` overrides it per platform) | a docker context | bad input (exit 2), naming it |
+//! | a docker context named `linuxkit-<os>-<arch>` | itself | next row |
+//! | the default context | `DOCKER_HOST`, else `DOCKER_CONTEXT`, else `currentContext` of `config.json`, else the local socket | — |
+//!
+//! A platform with no builder of its own therefore builds on the default engine, under qemu
+//! emulation where the engine's architecture differs. A value that contains `://` is taken as
+//! an endpoint (`ssh://host`, `tcp://…`) instead of a context name; the context `default` is
+//! the default context. Differences from linuxkit, on purpose: a `linuxkit-<os>-<arch>` context
+//! that does not answer is an error naming it (exit 3), where linuxkit silently falls back to
+//! the default context and builds under emulation; and named builders are checked before any
+//! build ([`Builders::check`]), not when their platform first builds.
+//!
+//! # Docker contexts
+//! Read from the docker CLI's store, `$DOCKER_CONFIG` (else `~/.docker`):
+//! `contexts/meta/<sha256 of the name>/meta.json` holds `Endpoints.docker.Host`;
+//! `contexts/tls/<sha256 of the name>/docker/` holds TLS material when the context has any.
+//!
+//! # Connections and limits
+//! Engines are connected lazily, once per endpoint, so a build where nothing needs building
+//! never contacts an engine, and two platforms on one engine share its connection and its
+//! concurrency limit (the per-builder limit, a semaphore the scheduler takes around each
+//! build on it).
+//!
+//! # Prune
+//! lkpkg does not label what it creates (a label would change the image and its digests).
+//! What it leaves in an engine are images under names that are also names in the lkpkg cache:
+//! the per-arch build results (`org/image:tag-<arch>`), the dependency images it loaded from
+//! the cache for chained builds, and the `--docker` tags (`org/image:tag`). [`prune`] removes
+//! exactly the engine names whose canonical form (`docker.io/…`) is a cache name, without
+//! force: each of them can be put back from the cache (`--docker`, or the next chained
+//! build), an image another name or a container still uses stays, and nothing the cache does
+//! not know is touched. Removing the last name of a classic-builder image also removes its
+//! untagged step images (the engine's build cache of that package).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::{Mutex, Semaphore};
+
+use super::docker::{Endpoint, Engine, EngineError};
+use crate::graph::Platform;
+
+/// The endpoint of the default context when nothing else names one.
+pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+
+/// How builders are chosen, as given by the user.
+#[derive(Debug, Clone, Default)]
+pub struct BuilderSpec {
+    /// `--builders`, else `LINUXKIT_BUILDERS`: `platform=context,…`.
+    pub builders: Option<String>,
+    /// Units built at once on one engine.
+    pub per_builder_limit: usize,
+}
+
+/// An engine with its concurrency limit.
+#[derive(Debug)]
+pub struct Builder {
+    pub engine: Engine,
+    /// Why this builder was chosen for the platform (for `pkg builder ls` and logs).
+    pub reason: String,
+    pub limit: Arc<Semaphore>,
+}
+
+/// The builder chosen for a platform, before any connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// The docker context (`default` for the default context), or the endpoint given as is.
+    pub context: String,
+    pub endpoint: Endpoint,
+    /// Why: `` `--builders` names context `arm` ``, `` context `linuxkit-linux-arm64` exists ``…
+    pub reason: String,
+}
+
+/// What `pkg builder ls` shows of one platform.
+#[derive(Debug)]
+pub struct BuilderStatus {
+    pub platform: Platform,
+    pub selection: Selection,
+    /// The engine, or why it does not answer.
+    pub engine: Result<Engine, EngineError>,
+}
+
+/// Where a named builder came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Flag,
+    Env,
+}
+
+impl Source {
+    fn name(self) -> &'static str {
+        match self {
+            Source::Flag => "`--builders`",
+            Source::Env => "`LINUXKIT_BUILDERS`",
+        }
+    }
+}
+
+/// The builders of one invocation, connected on first use.
+#[derive(Debug)]
+pub struct Builders {
+    spec: BuilderSpec,
+    config: DockerConfig,
+    /// platform → (context, where it was named); or why `--builders` is malformed.
+    named: Result<BTreeMap<String, (String, Source)>, String>,
+    connected: Mutex<HashMap<Endpoint, (Engine, Arc<Semaphore>)>>,
+}
+
+impl Builders {
+    /// Builders from `spec`, `LINUXKIT_BUILDERS` and the docker CLI's configuration in the
+    /// environment (`DOCKER_CONFIG`, `DOCKER_HOST`, `DOCKER_CONTEXT`).
+    pub fn new(spec: BuilderSpec) -> Builders {
+        let env = std::env::var("LINUXKIT_BUILDERS").ok();
+        Builders::with(spec, env.as_deref(), DockerConfig::from_env())
+    }
+
+    /// Builders with an explicit `LINUXKIT_BUILDERS` value and docker configuration.
+    pub fn with(spec: BuilderSpec, env: Option<&str>, config: DockerConfig) -> Builders {
+        let named = named_builders(spec.builders.as_deref(), env);
+        Builders {
+            spec,
+            config,
+            named,
+            connected: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Checks, without connecting, that `--builders` / `LINUXKIT_BUILDERS` are well formed and
+    /// that every context they name exists.
+    pub fn check(&self) -> Result<(), EngineError> {
+        let named = self.named()?;
+        for (context, source) in named.values() {
+            self.named_endpoint(context, *source)?;
+        }
+        Ok(())
+    }
+
+    /// The builder chosen for `platform`, and why; no connection is made.
+    pub fn select(&self, platform: &Platform) -> Result<Selection, EngineError> {
+        let key = platform.to_string();
+        if let Some((context, source)) = self.named()?.get(&key) {
+            let endpoint = self.named_endpoint(context, *source)?;
+            let what = if context.contains("://") {
+                "endpoint"
+            } else {
+                "context"
+            };
+            return Ok(Selection {
+                context: context.clone(),
+                endpoint,
+                reason: format!("{} names {what} `{context}` for {key}", source.name()),
+            });
+        }
+        let own = format!("linuxkit-{}-{}", platform.os, platform.arch);
+        if let Some(endpoint) = self.config.context(&own)? {
+            return Ok(Selection {
+                context: own.clone(),
+                endpoint,
+                reason: format!("context `{own}` exists"),
+            });
+        }
+        let (context, endpoint, why) = self.config.default_context()?;
+        Ok(Selection {
+            context,
+            endpoint,
+            reason: format!("no builder named for {key}: {why}"),
+        })
+    }
+
+    /// The builder for `platform`, connected.
+    pub async fn for_platform(&self, platform: &Platform) -> Result<Arc<Builder>, EngineError> {
+        let selection = self.select(platform)?;
+        let (engine, limit) = self.connect(&selection).await?;
+        Ok(Arc::new(Builder {
+            engine,
+            reason: selection.reason,
+            limit,
+        }))
+    }
+
+    /// Per platform, the builder chosen, why, and the engine or why it does not answer. A
+    /// malformed `--builders` or a named context that does not exist is an error.
+    pub async fn status(&self, platforms: &[Platform]) -> Result<Vec<BuilderStatus>, EngineError> {
+        let mut out = Vec::new();
+        for platform in platforms {
+            let selection = self.select(platform)?;
+            let engine = self.connect(&selection).await.map(|(engine, _)| engine);
+            out.push(BuilderStatus {
+                platform: platform.clone(),
+                selection,
+                engine,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn connect(
+        &self,
+        selection: &Selection,
+    ) -> Result<(Engine, Arc<Semaphore>), EngineError> {
+        let mut connected = self.connected.lock().await;
+        if let Some((engine, limit)) = connected.get(&selection.endpoint) {
+            return Ok((engine.clone(), limit.clone()));
+        }
+        let engine = Engine::connect_endpoint(&selection.endpoint)
+            .await
+            .map_err(|e| match e {
+                EngineError::Unreachable { endpoint, message } if selection.context != endpoint => {
+                    EngineError::Unreachable {
+                        endpoint,
+                        message: format!("(context `{}`) {message}", selection.context),
+                    }
+                }
+                other => other,
+            })?;
+        let limit = Arc::new(Semaphore::new(self.spec.per_builder_limit.max(1)));
+        connected.insert(selection.endpoint.clone(), (engine.clone(), limit.clone()));
+        Ok((engine, limit))
+    }
+
+    fn named(&self) -> Result<&BTreeMap<String, (String, Source)>, EngineError> {
+        self.named
+            .as_ref()
+            .map_err(|message| EngineError::BadBuilder {
+                message: message.clone(),
+            })
+    }
+
+    fn named_endpoint(&self, context: &str, source: Source) -> Result<Endpoint, EngineError> {
+        if context.contains("://") {
+            return Ok(Endpoint::new(context));
+        }
+        if context == "default" {
+            return Ok(self.config.default_endpoint());
+        }
+        self.config
+            .context(context)?
+            .ok_or_else(|| EngineError::BadBuilder {
+                message: format!(
+                    "builder `{context}` named in {} is not a docker context (none in `{}`)",
+                    source.name(),
+                    self.config.dir.join("contexts").display()
+                ),
+            })
+    }
+}
+
+/// `LINUXKIT_BUILDERS` with `--builders` over it, per platform (as linuxkit merges them).
+fn named_builders(
+    flag: Option<&str>,
+    env: Option<&str>,
+) -> Result<BTreeMap<String, (String, Source)>, String> {
+    let mut map = BTreeMap::new();
+    for (value, source) in [(env, Source::Env), (flag, Source::Flag)] {
+        let Some(value) = value.filter(|v| !v.trim().is_empty()) else {
+            continue;
+        };
+        for item in value.split(',') {
+            let item = item.trim();
+            let (platform, builder) = item
+                .split_once('=')
+                .filter(|(p, b)| !p.is_empty() && !b.is_empty())
+                .ok_or_else(|| {
+                    format!(
+                        "invalid builder `{item}` in {}: expected `os/arch=context`",
+                        source.name()
+                    )
+                })?;
+            let valid_platform = platform
+                .split_once('/')
+                .is_some_and(|(os, arch)| !os.is_empty() && !arch.is_empty());
+            if !valid_platform {
+                return Err(format!(
+                    "invalid platform `{platform}` in {}: expected `os/arch`",
+                    source.name()
+                ));
+            }
+            // The env value may be passed as the flag too: keep saying where it came from.
+            let same_as_env = map
+                .get(platform)
+                .is_some_and(|(b, s): &(String, Source)| *s == Source::Env && b == builder);
+            if !same_as_env {
+                map.insert(platform.to_owned(), (builder.to_owned(), source));
+            }
+        }
+    }
+    Ok(map)
+}
+
+/// The docker CLI's configuration directory and the environment that selects its default
+/// context.
+#[derive(Debug, Clone)]
+pub struct DockerConfig {
+    pub dir: PathBuf,
+    /// `DOCKER_HOST`.
+    pub docker_host: Option<String>,
+    /// `DOCKER_CONTEXT`.
+    pub docker_context: Option<String>,
+    /// `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH`: TLS material for `DOCKER_HOST`.
+    pub tls_dir: Option<PathBuf>,
+}
+
+impl DockerConfig {
+    /// `DOCKER_CONFIG` (else `~/.docker`), `DOCKER_HOST`, `DOCKER_CONTEXT`, `DOCKER_TLS_VERIFY`.
+    pub fn from_env() -> DockerConfig {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let dir = var("DOCKER_CONFIG").map_or_else(
+            || PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".docker"),
+            PathBuf::from,
+        );
+        let tls_dir = var("DOCKER_TLS_VERIFY")
+            .map(|_| var("DOCKER_CERT_PATH").map_or_else(|| dir.clone(), PathBuf::from));
+        DockerConfig {
+            docker_host: var("DOCKER_HOST"),
+            docker_context: var("DOCKER_CONTEXT"),
+            tls_dir,
+            dir,
+        }
+    }
+
+    /// The endpoint of the `default` context: `DOCKER_HOST`, else the local socket.
+    pub fn default_endpoint(&self) -> Endpoint {
+        match &self.docker_host {
+            Some(host) => Endpoint {
+                host: host.clone(),
+                tls: self.tls_dir.clone(),
+            },
+            None => Endpoint::new(DEFAULT_HOST),
+        }
+    }
+
+    /// The context the docker CLI would use with no `--context`: its name, endpoint and why.
+    pub fn default_context(&self) -> Result<(String, Endpoint, String), EngineError> {
+        if let Some(host) = &self.docker_host {
+            return Ok((
+                "default".into(),
+                self.default_endpoint(),
+                format!("the default context (`DOCKER_HOST={host}`)"),
+            ));
+        }
+        let (name, source) = if let Some(name) = &self.docker_context {
+            (name.clone(), "`DOCKER_CONTEXT`")
+        } else if let Some(name) = self.current_context()? {
+            (name, "`currentContext` in config.json")
+        } else {
+            return Ok((
+                "default".into(),
+                self.default_endpoint(),
+                "the default context (the local socket)".into(),
+            ));
+        };
+        if name == "default" {
+            return Ok((
+                name,
+                self.default_endpoint(),
+                format!("the default context ({source})"),
+            ));
+        }
+        let endpoint = self
+            .context(&name)?
+            .ok_or_else(|| EngineError::BadBuilder {
+                message: format!("context `{name}` named by {source} does not exist"),
+            })?;
+        let why = format!("context `{name}` ({source})");
+        Ok((name, endpoint, why))
+    }
+
+    /// `currentContext` of `config.json`, if set.
+    fn current_context(&self) -> Result<Option<String>, EngineError> {
+        let path = self.dir.join("config.json");
+        let Some(value) = read_json(&path)? else {
+            return Ok(None);
+        };
+        Ok(value
+            .get("currentContext")
+            .and_then(|c| c.as_str())
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned))
+    }
+
+    /// The endpoint of the context `name`, if it exists.
+    pub fn context(&self, name: &str) -> Result<Option<Endpoint>, EngineError> {
+        let id = hex::encode(Sha256::digest(name.as_bytes()));
+        let meta = self
+            .dir
+            .join("contexts")
+            .join("meta")
+            .join(&id)
+            .join("meta.json");
+        let Some(value) = read_json(&meta)? else {
+            return Ok(None);
+        };
+        let host = value
+            .pointer("/Endpoints/docker/Host")
+            .and_then(|h| h.as_str())
+            .filter(|h| !h.is_empty())
+            .map_or_else(|| DEFAULT_HOST.to_owned(), str::to_owned);
+        let tls = self
+            .dir
+            .join("contexts")
+            .join("tls")
+            .join(&id)
+            .join("docker");
+        let tls = has_files(&tls).then_some(tls);
+        Ok(Some(Endpoint { host, tls }))
+    }
+}
+
+fn read_json(path: &Path) -> Result<Option<serde_json::Value>, EngineError> {
+    let error = |message: String| EngineError::Config {
+        path: path.to_owned(),
+        message,
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| error(e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(error(e.to_string())),
+    }
+}
+
+fn has_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
+}
+
+/// What [`prune`] did with one engine name.
+#[derive(Debug)]
+pub struct Pruned {
+    pub name: String,
+    /// `Ok` when removed (or, in a dry run, when it would be), else why the engine refused.
+    pub result: Result<(), EngineError>,
+}
+
+/// Removes from `engine` every name whose canonical form is in `cache_names` (see the module
+/// docs for why that is what lkpkg left and why it is safe); with `dry_run`, only lists them.
+pub async fn prune(
+    engine: &Engine,
+    cache_names: &std::collections::HashSet<String>,
+    dry_run: bool,
+) -> Result<Vec<Pruned>, EngineError> {
+    let mut out = Vec::new();
+    for name in engine.image_names().await? {
+        let canonical = lkpkg_cache_format::reference::expand(&name);
+        if !cache_names.contains(&canonical) {
+            continue;
+        }
+        let result = if dry_run {
+            Ok(())
+        } else {
+            engine.remove_name(&name).await
+        };
+        out.push(Pruned { name, result });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> DockerConfig {
+        DockerConfig {
+            dir: dir.to_owned(),
+            docker_host: None,
+            docker_context: None,
+            tls_dir: None,
+        }
+    }
+
+    fn write_context(dir: &Path, name: &str, host: &str, tls: bool) {
+        let id = hex::encode(Sha256::digest(name.as_bytes()));
+        let meta = dir.join("contexts/meta").join(&id);
+        std::fs::create_dir_all(&meta).unwrap();
+        let json = serde_json::json!({
+            "Name": name, "Metadata": {},
+            "Endpoints": {"docker": {"Host": host, "SkipTLSVerify": false}}
+        });
+        std::fs::write(meta.join("meta.json"), json.to_string()).unwrap();
+        if tls {
+            let tls = dir.join("contexts/tls").join(&id).join("docker");
+            std::fs::create_dir_all(&tls).unwrap();
+            std::fs::write(tls.join("ca.pem"), "x").unwrap();
+        }
+    }
+
+    fn spec(builders: Option<&str>) -> BuilderSpec {
+        BuilderSpec {
+            builders: builders.map(str::to_owned),
+            per_builder_limit: 1,
+        }
+    }
+
+    #[test]
+    fn selection_order_is_linuxkits() {
+        let dir = tempfile::tempdir().unwrap();
+        write_context(dir.path(), "arm", "tcp://arm:2375", false);
+        write_context(dir.path(), "env-arm", "tcp://env:2375", false);
+        write_context(dir.path(), "linuxkit-linux-arm64", "ssh://own", false);
+        write_context(dir.path(), "linuxkit-linux-riscv64", "tcp://rv:1", true);
+        let arm64 = Platform::linux("arm64");
+
+        let b = Builders::with(spec(Some("linux/arm64=arm")), None, config(dir.path()));
+        let s = b.select(&arm64).unwrap();
+        assert_eq!(s.endpoint, Endpoint::new("tcp://arm:2375"));
+        assert_eq!(s.reason, "`--builders` names context `arm` for linux/arm64");
+
+        // The flag overrides the env per platform; the env alone names its own.
+        let b = Builders::with(
+            spec(Some("linux/arm64=arm")),
+            Some("linux/arm64=env-arm,linux/amd64=default"),
+            config(dir.path()),
+        );
+        assert_eq!(b.select(&arm64).unwrap().context, "arm");
+        let amd = b.select(&Platform::linux("amd64")).unwrap();
+        assert_eq!(amd.endpoint, Endpoint::new(DEFAULT_HOST));
+        assert!(
+            amd.reason.starts_with("`LINUXKIT_BUILDERS` names"),
+            "{}",
+            amd.reason
+        );
+
+        // The env passed as the flag still says it came from the env.
+        let b = Builders::with(
+            spec(Some("linux/arm64=env-arm")),
+            Some("linux/arm64=env-arm"),
+            config(dir.path()),
+        );
+        assert!(
+            b.select(&arm64)
+                .unwrap()
+                .reason
+                .starts_with("`LINUXKIT_BUILDERS`")
+        );
+
+        let b = Builders::with(spec(None), None, config(dir.path()));
+        let s = b.select(&arm64).unwrap();
+        assert_eq!(s.endpoint, Endpoint::new("ssh://own"));
+        assert_eq!(s.reason, "context `linuxkit-linux-arm64` exists");
+        let s = b.select(&Platform::linux("riscv64")).unwrap();
+        assert!(s.endpoint.tls.is_some());
+        let s = b.select(&Platform::linux("amd64")).unwrap();
+        assert_eq!(s.endpoint, Endpoint::new(DEFAULT_HOST));
+        assert_eq!(s.context, "default");
+    }
+
+    #[test]
+    fn default_context_follows_the_docker_cli() {
+        let dir = tempfile::tempdir().unwrap();
+        write_context(dir.path(), "remote", "tcp://remote:2375", false);
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"currentContext":"remote"}"#,
+        )
+        .unwrap();
+        let mut c = config(dir.path());
+        assert_eq!(
+            c.default_context().unwrap().1,
+            Endpoint::new("tcp://remote:2375")
+        );
+        c.docker_context = Some("default".into());
+        assert_eq!(c.default_context().unwrap().1, Endpoint::new(DEFAULT_HOST));
+        c.docker_context = Some("missing".into());
+        assert!(c.default_context().unwrap_err().is_user_error());
+        // DOCKER_HOST wins over DOCKER_CONTEXT, as in the docker CLI.
+        c.docker_host = Some("tcp://h:1".into());
+        assert_eq!(c.default_context().unwrap().1, Endpoint::new("tcp://h:1"));
+    }
+
+    #[test]
+    fn bad_builders_are_user_errors_naming_the_builder() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Builders::with(spec(Some("linux/arm64=nope")), None, config(dir.path()));
+        let e = b.check().unwrap_err();
+        assert!(e.is_user_error());
+        assert!(e.to_string().contains("`nope`"), "{e}");
+        assert!(b.select(&Platform::linux("arm64")).is_err());
+        // Platforms the flag does not name are unaffected by select.
+        assert!(b.select(&Platform::linux("amd64")).is_ok());
+
+        for bad in ["linux/arm64", "arm64=x", "=x", "linux/arm64="] {
+            let b = Builders::with(spec(Some(bad)), None, config(dir.path()));
+            let e = b.check().unwrap_err();
+            assert!(e.is_user_error(), "{bad}");
+        }
+        let b = Builders::with(spec(None), Some("garbage"), config(dir.path()));
+        assert!(
+            b.check()
+                .unwrap_err()
+                .to_string()
+                .contains("`LINUXKIT_BUILDERS`")
+        );
+    }
+}

@@ -1,0 +1,87 @@
+//! Build records in the redb index: `build_records` (build key → record) and `unit_builds`
+//! (unit → key of its last build).
+//!
+//! Writes take the cache lock, as every redb write does (see the store's locking design);
+//! reads use a snapshot and take no lock. A record is written only after its image is
+//! published, so a record never points at content the cache does not have at that moment; a
+//! later `rm` or `gc` may remove the content, which is why freshness always checks that the
+//! record's manifest and its closure are still present.
+
+use lkpkg_cache_format::build_record::BuildRecord;
+use lkpkg_cache_format::index_db as format;
+use redb::{ReadableDatabase, TableDefinition};
+
+use super::db::BUILD_RECORDS;
+use super::{Store, StoreError};
+
+const UNIT_BUILDS: TableDefinition<&str, &[u8; 32]> =
+    TableDefinition::new(format::TABLE_UNIT_BUILDS);
+
+impl Store {
+    /// The record of a build key, if any (an undecodable record counts as none).
+    pub fn build_record(&self, key: &[u8; 32]) -> Result<Option<BuildRecord>, StoreError> {
+        let read = self.database().begin_read().map_err(|e| self.db_err(e))?;
+        let table = match read.open_table(BUILD_RECORDS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(self.db_err(e)),
+        };
+        let value = table.get(key).map_err(|e| self.db_err(e))?;
+        Ok(value.and_then(|v| BuildRecord::decode(v.value()).ok()))
+    }
+
+    /// The last record of a unit, with its key.
+    pub fn last_build(&self, unit: &str) -> Result<Option<([u8; 32], BuildRecord)>, StoreError> {
+        let key = {
+            let read = self.database().begin_read().map_err(|e| self.db_err(e))?;
+            let table = match read.open_table(UNIT_BUILDS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(self.db_err(e)),
+            };
+            match table.get(unit).map_err(|e| self.db_err(e))? {
+                Some(v) => *v.value(),
+                None => return Ok(None),
+            }
+        };
+        Ok(self.build_record(&key)?.map(|r| (key, r)))
+    }
+
+    /// Records a build (under the cache lock) and makes it the unit's last build.
+    pub fn put_build_record(&self, key: &[u8; 32], record: &BuildRecord) -> Result<(), StoreError> {
+        let _lock = self.lock()?;
+        let txn = self.database().begin_write().map_err(|e| self.db_err(e))?;
+        {
+            let mut records = txn.open_table(BUILD_RECORDS).map_err(|e| self.db_err(e))?;
+            records
+                .insert(key, record.encode().as_slice())
+                .map_err(|e| self.db_err(e))?;
+            let mut units = txn.open_table(UNIT_BUILDS).map_err(|e| self.db_err(e))?;
+            units
+                .insert(record.unit.as_str(), key)
+                .map_err(|e| self.db_err(e))?;
+        }
+        txn.commit().map_err(|e| self.db_err(e))
+    }
+
+    /// Makes an existing record the unit's last build (a revert reusing an older build).
+    pub fn set_last_build(&self, unit: &str, key: &[u8; 32]) -> Result<(), StoreError> {
+        let _lock = self.lock()?;
+        let txn = self.database().begin_write().map_err(|e| self.db_err(e))?;
+        {
+            let mut units = txn.open_table(UNIT_BUILDS).map_err(|e| self.db_err(e))?;
+            units.insert(unit, key).map_err(|e| self.db_err(e))?;
+        }
+        txn.commit().map_err(|e| self.db_err(e))
+    }
+
+    /// Points `name` at `descriptor` (publishing it), as when a record's image is reused.
+    pub fn point_name(
+        &self,
+        name: &str,
+        descriptor: &lkpkg_cache_format::layout::Descriptor,
+    ) -> Result<(), StoreError> {
+        self.ingest()
+            .publish(vec![(name.to_owned(), descriptor.clone())])
+    }
+}
