@@ -86,16 +86,15 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
         dry_run: args.dry_run,
         epoch: epoch(loader.workspace())?,
     };
+    // `--builders` over `LINUXKIT_BUILDERS` (Builders reads the variable itself, to say which
+    // one chose a builder). Named builders are checked before anything runs.
     let builders = Arc::new(build::builders::Builders::new(
         build::builders::BuilderSpec {
-            builders: args.builders.clone().or_else(|| {
-                std::env::var("LINUXKIT_BUILDERS")
-                    .ok()
-                    .filter(|b| !b.is_empty())
-            }),
+            builders: args.builders.clone(),
             per_builder_limit: build_options.jobs,
         },
     ));
+    builders.check().map_err(engine_error)?;
     let base = std::env::current_dir()?;
     let json_output = global.message_format == MessageFormat::Json;
     let quiet = global.quiet;
@@ -111,24 +110,31 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
         .enable_all()
         .build()?;
     let graph = Arc::new(graph);
-    let summary = runtime.block_on(build::build(
-        graph,
-        loader.workspace(),
-        store,
-        builders,
-        &build_options,
-        &base,
-        events,
-    ));
+    // Ctrl-C drops the build: running tasks are aborted, which closes their connections to the
+    // engines, and the engines cancel those builds (and `forcerm` removes their containers).
+    // Ingests already under way run to completion when the runtime shuts down, and the store
+    // is crash-safe anyway: the cache stays consistent.
+    let summary = runtime.block_on(async {
+        tokio::select! {
+            summary = build::build(
+                graph,
+                loader.workspace(),
+                store,
+                builders,
+                &build_options,
+                &base,
+                events,
+            ) => Some(summary),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    drop(runtime);
+    let Some(summary) = summary else {
+        return Err(crate::exit::Interrupted.into());
+    };
     let summary = match summary {
         Ok(s) => s,
-        Err(build::BuildError::Engine(e)) => {
-            return Err(Classified {
-                kind: ErrorKind::Environment,
-                message: e.to_string(),
-            }
-            .into());
-        }
+        Err(build::BuildError::Engine(e)) => return Err(engine_error(e)),
         Err(e) => return Err(e.into()),
     };
     if !quiet && !json_output {
@@ -149,6 +155,21 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
         .into());
     }
     Ok(())
+}
+
+/// An engine failure: a bad builder name is bad input (2), an unreachable engine is the
+/// environment (3).
+fn engine_error(e: build::docker::EngineError) -> anyhow::Error {
+    let kind = if e.is_user_error() {
+        ErrorKind::BadInput
+    } else {
+        ErrorKind::Environment
+    };
+    Classified {
+        kind,
+        message: e.to_string(),
+    }
+    .into()
 }
 
 /// The time stamped into outputs: `SOURCE_DATE_EPOCH`, else HEAD's commit time, else 0.

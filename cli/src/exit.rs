@@ -24,6 +24,20 @@ impl std::fmt::Display for Classified {
 
 impl std::error::Error for Classified {}
 
+/// The user interrupted the command (Ctrl-C): exit code 130.
+#[derive(Debug)]
+pub struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted; running builds were cancelled")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+pub const INTERRUPTED: u8 = 130;
+
 /// A bad-input error raised by the binary.
 pub fn bad_input(message: impl Into<String>) -> anyhow::Error {
     Classified {
@@ -60,6 +74,10 @@ fn kind_of(error: &anyhow::Error) -> ErrorKind {
 
 /// Prints `error` with its causes and returns its exit code.
 pub fn report(error: &anyhow::Error) -> ExitCode {
+    if error.downcast_ref::<Interrupted>().is_some() {
+        eprintln!("error: {error}");
+        return ExitCode::from(INTERRUPTED);
+    }
     eprintln!("error: {error:#}");
     ExitCode::from(match kind_of(error) {
         ErrorKind::BadInput => BAD_INPUT,

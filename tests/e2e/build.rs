@@ -160,3 +160,143 @@ fn unreachable_engine_exits_3_naming_the_endpoint() {
     assert_eq!(code, 3, "{stderr}");
     assert!(stderr.contains("tcp://127.0.0.1:1"), "{stderr}");
 }
+
+#[test]
+fn five_packages_with_depends_and_extra_sources_build_from_an_empty_cache() {
+    let repo = fixture("five");
+    let cache = tempfile::tempdir().unwrap();
+    let cache_arg = cache.path().to_str().unwrap();
+    repo.write("app2/build.yml", "image: app2-five\norg: lkpkgtest\narches: [amd64]\nbuildArgs:\n  - BASE=@lkt:pkg:../base\n")
+        .write("app2/Dockerfile", "ARG BASE\nFROM ${BASE}\nRUN echo second > /app2.txt\n")
+        .write("src/greeting", "hello from an extra source\n")
+        .write("extras/build.yml", "image: extras-five\norg: lkpkgtest\narches: [amd64]\nextra-sources:\n  - ../src:/src\n")
+        .write("extras/Dockerfile", "FROM scratch\nCOPY src/ /from-extra/\n");
+    repo.commit_all("more packages");
+    let (code, _, stderr) = run(repo.lkpkg().args(["--cache", cache_arg, "pkg", "build"]));
+    assert_eq!(code, 0, "{stderr}");
+    // A package that depends on base's image, pinned by the digest lkpkg gave it.
+    let base_tag = crate::support::ok(repo.lkpkg().args(["pkg", "show-tag", "base"]))
+        .trim()
+        .to_owned();
+    let ls = crate::support::ok(
+        repo.lkpkg()
+            .args(["--cache", cache_arg, "cache", "ls", "--json"]),
+    );
+    let entries: serde_json::Value = serde_json::from_str(&ls).unwrap();
+    let base_digest = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == format!("docker.io/{base_tag}"))
+        .and_then(|e| e["digest"].as_str())
+        .unwrap_or_else(|| panic!("no index for {base_tag} in {ls}"))
+        .to_owned();
+    let (locator, _) = base_tag.split_once(':').unwrap();
+    repo.write("deps/build.yml", &format!(
+        "image: deps-five\norg: lkpkgtest\narches: [amd64]\ndepends:\n  docker-images:\n    target-dir: images\n    list:\n      - {base_tag}@{base_digest}\n"
+    ))
+    .write("deps/Dockerfile", "FROM scratch\nCOPY images/ /images/\n")
+    .write("deps/images/stale.tar", "a stale file that linuxkit would delete\n");
+    repo.commit_all("deps");
+    let (code, _, stderr) = run(repo.lkpkg().args(["--cache", cache_arg, "pkg", "build"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("1 built, 4 fresh"), "{stderr}");
+
+    // Files inside each image.
+    let file = |package: &str, path: &str| {
+        crate::support::file_in_image(&repo, cache.path(), package, path)
+    };
+    assert_eq!(file("app", "/app.txt"), "base-was-here\napp\n");
+    assert_eq!(file("app2", "/app2.txt"), "second\n");
+    assert_eq!(
+        file("extras", "/from-extra/greeting"),
+        "hello from an extra source\n"
+    );
+    let basename = locator.rsplit('/').next().unwrap();
+    let saved = file("deps", &format!("/images/{basename}@{base_digest}.tar"));
+    assert!(!saved.is_empty(), "the depends archive is in the image");
+    assert!(
+        file("deps", "/images/stale.tar").is_empty(),
+        "target-dir starts empty, as in linuxkit"
+    );
+    // The package directory was not written to.
+    assert!(
+        !repo
+            .join(&format!("deps/images/{basename}@{base_digest}.tar"))
+            .exists()
+    );
+    // The cache holds the per-arch and index entries linuxkit would name.
+    let ls = crate::support::ok(repo.lkpkg().args(["--cache", cache_arg, "cache", "ls"]));
+    for package in ["base", "app", "app2", "extras", "deps"] {
+        let tag =
+            crate::support::ok(
+                repo.lkpkg()
+                    .args(["pkg", "show-tag", "--canonical", package]),
+            )
+            .trim()
+            .to_owned();
+        for name in [tag.clone(), format!("{tag}-amd64")] {
+            assert!(
+                ls.lines()
+                    .any(|l| l.split_whitespace().next() == Some(name.as_str())),
+                "{name} not in\n{ls}"
+            );
+        }
+    }
+    let (code, _, stderr) = run(repo.lkpkg().args(["--cache", cache_arg, "cache", "verify"]));
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn ctrl_c_cancels_running_builds_and_leaves_the_cache_consistent() {
+    let repo = Repo::new();
+    std::fs::create_dir_all(repo.join("slow")).unwrap();
+    std::fs::copy("/bin/busybox", repo.join("slow/busybox")).unwrap();
+    repo.write(
+        "slow/build.yml",
+        "image: slow-ctrlc\norg: lkpkgtest\narches: [amd64]\n",
+    )
+    .write(
+        "slow/Dockerfile",
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sleep\", \"41\"]\n",
+    );
+    repo.commit_all("slow");
+    let cache = tempfile::tempdir().unwrap();
+    let cache_arg = cache.path().to_str().unwrap();
+    let child = repo
+        .lkpkg()
+        .args(["--cache", cache_arg, "pkg", "build", "--disable-cache"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the build runs on the engine, then interrupt.
+    let running = || {
+        let (_, out, _) = docker(&["ps", "--no-trunc", "--format", "{{.Command}}"]);
+        out.contains("sleep 41")
+    };
+    let start = std::time::Instant::now();
+    while !running() {
+        assert!(start.elapsed().as_secs() < 60, "the build never started");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    run(std::process::Command::new("kill").args(["-INT", &child.id().to_string()]));
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    // The engine cancels the build and removes its container.
+    let start = std::time::Instant::now();
+    loop {
+        let (_, all, _) = docker(&["ps", "-a", "--no-trunc", "--format", "{{.Command}}"]);
+        if !all.contains("sleep 41") {
+            break;
+        }
+        assert!(
+            start.elapsed().as_secs() < 30,
+            "the build container is still there:\n{all}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let (code, _, stderr) = run(repo.lkpkg().args(["--cache", cache_arg, "cache", "verify"]));
+    assert_eq!(code, 0, "{stderr}");
+}

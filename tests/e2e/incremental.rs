@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::support::{Repo, ok, run};
+use crate::support::{Repo, file_in_image, ok, run};
 
 const EPOCH: &str = "1700000000";
 
@@ -145,32 +145,6 @@ fn assert_not_stale(repo: &Repo, cache: &std::path::Path) {
             "{name} is stale in the incremental cache"
         );
     }
-}
-
-fn file_in_image(repo: &Repo, cache: &std::path::Path, package: &str, path: &str) -> String {
-    let tag = ok(repo.lkpkg().args(["pkg", "show-tag", package]))
-        .trim()
-        .to_owned();
-    let out = tempfile::tempdir().unwrap();
-    let tar = out.path().join("fs.tar");
-    ok(repo.lkpkg().args([
-        "--cache",
-        cache.to_str().unwrap(),
-        "cache",
-        "export",
-        &tag,
-        "--format",
-        "filesystem",
-        "--platform",
-        "linux/amd64",
-        "-o",
-        tar.to_str().unwrap(),
-    ]));
-    let listing = std::process::Command::new("tar")
-        .args(["-xOf", tar.to_str().unwrap(), path.trim_start_matches('/')])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&listing.stdout).into_owned()
 }
 
 #[test]

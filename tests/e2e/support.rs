@@ -124,3 +124,30 @@ impl Repo {
         lkpkg(self.path())
     }
 }
+
+/// A file of a package's image for linux/amd64, read from the lkpkg cache (flattened rootfs).
+pub fn file_in_image(repo: &Repo, cache: &std::path::Path, package: &str, path: &str) -> String {
+    let tag = ok(repo.lkpkg().args(["pkg", "show-tag", package]))
+        .trim()
+        .to_owned();
+    let out = tempfile::tempdir().unwrap();
+    let tar = out.path().join("fs.tar");
+    ok(repo.lkpkg().args([
+        "--cache",
+        cache.to_str().unwrap(),
+        "cache",
+        "export",
+        &tag,
+        "--format",
+        "filesystem",
+        "--platform",
+        "linux/amd64",
+        "-o",
+        tar.to_str().unwrap(),
+    ]));
+    let listing = std::process::Command::new("tar")
+        .args(["-xOf", tar.to_str().unwrap(), path.trim_start_matches('/')])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&listing.stdout).into_owned()
+}

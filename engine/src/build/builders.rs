@@ -335,6 +335,7 @@ impl DockerConfig {
             Some(host) => Endpoint {
                 host: host.clone(),
                 tls: self.tls_dir.clone(),
+                skip_tls_verify: false,
             },
             None => Endpoint::new(DEFAULT_HOST),
         }
@@ -413,7 +414,15 @@ impl DockerConfig {
             .join(&id)
             .join("docker");
         let tls = has_files(&tls).then_some(tls);
-        Ok(Some(Endpoint { host, tls }))
+        let skip_tls_verify = value
+            .pointer("/Endpoints/docker/SkipTLSVerify")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        Ok(Some(Endpoint {
+            host,
+            tls,
+            skip_tls_verify,
+        }))
     }
 }
 

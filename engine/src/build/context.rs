@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::build_yml::DependsTarget;
 use crate::error::{Error, Result};
 use crate::graph::GraphPackage;
 use crate::workspace::Workspace;
@@ -17,15 +18,54 @@ use crate::workspace::Workspace;
 /// The largest build context lkpkg assembles in memory.
 pub const MAX_CONTEXT_BYTES: u64 = 2 << 30;
 
-/// Tars the package directory and its extra sources.
-pub fn tar_context(package: &GraphPackage) -> Result<Vec<u8>> {
+/// Tars the package directory, its extra sources, and `generated` files (the
+/// `depends.docker-images` archives, at their target paths). What is on disk at a
+/// `depends` target is left out: linuxkit deletes and recreates it, lkpkg never writes into the
+/// package directory and builds the context as if it had.
+pub fn tar_context(package: &GraphPackage, generated: &[(String, Vec<u8>)]) -> Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(false);
     builder.mode(tar::HeaderMode::Deterministic);
-    append_dir(&mut builder, &package.package.dir, Path::new(""))?;
+    let skip: Vec<std::path::PathBuf> = match &package.package.yml.depends.target {
+        Some(DependsTarget::Dir(d) | DependsTarget::File(d)) if !generated.is_empty() => {
+            vec![package.package.dir.join(d)]
+        }
+        _ => Vec::new(),
+    };
+    append_dir(&mut builder, &package.package.dir, Path::new(""), &skip)?;
     for source in &package.package.yml.extra_sources {
         let dst = source.dst.trim_start_matches('/');
-        append_dir(&mut builder, &source.src, Path::new(dst))?;
+        append_dir(&mut builder, &source.src, Path::new(dst), &[])?;
+    }
+    let mut dirs_made = std::collections::BTreeSet::new();
+    for (path, bytes) in generated {
+        let path = Path::new(path);
+        for ancestor in path
+            .ancestors()
+            .skip(1)
+            .filter(|a| !a.as_os_str().is_empty())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            if dirs_made.insert(ancestor.to_owned()) {
+                let mut header = tar::Header::new_gnu();
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o755);
+                header.set_size(0);
+                header.set_mtime(1_153_704_088);
+                builder
+                    .append_data(&mut header, ancestor, &[][..])
+                    .map_err(|e| Error::io(&package.package.dir, e))?;
+            }
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_size(bytes.len() as u64);
+        header.set_mtime(1_153_704_088);
+        builder
+            .append_data(&mut header, path, &bytes[..])
+            .map_err(|e| Error::io(&package.package.dir, e))?;
     }
     let bytes = builder
         .into_inner()
@@ -40,7 +80,12 @@ pub fn tar_context(package: &GraphPackage) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn append_dir(builder: &mut tar::Builder<Vec<u8>>, dir: &Path, at: &Path) -> Result<()> {
+fn append_dir(
+    builder: &mut tar::Builder<Vec<u8>>,
+    dir: &Path,
+    at: &Path,
+    skip: &[std::path::PathBuf],
+) -> Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .collect::<std::result::Result<_, _>>()
@@ -51,10 +96,13 @@ fn append_dir(builder: &mut tar::Builder<Vec<u8>>, dir: &Path, at: &Path) -> Res
     }
     for entry in entries {
         let path = entry.path();
+        if skip.contains(&path) {
+            continue;
+        }
         let name = at.join(entry.file_name());
         let file_type = entry.file_type().map_err(|e| Error::io(&path, e))?;
         if file_type.is_dir() {
-            append_dir(builder, &path, &name)?;
+            append_dir(builder, &path, &name, skip)?;
         } else {
             builder
                 .append_path_with_name(&path, &name)
@@ -62,6 +110,49 @@ fn append_dir(builder: &mut tar::Builder<Vec<u8>>, dir: &Path, at: &Path) -> Res
         }
     }
     Ok(())
+}
+
+/// Merges `docker save` archives into one (what `docker save A B` gives): every file once,
+/// `manifest.json` listing every image. linuxkit's `depends.docker-images.target`.
+pub fn merge_docker_archives(archives: &[Vec<u8>]) -> Result<Vec<u8>> {
+    let bad = |e: std::io::Error| Error::Usage(format!("cannot merge image archives: {e}"));
+    let mut files: std::collections::BTreeMap<String, Vec<u8>> = std::collections::BTreeMap::new();
+    let mut images: Vec<serde_json::Value> = Vec::new();
+    for archive in archives {
+        let mut tar = tar::Archive::new(&archive[..]);
+        for entry in tar.entries().map_err(bad)? {
+            let mut entry = entry.map_err(bad)?;
+            if entry.header().entry_type() != tar::EntryType::Regular {
+                continue;
+            }
+            let path = entry.path().map_err(bad)?.to_string_lossy().into_owned();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).map_err(bad)?;
+            if path == "manifest.json" {
+                let list: Vec<serde_json::Value> = serde_json::from_slice(&bytes).map_err(|e| {
+                    Error::Usage(format!("bad manifest.json in an image archive: {e}"))
+                })?;
+                images.extend(list);
+            } else if path != "repositories" {
+                files.entry(path).or_insert(bytes);
+            }
+        }
+    }
+    files.insert(
+        "manifest.json".into(),
+        serde_json::to_vec(&images).map_err(|e| Error::Usage(e.to_string()))?,
+    );
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, bytes) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_size(bytes.len() as u64);
+        header.set_mtime(1_153_704_088);
+        builder
+            .append_data(&mut header, &path, &bytes[..])
+            .map_err(bad)?;
+    }
+    builder.into_inner().map_err(bad)
 }
 
 /// Build arguments in linuxkit's order: build.yml's (resolved), `--build-arg-file`'s

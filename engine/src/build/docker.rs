@@ -19,9 +19,13 @@
 //!   error. `BatchMode` because nothing can answer a password prompt. bollard's own `ssh`
 //!   feature was not used: it pulls the `openssh` crate and starts a control master per
 //!   connection.
-//! - a context with TLS material (`ca.pem`, `cert.pem`, `key.pem`) is refused with an error
-//!   naming the context: bollard's TLS (`ssl`) pulls rustls and ring, which lkpkg does not carry
-//!   yet (see ARCHITECTURE.md).
+//! - `tcp://` with TLS material (a context's `ca.pem`, `cert.pem`, `key.pem`, or
+//!   `DOCKER_TLS_VERIFY` with `DOCKER_CERT_PATH`): HTTPS through bollard's `ssl` feature, which
+//!   is rustls with ring, no OpenSSL (ring's C and assembly build in ~30 s once; `openssl-probe`
+//!   only looks for the system's CA directory). The engine's certificate is verified against
+//!   `ca.pem` and lkpkg presents `cert.pem`/`key.pem`, as `docker --tlsverify` does; a context
+//!   with `SkipTLSVerify` is refused (bollard cannot skip verification), and all three files
+//!   must be there.
 //!
 //! # The API version
 //! The version is negotiated with the engine at connection (`GET /version`, unversioned), so
@@ -44,6 +48,8 @@ use tokio::io::AsyncReadExt;
 
 /// Seconds a request may take (a build or an export can be long).
 const REQUEST_TIMEOUT: u64 = 3600;
+/// How long an engine has to answer the first request.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A failure talking to, or building on, an engine.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +85,8 @@ pub struct Endpoint {
     pub host: String,
     /// A directory with `ca.pem`, `cert.pem`, `key.pem` (a context's TLS material).
     pub tls: Option<PathBuf>,
+    /// The context's `SkipTLSVerify`.
+    pub skip_tls_verify: bool,
 }
 
 impl Endpoint {
@@ -86,6 +94,7 @@ impl Endpoint {
         Endpoint {
             host: host.into(),
             tls: None,
+            skip_tls_verify: false,
         }
     }
 }
@@ -146,13 +155,31 @@ impl Engine {
             endpoint: host.to_owned(),
             message,
         };
-        if let Some(dir) = &endpoint.tls {
-            return Err(unreachable(format!(
-                "TLS endpoints (material in `{}`) are not supported by this lkpkg",
-                dir.display()
-            )));
+        let tls = endpoint.tls.as_ref().filter(|_| host.starts_with("tcp://"));
+        if endpoint.skip_tls_verify {
+            return Err(unreachable(
+                "the context asks to skip TLS verification (`SkipTLSVerify`), which lkpkg does \
+                 not do"
+                    .to_owned(),
+            ));
         }
-        let docker = if let Some(path) = host.strip_prefix("unix://") {
+        let docker = if let Some(dir) = tls {
+            let [ca, cert, key] = ["ca.pem", "cert.pem", "key.pem"].map(|f| dir.join(f));
+            if let Some(missing) = [&ca, &cert, &key].into_iter().find(|f| !f.is_file()) {
+                return Err(unreachable(format!(
+                    "TLS material `{}` is missing (lkpkg needs ca.pem, cert.pem and key.pem)",
+                    missing.display()
+                )));
+            }
+            Docker::connect_with_ssl(
+                host,
+                &key,
+                &cert,
+                &ca,
+                REQUEST_TIMEOUT,
+                bollard::API_DEFAULT_VERSION,
+            )
+        } else if let Some(path) = host.strip_prefix("unix://") {
             Docker::connect_with_unix(path, REQUEST_TIMEOUT, bollard::API_DEFAULT_VERSION)
         } else if let Some(rest) = host
             .strip_prefix("tcp://")
@@ -177,9 +204,11 @@ impl Engine {
             ));
         }
         .map_err(|e| unreachable(e.to_string()))?;
-        let docker = docker
-            .negotiate_version()
+        // An engine that does not answer in time (a black-holed address, an ssh that hangs)
+        // is unreachable; later requests have the long timeout builds need.
+        let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
             .await
+            .map_err(|_| unreachable(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())))?
             .map_err(|e| unreachable(e.to_string()))?;
         let negotiated = docker.client_version();
         let prefix = format!(

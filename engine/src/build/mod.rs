@@ -821,36 +821,103 @@ impl UnitTask {
         self.load_base_images(builder)
             .await
             .map_err(|e| plain(&e))?;
+        let generated = self
+            .depends_archives(builder)
+            .await
+            .map_err(|e| plain(&e))?;
 
         let context = {
             let graph = shared.graph.clone();
             let index = self.package;
-            tokio::task::spawn_blocking(move || context::tar_context(&graph.packages[index]))
-                .await
-                .map_err(|e| plain(&e))?
-                .map_err(|e| plain(&e))?
+            tokio::task::spawn_blocking(move || {
+                context::tar_context(&graph.packages[index], &generated)
+            })
+            .await
+            .map_err(|e| plain(&e))?
+            .map_err(|e| plain(&e))?
         };
         let dockerfile = gp
             .dockerfile_path
             .strip_prefix(&package.dir)
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_else(|_| package.yml.dockerfile.clone());
-        let (args, labels) = shared.args[&self.package].clone();
+        let (args, labels) = &shared.args[&self.package];
         let engine_name = format!("{}-{}", package.tag.tag(), self.platform.arch);
+        let no_cache = shared
+            .options
+            .disable_cache
+            .unwrap_or(package.yml.disable_cache);
+        let mut saved = self
+            .build_and_save(
+                builder,
+                &context,
+                &dockerfile,
+                &engine_name,
+                args,
+                labels,
+                no_cache,
+            )
+            .await?;
+        // The classic builder's step cache does not tell platforms apart after `FROM scratch`
+        // (engine 20.10): a step cached for one platform can be reused for another. The
+        // result's platform is checked, and a mismatch is rebuilt without the step cache.
+        let wanted = (self.platform.os.clone(), self.platform.arch.clone());
+        if !no_cache && normalize::platform_of(&saved).is_some_and(|p| p != wanted) {
+            (shared.events)(Event::Log {
+                unit: self.name.clone(),
+                line: "the engine reused a step cached for another platform: rebuilding without its cache".into(),
+            });
+            saved = self
+                .build_and_save(
+                    builder,
+                    &context,
+                    &dockerfile,
+                    &engine_name,
+                    args,
+                    labels,
+                    true,
+                )
+                .await?;
+        }
+        let store = shared.store.clone();
+        let platform = oci_platform(&self.platform);
+        let epoch = shared.options.epoch;
+        tokio::task::spawn_blocking(move || {
+            let normalized = normalize::docker_save(&saved, epoch).map_err(|e| e.to_string())?;
+            store
+                .ingest_docker_save(std::io::Cursor::new(normalized), &full, Some(&platform))
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| plain(&e))?
+        .map_err(|e| (e, Vec::new()))
+    }
+
+    /// One engine build, then `docker save` of its result.
+    #[expect(clippy::too_many_arguments, reason = "one build request, spelled out")]
+    async fn build_and_save(
+        &self,
+        builder: &Builder,
+        context: &[u8],
+        dockerfile: &str,
+        engine_name: &str,
+        args: &BTreeMap<String, String>,
+        labels: &BTreeMap<String, String>,
+        no_cache: bool,
+    ) -> Result<Vec<u8>, (String, Vec<String>)> {
+        let plain = |e: &dyn std::fmt::Display| (e.to_string(), Vec::new());
+        let package = &self.shared.graph.packages[self.package].package;
         let request = BuildRequest {
-            context,
-            dockerfile,
-            tag: engine_name.clone(),
+            context: context.to_vec(),
+            dockerfile: dockerfile.to_owned(),
+            tag: engine_name.to_owned(),
             platform: self.platform.to_string(),
-            args,
-            labels,
-            network: shared.options.network.unwrap_or(package.yml.network),
-            no_cache: shared
-                .options
-                .disable_cache
-                .unwrap_or(package.yml.disable_cache),
+            args: args.clone(),
+            labels: labels.clone(),
+            network: self.shared.options.network.unwrap_or(package.yml.network),
+            no_cache,
         };
-        let events = shared.events.clone();
+        let events = self.shared.events.clone();
         let unit = self.name.clone();
         builder
             .engine
@@ -868,23 +935,59 @@ impl UnitTask {
                 ),
                 other => plain(&other),
             })?;
-        let saved = builder
+        builder
             .engine
-            .save(&engine_name)
+            .save(engine_name)
             .await
-            .map_err(|e| plain(&e))?;
-        let store = shared.store.clone();
-        let platform = oci_platform(&self.platform);
-        let epoch = shared.options.epoch;
-        tokio::task::spawn_blocking(move || {
-            let normalized = normalize::docker_save(&saved, epoch).map_err(|e| e.to_string())?;
-            store
-                .ingest_docker_save(std::io::Cursor::new(normalized), &full, Some(&platform))
-                .map_err(|e| e.to_string())
+            .map_err(|e| plain(&e))
+    }
+
+    /// The `depends.docker-images` archives, at their paths in the context: each image from
+    /// the lkpkg cache when it is there (by digest), else saved from the builder's engine.
+    async fn depends_archives(
+        &self,
+        builder: &Builder,
+    ) -> Result<Vec<(String, Vec<u8>)>, BuildError> {
+        use crate::build_yml::DependsTarget;
+        let package = &self.shared.graph.packages[self.package].package;
+        let depends = &package.yml.depends;
+        let Some(target) = &depends.target else {
+            return Ok(Vec::new());
+        };
+        let mut archives = Vec::new();
+        for image in &depends.images {
+            let full = lkpkg_cache_format::reference::expand(&image.locator);
+            let by_digest = format!("{full}@{}", image.digest);
+            let (name, tag) = lkpkg_cache_format::reference::split_tag(
+                image.reference.split('@').next().unwrap_or_default(),
+            );
+            let archive_name = match tag {
+                Some(tag) => format!("{name}:{tag}"),
+                None => name.to_owned(),
+            };
+            let archive = match self.shared.store.resolve(&by_digest) {
+                Ok((stored, _)) => {
+                    export_docker(&self.shared.store, &stored, &self.platform, &archive_name)
+                        .await?
+                }
+                Err(_) => builder.engine.save(&image.reference).await?,
+            };
+            let basename = image.locator.rsplit('/').next().unwrap_or(&image.locator);
+            archives.push((format!("{basename}@{}.tar", image.digest), archive));
+        }
+        Ok(match target {
+            DependsTarget::Dir(dir) => archives
+                .into_iter()
+                .map(|(file, bytes)| (dir.join(file).to_string_lossy().into_owned(), bytes))
+                .collect(),
+            DependsTarget::File(file) => {
+                let all: Vec<Vec<u8>> = archives.into_iter().map(|(_, b)| b).collect();
+                vec![(
+                    file.to_string_lossy().into_owned(),
+                    context::merge_docker_archives(&all)?,
+                )]
+            }
         })
-        .await
-        .map_err(|e| plain(&e))?
-        .map_err(|e| (e, Vec::new()))
     }
 
     /// Loads into the builder's engine the images this unit builds from that are in the lkpkg
@@ -925,6 +1028,10 @@ impl UnitTask {
 #[derive(Debug)]
 pub struct UnitReport {
     pub unit: String,
+    /// The unit's record name (`pkg/base/amd64`).
+    pub id: String,
+    /// The unit's per-arch cache name.
+    pub cache_name: String,
     /// The unit's last build, if lkpkg built it.
     pub last: Option<BuildRecord>,
     /// The inputs now, with dependencies at the digests the cache holds for them.
@@ -1020,6 +1127,8 @@ pub fn explain(
         };
         reports.push(UnitReport {
             unit: unit.name.clone(),
+            id: unit.id.clone(),
+            cache_name: name,
             last,
             current,
             reasons,

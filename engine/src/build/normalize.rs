@@ -165,6 +165,28 @@ pub fn docker_save(archive: &[u8], epoch: i64) -> Result<Vec<u8>, NormalizeError
     builder.into_inner().map_err(|e| err(e.to_string()))
 }
 
+/// The `(os, architecture)` of the one image in a `docker save` archive.
+pub fn platform_of(archive: &[u8]) -> Option<(String, String)> {
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut tar = tar::Archive::new(archive);
+    for entry in tar.entries().ok()? {
+        let mut entry = entry.ok()?;
+        let path = entry.path().ok()?.to_string_lossy().into_owned();
+        if path == "manifest.json" || path.ends_with(".json") {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).ok()?;
+            files.insert(path, bytes);
+        }
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(files.get("manifest.json")?).ok()?;
+    let config_name = manifest.get(0)?.get("Config")?.as_str()?;
+    let config: serde_json::Value = serde_json::from_slice(files.get(config_name)?).ok()?;
+    Some((
+        config.get("os")?.as_str()?.to_owned(),
+        config.get("architecture")?.as_str()?.to_owned(),
+    ))
+}
+
 fn normalize_path(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {

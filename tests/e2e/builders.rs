@@ -1,0 +1,765 @@
+//! Builders: which engine builds which platform (`--builders`, a `linuxkit-<os>-<arch>`
+//! context, the default engine under qemu), reached over a unix socket, TCP and `ssh://`;
+//! `pkg builder ls|prune`; the API version on the wire.
+//!
+//! These tests need `scripts/dev-env.sh`: the second dockerd (`LKPKG_TEST_DOCKER2_HOST`,
+//! `LKPKG_TEST_DOCKER2_TCP`), the arm64 busybox (`LKPKG_TEST_BUSYBOX_ARM64`) with qemu binfmt,
+//! and the loopback sshd (`LKPKG_TEST_SSH_CONFIG`, `LKPKG_TEST_SSH_HOST`). The variables come
+//! from the environment or from `/var/lib/lkpkg-dev/env`; a missing one fails the test. The
+//! docker CLI configuration is a temporary `DOCKER_CONFIG` in every test, so contexts on the
+//! machine do not interfere.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use crate::support::{Repo, ok, run};
+
+const DEV_ENV: &str = "/var/lib/lkpkg-dev/env";
+
+/// A dev-env variable: from the environment, else from `/var/lib/lkpkg-dev/env`.
+fn dev_env(key: &str) -> String {
+    if let Some(value) = std::env::var(key).ok().filter(|v| !v.is_empty()) {
+        return value;
+    }
+    let file = std::fs::read_to_string(DEV_ENV).unwrap_or_default();
+    let vars: HashMap<&str, &str> = file
+        .lines()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("export ")
+                .unwrap_or(l.trim())
+                .split_once('=')
+        })
+        .collect();
+    vars.get(key)
+        .map(|v| v.trim_matches('"').trim_matches('\'').to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| panic!("{key} is not set and not in {DEV_ENV}: run scripts/dev-env.sh"))
+}
+
+/// A unique suffix for image names.
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+/// `docker` against the default engine (`docker_host` None) or another one.
+fn docker_at(docker_host: Option<&str>, config: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new("docker");
+    cmd.env_remove("DOCKER_CONTEXT")
+        .env("DOCKER_CONFIG", config);
+    match docker_host {
+        Some(host) => cmd.env("DOCKER_HOST", host),
+        None => cmd.env_remove("DOCKER_HOST"),
+    };
+    run(cmd.args(args))
+}
+
+/// The `repo:tag` names of an engine that start with `prefix`.
+fn engine_names(docker_host: Option<&str>, config: &Path, prefix: &str) -> BTreeSet<String> {
+    let (code, out, err) = docker_at(
+        docker_host,
+        config,
+        &["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
+    );
+    assert_eq!(code, 0, "docker image ls: {err}");
+    out.lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Removes, when dropped, every image named `lkpkgtest/<image>…` from both engines.
+struct Cleanup {
+    image: String,
+    config: tempfile::TempDir,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let docker2 = dev_env("LKPKG_TEST_DOCKER2_HOST");
+        let prefix = format!("lkpkgtest/{}", self.image);
+        for host in [None, Some(docker2.as_str())] {
+            for name in engine_names(host, self.config.path(), &prefix) {
+                docker_at(host, self.config.path(), &["rmi", "-f", &name]);
+            }
+        }
+    }
+}
+
+impl Cleanup {
+    fn new(image: &str) -> Cleanup {
+        Cleanup {
+            image: image.to_owned(),
+            config: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn config(&self) -> &Path {
+        self.config.path()
+    }
+
+    /// `docker context create NAME --docker host=HOST` in the test's `DOCKER_CONFIG`.
+    fn context(&self, name: &str, host: &str) {
+        let (code, _, err) = docker_at(
+            None,
+            self.config(),
+            &[
+                "context",
+                "create",
+                name,
+                "--docker",
+                &format!("host={host}"),
+            ],
+        );
+        assert_eq!(code, 0, "docker context create {name}: {err}");
+    }
+}
+
+/// A one-package repository for `linux/amd64,linux/arm64`: each platform's static busybox
+/// copied in (chosen by `TARGETARCH`, as BuildKit provides it), then `RUN uname -m > /arch`.
+fn arch_repo(image: &str) -> Repo {
+    let repo = Repo::new();
+    std::fs::create_dir_all(repo.join("arch/bin")).unwrap();
+    std::fs::copy("/bin/busybox", repo.join("arch/bin/busybox-amd64"))
+        .expect("busybox-static (scripts/dev-env.sh installs it)");
+    std::fs::copy(
+        dev_env("LKPKG_TEST_BUSYBOX_ARM64"),
+        repo.join("arch/bin/busybox-arm64"),
+    )
+    .expect("the arm64 busybox of scripts/dev-env.sh");
+    repo.write(
+        "arch/build.yml",
+        &format!("image: {image}\norg: lkpkgtest\narches: [amd64, arm64]\n"),
+    );
+    // The engine's step cache is this test's own (the unique `bin/test-id`), so another test's
+    // cleanup (`rmi -f`) cannot remove a cached step image under a running build. The COPY
+    // comes first: on 20.10 the classic builder refuses a COPY after a metadata step (`ARG`)
+    // from scratch for a foreign platform ("does not match the specified platform"). The
+    // amd64 busybox picks the platform's own (it runs natively on this machine either way).
+    repo.write("arch/bin/test-id", image).write(
+        "arch/Dockerfile",
+        "FROM scratch\nCOPY bin/ /bin/\nARG TARGETARCH\n\
+         RUN [\"/bin/busybox-amd64\", \"sh\", \"-c\", \"/bin/busybox-amd64 cp /bin/busybox-$TARGETARCH /bin/busybox\"]\n\
+         RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nRUN uname -m > /arch\n",
+    );
+    repo.commit_all("init");
+    repo
+}
+
+/// `lkpkg` in `repo` with the test's docker configuration and no DOCKER_HOST.
+fn lkpkg_in(repo: &Repo, cleanup: &Cleanup) -> Command {
+    let mut cmd = repo.lkpkg();
+    cmd.env("DOCKER_CONFIG", cleanup.config())
+        .env_remove("DOCKER_HOST")
+        .env_remove("DOCKER_CONTEXT");
+    cmd
+}
+
+/// Builds `arch` for both platforms into `cache` with extra arguments; returns the tag.
+fn build_both(repo: &Repo, cleanup: &Cleanup, cache: &Path, extra: &[&str]) -> String {
+    let (code, out, err) = run(lkpkg_in(repo, cleanup)
+        .arg("--cache")
+        .arg(cache)
+        .args(["pkg", "build", "--platforms", "linux/amd64,linux/arm64"])
+        .args(extra)
+        .arg("arch"));
+    assert_eq!(code, 0, "build failed\nstdout:\n{out}\nstderr:\n{err}");
+    ok(repo.lkpkg().args(["pkg", "show-tag", "arch"]))
+        .trim()
+        .to_owned()
+}
+
+/// The content of `/arch` in the cached image of `name` for `platform`.
+fn arch_file(repo: &Repo, cache: &Path, name: &str, platform: &str) -> String {
+    let fs_tar = cache.with_extension(format!("{}.tar", platform.replace('/', "-")));
+    ok(repo
+        .lkpkg()
+        .arg("--cache")
+        .arg(cache)
+        .args([
+            "cache",
+            "export",
+            name,
+            "--format",
+            "filesystem",
+            "--platform",
+            platform,
+            "-o",
+        ])
+        .arg(&fs_tar));
+    let out = ok(Command::new("tar").arg("-xOf").arg(&fs_tar).arg("arch"));
+    let _ = std::fs::remove_file(&fs_tar);
+    out.trim().to_owned()
+}
+
+/// The architectures of the multi-arch index `name` in the cache's OCI layout.
+fn index_arches(cache: &Path, name: &str) -> BTreeSet<String> {
+    let full = format!("docker.io/{name}");
+    let read_json = |path: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let index = read_json(&cache.join("index.json"));
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == full.as_str())
+        .unwrap_or_else(|| panic!("{full} not in the cache's index.json"));
+    let digest = entry["digest"].as_str().unwrap();
+    let blob = read_json(&cache.join("blobs/sha256").join(&digest["sha256:".len()..]));
+    blob["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["platform"]["architecture"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn multi_arch_build_gives_an_index_with_arm64_under_qemu() {
+    let image = unique("multiarch");
+    let cleanup = Cleanup::new(&image);
+    let repo = arch_repo(&image);
+    let cache = tempfile::tempdir().unwrap();
+    // `--disable-cache`: on one engine the classic builder's step cache does not tell platforms
+    // apart after `FROM scratch` (a cached amd64 COPY step is taken for arm64).
+    let tag = build_both(&repo, &cleanup, cache.path(), &["--disable-cache"]);
+    assert_eq!(
+        index_arches(cache.path(), &tag),
+        BTreeSet::from(["amd64".to_owned(), "arm64".to_owned()])
+    );
+    assert_eq!(
+        arch_file(&repo, cache.path(), &tag, "linux/arm64"),
+        "aarch64"
+    );
+    assert_eq!(
+        arch_file(&repo, cache.path(), &tag, "linux/amd64"),
+        "x86_64"
+    );
+    // Both platforms built on the default engine.
+    let names = engine_names(None, cleanup.config(), &format!("lkpkgtest/{image}"));
+    assert!(names.contains(&format!("{tag}-arm64")), "{names:?}");
+    assert!(names.contains(&format!("{tag}-amd64")), "{names:?}");
+}
+
+/// Builds the repository with `arm64` on the second engine (however `how` names it) and checks
+/// that the arm64 unit ran there and the amd64 unit on the default engine.
+fn arm64_on_second_engine(how: impl FnOnce(&Cleanup) -> Vec<String>) {
+    let image = unique("second");
+    let cleanup = Cleanup::new(&image);
+    let extra = how(&cleanup);
+    let repo = arch_repo(&image);
+    let cache = tempfile::tempdir().unwrap();
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let tag = build_both(&repo, &cleanup, cache.path(), &extra);
+    let prefix = format!("lkpkgtest/{image}");
+    let docker2 = dev_env("LKPKG_TEST_DOCKER2_HOST");
+    let second = engine_names(Some(&docker2), cleanup.config(), &prefix);
+    let default = engine_names(None, cleanup.config(), &prefix);
+    assert!(
+        second.contains(&format!("{tag}-arm64")),
+        "arm64 not built on the second engine: {second:?}"
+    );
+    assert!(
+        !default.contains(&format!("{tag}-arm64")),
+        "arm64 built on the default engine: {default:?}"
+    );
+    assert!(
+        !second.contains(&format!("{tag}-amd64")),
+        "amd64 built on the second engine: {second:?}"
+    );
+    assert_eq!(
+        arch_file(&repo, cache.path(), &tag, "linux/arm64"),
+        "aarch64"
+    );
+    assert_eq!(
+        index_arches(cache.path(), &tag),
+        BTreeSet::from(["amd64".to_owned(), "arm64".to_owned()])
+    );
+}
+
+#[test]
+fn builders_flag_sends_arm64_to_a_context_over_tcp() {
+    arm64_on_second_engine(|cleanup| {
+        cleanup.context("second-tcp", &dev_env("LKPKG_TEST_DOCKER2_TCP"));
+        vec!["--builders".into(), "linux/arm64=second-tcp".into()]
+    });
+}
+
+#[test]
+fn linuxkit_platform_context_is_the_arm64_builder() {
+    arm64_on_second_engine(|cleanup| {
+        cleanup.context("linuxkit-linux-arm64", &dev_env("LKPKG_TEST_DOCKER2_TCP"));
+        Vec::new()
+    });
+}
+
+#[test]
+fn linuxkit_builders_env_over_ssh() {
+    // `ssh` reads ~/.ssh/config of the passwd entry, not $HOME: a wrapper first in PATH gives
+    // it the test sshd's configuration (host alias, port, key) with `-F`. The sshd runs on this
+    // machine, where `docker` reaches the default engine; the wrapper checks that lkpkg asks
+    // for exactly `-- docker system dial-stdio` and points that docker at the second engine,
+    // as if the sshd ran on the second engine's machine. It logs each call.
+    let wrapper = tempfile::tempdir().unwrap();
+    let ssh = wrapper.path().join("ssh");
+    let calls = wrapper.path().join("calls.log");
+    std::fs::write(
+        &ssh,
+        format!(
+            "#!/bin/bash\nargs=(\"$@\")\nn=${{#args[@]}}\n\
+             if [ \"${{args[*]: -4}}\" != \"-- docker system dial-stdio\" ]; then\n\
+             echo \"unexpected ssh command: $*\" >&2; exit 97; fi\n\
+             echo \"$*\" >> '{calls}'\n\
+             exec /usr/bin/ssh -F '{config}' \"${{args[@]:0:n-4}}\" -- \
+             env DOCKER_HOST={docker2} docker system dial-stdio\n",
+            calls = calls.display(),
+            config = dev_env("LKPKG_TEST_SSH_CONFIG"),
+            docker2 = dev_env("LKPKG_TEST_DOCKER2_HOST"),
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(Command::new("chmod").arg("+x").arg(&ssh));
+    assert_eq!(code, 0, "{err}");
+    let path = format!(
+        "{}:{}",
+        wrapper.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+
+    let image = unique("ssh");
+    let cleanup = Cleanup::new(&image);
+    let host = format!("ssh://{}", dev_env("LKPKG_TEST_SSH_HOST"));
+    cleanup.context("second-ssh", &host);
+    let repo = arch_repo(&image);
+    let cache = tempfile::tempdir().unwrap();
+    // LINUXKIT_BUILDERS (support::lkpkg clears LINUXKIT_*; set it after).
+    let (code, out, err) = run(lkpkg_in(&repo, &cleanup)
+        .env("PATH", &path)
+        .env("LINUXKIT_BUILDERS", "linux/arm64=second-ssh")
+        .arg("--cache")
+        .arg(cache.path())
+        .args([
+            "pkg",
+            "build",
+            "--platforms",
+            "linux/amd64,linux/arm64",
+            "arch",
+        ]));
+    assert_eq!(code, 0, "build failed\nstdout:\n{out}\nstderr:\n{err}");
+    let tag = ok(repo.lkpkg().args(["pkg", "show-tag", "arch"]))
+        .trim()
+        .to_owned();
+    let prefix = format!("lkpkgtest/{image}");
+    let second = engine_names(
+        Some(&dev_env("LKPKG_TEST_DOCKER2_HOST")),
+        cleanup.config(),
+        &prefix,
+    );
+    assert!(
+        second.contains(&format!("{tag}-arm64")),
+        "arm64 not built over ssh on the second engine: {second:?}"
+    );
+    assert_eq!(
+        arch_file(&repo, cache.path(), &tag, "linux/arm64"),
+        "aarch64"
+    );
+    let logged = std::fs::read_to_string(&calls).unwrap_or_default();
+    assert!(
+        logged.contains("-o BatchMode=yes lkpkg-test-ssh -- docker system dial-stdio"),
+        "{logged}"
+    );
+
+    // `builder ls` says the same, reached through ssh.
+    let out = ok(lkpkg_in(&repo, &cleanup)
+        .env("PATH", &path)
+        .env("LINUXKIT_BUILDERS", "linux/arm64=second-ssh")
+        .args(["--message-format", "json", "pkg", "builder", "ls"])
+        .args(["--platforms", "linux/arm64"]));
+    let row: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(row["endpoint"], host.as_str(), "{row}");
+    assert_eq!(row["answers"], true, "{row}");
+    assert_eq!(
+        row["reason"],
+        "`LINUXKIT_BUILDERS` names context `second-ssh` for linux/arm64"
+    );
+}
+
+#[test]
+fn builder_ls_shows_choice_reason_endpoint_and_engine() {
+    let cleanup = Cleanup::new(&unique("ls"));
+    let tcp = dev_env("LKPKG_TEST_DOCKER2_TCP");
+    cleanup.context("linuxkit-linux-arm64", &tcp);
+    let work = tempfile::tempdir().unwrap();
+    let mut cmd = crate::support::lkpkg(work.path());
+    cmd.env("DOCKER_CONFIG", cleanup.config())
+        .env_remove("DOCKER_HOST")
+        .env_remove("DOCKER_CONTEXT")
+        .args(["--message-format", "json", "pkg", "builder", "ls"])
+        .args(["--platforms", "linux/amd64,linux/arm64"]);
+    let out = ok(&mut cmd);
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    let (amd, arm) = (&rows[0], &rows[1]);
+    assert_eq!(amd["platform"], "linux/amd64");
+    assert_eq!(amd["context"], "default");
+    assert_eq!(amd["endpoint"], "unix:///var/run/docker.sock");
+    assert_eq!(
+        amd["reason"],
+        "no builder named for linux/amd64: the default context (the local socket)"
+    );
+    assert_eq!(amd["answers"], true, "{amd}");
+    assert_eq!(amd["native"], true, "{amd}");
+    assert_eq!(arm["platform"], "linux/arm64");
+    assert_eq!(arm["context"], "linuxkit-linux-arm64");
+    assert_eq!(arm["endpoint"], tcp.as_str());
+    assert_eq!(arm["reason"], "context `linuxkit-linux-arm64` exists");
+    assert_eq!(arm["answers"], true, "{arm}");
+    // The second engine runs on this amd64 machine: arm64 is emulated there too.
+    assert_eq!(arm["arch"], "amd64");
+    assert_eq!(arm["native"], false);
+    let (_, api, _) = docker_at(
+        Some(&tcp),
+        cleanup.config(),
+        &["version", "--format", "{{.Server.APIVersion}}"],
+    );
+    assert_eq!(arm["api_version"], api.trim(), "{arm}");
+
+    // Human output: one block per platform.
+    let mut cmd = crate::support::lkpkg(work.path());
+    cmd.env("DOCKER_CONFIG", cleanup.config())
+        .env_remove("DOCKER_HOST")
+        .env_remove("DOCKER_CONTEXT")
+        .args(["pkg", "builder", "ls", "--platforms", "linux/arm64"])
+        .args(["--builders", "linux/arm64=tcp://127.0.0.1:1"]);
+    let out = ok(&mut cmd);
+    assert!(out.starts_with("linux/arm64\n"), "{out}");
+    assert!(out.contains("endpoint: tcp://127.0.0.1:1"), "{out}");
+    assert!(out.contains("does not answer"), "{out}");
+    assert!(
+        out.contains("chosen:   `--builders` names endpoint `tcp://127.0.0.1:1` for linux/arm64"),
+        "{out}"
+    );
+}
+
+#[test]
+fn unknown_builder_exits_2_naming_it() {
+    let image = unique("unknown");
+    let cleanup = Cleanup::new(&image);
+    let repo = arch_repo(&image);
+    let cache = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(lkpkg_in(&repo, &cleanup)
+        .arg("--cache")
+        .arg(cache.path())
+        .args([
+            "pkg",
+            "build",
+            "--builders",
+            "linux/arm64=no-such-builder",
+            "arch",
+        ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`no-such-builder`"), "{err}");
+    let (code, _, err) = run(lkpkg_in(&repo, &cleanup).args([
+        "pkg",
+        "builder",
+        "ls",
+        "--builders",
+        "linux/arm64=no-such-builder",
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`no-such-builder`"), "{err}");
+    let (code, _, err) =
+        run(lkpkg_in(&repo, &cleanup).args(["pkg", "builder", "ls", "--builders", "arm64"]));
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn builder_prune_removes_only_what_the_cache_names() {
+    let image = unique("prune");
+    let cleanup = Cleanup::new(&image);
+    let repo = arch_repo(&image);
+    let cache = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(lkpkg_in(&repo, &cleanup)
+        .arg("--cache")
+        .arg(cache.path())
+        .args([
+            "pkg",
+            "build",
+            "--platforms",
+            "linux/amd64",
+            "--docker",
+            "arch",
+        ]));
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let tag = ok(repo.lkpkg().args(["pkg", "show-tag", "arch"]))
+        .trim()
+        .to_owned();
+    let prefix = format!("lkpkgtest/{image}");
+    // A name the cache does not know, on the same image: it must stay.
+    let foreign = format!("{prefix}-mine:keep");
+    let (code, _, err) = docker_at(
+        None,
+        cleanup.config(),
+        &["tag", &format!("{tag}-amd64"), &foreign],
+    );
+    assert_eq!(code, 0, "{err}");
+    let before = engine_names(None, cleanup.config(), &prefix);
+    assert!(before.contains(&format!("{tag}-amd64")), "{before:?}");
+
+    let prune = |dry_run: bool| {
+        let mut cmd = lkpkg_in(&repo, &cleanup);
+        cmd.arg("--cache").arg(cache.path()).args([
+            "pkg",
+            "builder",
+            "prune",
+            "--platforms",
+            "linux/amd64",
+        ]);
+        if dry_run {
+            cmd.arg("--dry-run");
+        }
+        ok(&mut cmd)
+    };
+    let listed = prune(true);
+    assert!(listed.contains(&format!("{tag}-amd64")), "{listed}");
+    assert!(!listed.contains("-mine:keep"), "{listed}");
+    assert_eq!(engine_names(None, cleanup.config(), &prefix), before);
+
+    let removed = prune(false);
+    assert!(removed.contains(&format!("{tag}-amd64")), "{removed}");
+    let after = engine_names(None, cleanup.config(), &prefix);
+    assert_eq!(after, BTreeSet::from([foreign.clone()]), "{removed}");
+    // The foreign name still runs: the image it shares was not removed.
+    let (code, out, err) = docker_at(
+        None,
+        cleanup.config(),
+        &["run", "--rm", "--network", "none", &foreign, "cat", "/arch"],
+    );
+    assert_eq!((code, out.trim()), (0, "x86_64"), "{err}");
+}
+
+/// A loopback TCP proxy in front of `upstream` that records what clients send.
+fn recording_proxy(upstream: &str) -> (u16, Arc<Mutex<Vec<u8>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let upstream = upstream.to_owned();
+    let recorded = seen.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { break };
+            let Ok(mut server) = std::net::TcpStream::connect(&upstream) else {
+                break;
+            };
+            let mut client_back = client.try_clone().unwrap();
+            let mut server_back = server.try_clone().unwrap();
+            let recorded = recorded.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16384];
+                while let Ok(n) = client.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    recorded.lock().unwrap().extend_from_slice(&buf[..n]);
+                    if server.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = server.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut server_back, &mut client_back);
+                let _ = client_back.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn requests_carry_the_negotiated_api_version() {
+    let cleanup = Cleanup::new(&unique("api"));
+    let tcp = dev_env("LKPKG_TEST_DOCKER2_TCP");
+    let upstream = tcp.trim_start_matches("tcp://");
+    let (port, seen) = recording_proxy(upstream);
+    let (_, api, err) = docker_at(
+        Some(&tcp),
+        cleanup.config(),
+        &["version", "--format", "{{.Server.APIVersion}}"],
+    );
+    let api = api.trim().to_owned();
+    assert!(api.starts_with("1."), "{err}");
+    let work = tempfile::tempdir().unwrap();
+    let mut cmd = crate::support::lkpkg(work.path());
+    cmd.env("DOCKER_CONFIG", cleanup.config())
+        .env_remove("DOCKER_HOST")
+        .args(["--message-format", "json", "pkg", "builder", "ls"])
+        .args(["--platforms", "linux/arm64", "--builders"])
+        .arg(format!("linux/arm64=tcp://127.0.0.1:{port}"));
+    let out = ok(&mut cmd);
+    assert!(out.contains("\"answers\":true"), "{out}");
+    let recorded = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    let request_lines: Vec<&str> = recorded
+        .lines()
+        .filter(|l| l.ends_with(" HTTP/1.1") || l.ends_with(" HTTP/1.1\r"))
+        .map(str::trim_end)
+        .collect();
+    // The negotiation itself is unversioned; everything after carries the negotiated version.
+    assert_eq!(
+        request_lines.first(),
+        Some(&"GET /version HTTP/1.1"),
+        "{request_lines:?}"
+    );
+    assert!(request_lines.len() >= 2, "{request_lines:?}");
+    for line in &request_lines[1..] {
+        let path = line.split(' ').nth(1).unwrap_or_default();
+        assert!(
+            path.starts_with(&format!("/v{api}/")),
+            "request without the /v{api} prefix: {line}"
+        );
+    }
+}
+
+/// A TLS-terminating proxy (Python's `ssl`, client certificates required) in front of
+/// `upstream`, on a loopback port; killed when dropped.
+struct TlsProxy {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const TLS_PROXY: &str = r#"
+import socket, ssl, sys, threading
+ca, cert, key, upstream = sys.argv[1:5]
+host, port = upstream.rsplit(":", 1)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+ctx.verify_mode = ssl.CERT_REQUIRED
+ctx.load_verify_locations(ca)
+ls = socket.socket()
+ls.bind(("127.0.0.1", 0))
+ls.listen(16)
+print(ls.getsockname()[1], flush=True)
+def pipe(a, b):
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d:
+                break
+            b.sendall(d)
+    except OSError:
+        pass
+    try:
+        b.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+def serve(c):
+    try:
+        t = ctx.wrap_socket(c, server_side=True)
+    except (ssl.SSLError, OSError):
+        c.close()
+        return
+    u = socket.create_connection((host, int(port)))
+    threading.Thread(target=pipe, args=(u, t), daemon=True).start()
+    pipe(t, u)
+while True:
+    c, _ = ls.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with `openssl`.
+fn make_certificates(dir: &Path) {
+    let script = "set -e
+        q() { \"$@\" >/dev/null 2>&1; }
+        q openssl req -x509 -newkey rsa:2048 -nodes -keyout ca-key.pem -out ca.pem -days 1 \
+            -subj /CN=lkpkg-test-ca
+        q openssl req -newkey rsa:2048 -nodes -keyout server-key.pem -out server.csr \
+            -subj /CN=127.0.0.1
+        printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > server.ext
+        q openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial \
+            -out server-cert.pem -days 1 -extfile server.ext
+        q openssl req -newkey rsa:2048 -nodes -keyout key.pem -out client.csr -subj /CN=client
+        printf 'extendedKeyUsage=clientAuth\\n' > client.ext
+        q openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial \
+            -out cert.pem -days 1 -extfile client.ext";
+    ok(Command::new("bash").arg("-c").arg(script).current_dir(dir));
+}
+
+fn tls_proxy(dir: &Path, upstream: &str) -> TlsProxy {
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(TLS_PROXY)
+        .args(["ca.pem", "server-cert.pem", "server-key.pem", upstream])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    let stdout = child.stdout.take().unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    let port = line.trim().parse().expect("the proxy's port");
+    TlsProxy { child, port }
+}
+
+#[test]
+fn tls_context_is_reached_with_its_certificates() {
+    let cleanup = Cleanup::new(&unique("tls"));
+    let certs = tempfile::tempdir().unwrap();
+    make_certificates(certs.path());
+    let tcp = dev_env("LKPKG_TEST_DOCKER2_TCP");
+    let proxy = tls_proxy(certs.path(), tcp.trim_start_matches("tcp://"));
+    let host = format!("tcp://127.0.0.1:{}", proxy.port);
+    let pem = |f: &str| certs.path().join(f).display().to_string();
+    cleanup.context(
+        "tls-builder",
+        &format!(
+            "{host},ca={},cert={},key={}",
+            pem("ca.pem"),
+            pem("cert.pem"),
+            pem("key.pem")
+        ),
+    );
+    // The same endpoint with only the CA: lkpkg says what is missing.
+    cleanup.context(
+        "tls-no-client-cert",
+        &format!("{host},ca={}", pem("ca.pem")),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let ls = |builder: &str| {
+        let mut cmd = crate::support::lkpkg(work.path());
+        cmd.env("DOCKER_CONFIG", cleanup.config())
+            .env_remove("DOCKER_HOST")
+            .args(["--message-format", "json", "pkg", "builder", "ls"])
+            .args(["--platforms", "linux/arm64", "--builders"])
+            .arg(format!("linux/arm64={builder}"));
+        let out = ok(&mut cmd);
+        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()
+    };
+    let row = ls("tls-builder");
+    assert_eq!(row["answers"], true, "{row}");
+    assert_eq!(row["endpoint"], host.as_str());
+    assert!(
+        row["engine_version"].as_str().unwrap().starts_with("20.10"),
+        "{row}"
+    );
+    let row = ls("tls-no-client-cert");
+    assert_eq!(row["answers"], false, "{row}");
+    assert!(row["error"].as_str().unwrap().contains("cert.pem"), "{row}");
+}
