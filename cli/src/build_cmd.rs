@@ -99,11 +99,31 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
     let json_output = global.message_format == MessageFormat::Json;
     let quiet = global.quiet;
     let verbose = global.verbose >= 2;
+    if !["auto", "plain", "tty"].contains(&args.progress.as_str()) {
+        return Err(bad_input(format!(
+            "--progress `{}`: expected auto, plain or tty",
+            args.progress
+        )));
+    }
+    let live = (!json_output && !quiet && crate::progress::live(&args.progress))
+        .then(|| Arc::new(crate::progress::LiveView::default()));
+    let view = live.clone();
     let events: Arc<dyn Fn(Event) + Send + Sync> = Arc::new(move |event| {
         if json_output {
             println!("{}", event_json(&event));
-        } else if !quiet {
-            print_human(&event, verbose);
+        } else if quiet {
+        } else if let Some(view) = &view {
+            let line = human_line(&event, verbose);
+            let (started, ended) = match &event {
+                Event::Started { unit, .. } => (Some(unit.as_str()), None),
+                Event::Finished { unit, .. } | Event::Failed { unit, .. } => {
+                    (None, Some(unit.as_str()))
+                }
+                _ => (None, None),
+            };
+            view.print(line.as_deref(), started, ended);
+        } else if let Some(line) = human_line(&event, verbose) {
+            eprintln!("{line}");
         }
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -129,6 +149,9 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
         }
     });
     drop(runtime);
+    if let Some(view) = &live {
+        view.finish();
+    }
     let Some(summary) = summary else {
         return Err(crate::exit::Interrupted.into());
     };
@@ -188,36 +211,36 @@ fn epoch(workspace: Option<&lkpkg_engine::workspace::Workspace>) -> Result<i64> 
         .unwrap_or(0))
 }
 
-fn print_human(event: &Event, verbose: bool) {
-    match event {
-        Event::Fresh { unit, reason, .. } => eprintln!("       Fresh {unit}: {reason}"),
-        Event::WouldBuild { unit, reason } => eprintln!(" Would build {unit}: {reason}"),
-        Event::Started { unit, reason, .. } => eprintln!("    Building {unit}: {reason}"),
-        Event::Log { unit, line } if verbose => eprintln!("    [{unit}] {line}"),
-        Event::Log { .. } => {}
+/// The line an event prints in human output, if any.
+fn human_line(event: &Event, verbose: bool) -> Option<String> {
+    Some(match event {
+        Event::Fresh { unit, reason, .. } => format!("       Fresh {unit}: {reason}"),
+        Event::WouldBuild { unit, reason } => format!(" Would build {unit}: {reason}"),
+        Event::Started { unit, reason, .. } => format!("    Building {unit}: {reason}"),
+        Event::Log { unit, line } if verbose => format!("    [{unit}] {line}"),
+        Event::Log { .. } => return None,
         Event::Finished {
             unit,
             digest,
             duration,
-        } => {
-            eprintln!(
-                "       Built {unit} {digest} in {:.1}s",
-                duration.as_secs_f64()
-            )
-        }
-        Event::Skipped { unit, reason } => eprintln!("     Skipped {unit}: {reason}"),
+        } => format!(
+            "       Built {unit} {digest} in {:.1}s",
+            duration.as_secs_f64()
+        ),
+        Event::Skipped { unit, reason } => format!("     Skipped {unit}: {reason}"),
         Event::Failed {
             unit,
             error,
             log_tail,
         } => {
-            eprintln!("      Failed {unit}: {error}");
+            let mut text = format!("      Failed {unit}: {error}");
             for line in log_tail {
-                eprintln!("      | {line}");
+                text.push_str(&format!("\n      | {line}"));
             }
+            text
         }
-        Event::Indexed { name, digest, .. } => eprintln!("     Indexed {name} {digest}"),
-    }
+        Event::Indexed { name, digest, .. } => format!("     Indexed {name} {digest}"),
+    })
 }
 
 /// One JSON Lines event (format version 1).

@@ -11,6 +11,7 @@ mod exit;
 mod explain_cmd;
 mod graph_cmd;
 mod pkg;
+mod progress;
 
 use clap::Parser;
 

@@ -148,6 +148,35 @@ fn failing_run_exits_1_with_log_tail_and_skips_dependents() {
 }
 
 #[test]
+fn tty_progress_shows_the_running_units_in_place() {
+    let repo = fixture("tty");
+    let cache = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = run(repo.lkpkg().args([
+        "--cache",
+        cache.path().to_str().unwrap(),
+        "pkg",
+        "build",
+        "--progress",
+        "tty",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("    Building [0 done, 1 running] base/amd64"), "{stderr:?}");
+    assert!(stderr.contains("\r\x1b[K       Built base/amd64"), "{stderr:?}");
+    // Plain progress has no escape sequences.
+    let cache = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = run(repo.lkpkg().args([
+        "--cache",
+        cache.path().to_str().unwrap(),
+        "pkg",
+        "build",
+        "--progress",
+        "plain",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
+}
+
+#[test]
 fn unreachable_engine_exits_3_naming_the_endpoint() {
     let repo = fixture("unreachable");
     let cache = tempfile::tempdir().unwrap();
