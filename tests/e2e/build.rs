@@ -160,8 +160,14 @@ fn tty_progress_shows_the_running_units_in_place() {
         "tty",
     ]));
     assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("    Building [0 done, 1 running] base/amd64"), "{stderr:?}");
-    assert!(stderr.contains("\r\x1b[K       Built base/amd64"), "{stderr:?}");
+    assert!(
+        stderr.contains("    Building [0 done, 1 running] base/amd64"),
+        "{stderr:?}"
+    );
+    assert!(
+        stderr.contains("\r\x1b[K       Built base/amd64"),
+        "{stderr:?}"
+    );
     // Plain progress has no escape sequences.
     let cache = tempfile::tempdir().unwrap();
     let (code, _, stderr) = run(repo.lkpkg().args([
