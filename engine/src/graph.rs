@@ -168,8 +168,7 @@ impl BuildGraph {
             let yml_args = loader.build_args(&package)?;
             let args = build_args::merge(&yml_args, &options.arg_files);
             let dockerfile_path = package.dockerfile(options.dockerfile.as_deref())?;
-            let text = std::fs::read_to_string(&dockerfile_path)
-                .map_err(|e| Error::io(&dockerfile_path, e))?;
+            let text = package.read_dockerfile(&dockerfile_path)?;
             let values: BTreeMap<String, String> = args
                 .iter()
                 .map(|a| (a.key.clone(), a.value.clone()))

@@ -29,6 +29,7 @@ pub struct Package {
 
 impl Package {
     /// The Dockerfile's path, checked as linuxkit's build does: no `..`, inside the package.
+    /// Whether it exists is found when it is read ([`Package::read_dockerfile`]).
     pub fn dockerfile(&self, override_name: Option<&str>) -> Result<PathBuf> {
         let name = override_name.unwrap_or(&self.yml.dockerfile);
         let bad = |m: String| -> Error {
@@ -41,10 +42,21 @@ impl Package {
         if !path.starts_with(&self.dir) {
             return Err(bad(format!("dockerfile `{name}` is outside the package")));
         }
-        if !path.is_file() {
-            return Err(bad(format!("dockerfile `{}` not found", path.display())));
-        }
         Ok(path)
+    }
+
+    /// Reads the Dockerfile at `path` (from [`Package::dockerfile`]); a missing one is the
+    /// package's error.
+    pub fn read_dockerfile(&self, path: &Path) -> Result<String> {
+        std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory => PackageError::new(
+                &self.build_yml_path,
+                Some("dockerfile"),
+                format!("dockerfile `{}` not found", path.display()),
+            )
+            .into(),
+            _ => Error::io(path, e),
+        })
     }
 
     /// Package directory relative to `base`, for display (`pkg/init`).

@@ -41,6 +41,7 @@ pub struct Workspace {
     /// Entries (name → id) of the trees read so far, by tree id: sibling packages share their
     /// parent's tree, which is read (inflated) once instead of once per package.
     tree_entries: Mutex<HashMap<Oid, Arc<HashMap<String, Oid>>>>,
+    head: OnceLock<Option<(String, i64)>>,
     quote_path: bool,
 }
 
@@ -89,6 +90,7 @@ impl Workspace {
             index: OnceLock::new(),
             trees: Mutex::new(HashMap::new()),
             tree_entries: Mutex::new(HashMap::new()),
+            head: OnceLock::new(),
             quote_path,
         }))
     }
@@ -365,14 +367,20 @@ impl Workspace {
         })
     }
 
+    /// HEAD's commit id and committer time (unix seconds), if HEAD is a commit; read once.
+    pub fn head(&self) -> Option<&(String, i64)> {
+        self.head
+            .get_or_init(|| {
+                self.with_repo(|repo| {
+                    let commit = repo.head().ok()?.peel_to_commit().ok()?;
+                    Some((commit.id().to_string(), commit.committer().when().seconds()))
+                })
+            })
+            .as_ref()
+    }
+
     /// `git rev-parse HEAD`, if HEAD is a commit.
     pub fn head_commit(&self) -> Option<String> {
-        self.with_repo(|repo| {
-            repo.head()
-                .ok()?
-                .peel_to_commit()
-                .ok()
-                .map(|c| c.id().to_string())
-        })
+        self.head().map(|(id, _)| id.clone())
     }
 }

@@ -14,7 +14,9 @@
 //! image, every unit's per-arch name pointing at it, and a build record for every unit's
 //! current build key (computed by `lkpkg_engine::build::explain`, the code `pkg build` uses).
 //!
-//! Run: `cargo build --release -p lkpkg -p lkpkg-benches && target/release/noop [SIZES…]`.
+//! Run: `cargo build --release -p lkpkg -p lkpkg-benches && target/release/noop [SIZES…]`;
+//! `target/release/noop --setup DIR SIZE` only prepares `DIR/repo` and `DIR/cache`, for
+//! profiling the no-op path by hand.
 
 use std::io::Write;
 use std::path::Path;
@@ -130,6 +132,17 @@ fn seed(repo: &Path, cache: &Path) {
 }
 
 fn main() {
+    // `noop --setup DIR SIZE`: only generate and seed a repository (`DIR/repo`, `DIR/cache`),
+    // to profile the no-op path by hand.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--setup") {
+        let dir = Path::new(&argv[2]);
+        let size: usize = argv[3].parse().expect("a size");
+        std::fs::create_dir_all(dir.join("repo")).unwrap();
+        generate_repository(&dir.join("repo"), size);
+        seed(&dir.join("repo"), &dir.join("cache"));
+        return;
+    }
     let sizes: Vec<usize> = std::env::args()
         .skip(1)
         .map(|a| a.parse().expect("a size"))

@@ -207,12 +207,8 @@ pub fn build_args(
 /// formats the date in the local time zone; lkpkg uses UTC so that the value does not depend on
 /// the machine (what linuxkit gives with TZ=UTC).
 fn go_pkg_version(workspace: &Workspace) -> Option<String> {
-    workspace.with_repo(|repo| {
-        let commit = repo.head().ok()?.peel_to_commit().ok()?;
-        let seconds = commit.committer().when().seconds();
-        let id = commit.id().to_string();
-        Some(format!("v0.0.0-{}-{}", utc_compact(seconds), &id[..12]))
-    })
+    let (id, seconds) = workspace.head()?;
+    Some(format!("v0.0.0-{}-{}", utc_compact(*seconds), &id[..12]))
 }
 
 /// `%Y%m%d%H%M%S` in UTC for a unix time.

@@ -199,6 +199,8 @@ struct Shared {
     args: HashMap<usize, ArgsAndLabels>,
     events: Arc<dyn Fn(Event) + Send + Sync>,
     options: BuildOptions,
+    /// Index in the units list, by graph node.
+    unit_index: HashMap<NodeIndex, usize>,
 }
 
 /// The record name of a unit: package directory relative to the repository, and the arch.
@@ -269,8 +271,10 @@ pub async fn build(
         args,
         events: events.clone(),
         options: options.clone(),
+        unit_index: by_node.clone(),
     });
 
+    shared.store.ensure_fresh()?;
     let mut summary = Summary::default();
     // Output digest of each finished unit (`None`: failed or skipped).
     let mut done: HashMap<NodeIndex, Option<Descriptor>> = HashMap::new();
@@ -564,20 +568,32 @@ fn decide(
         &shared.graph.packages[unit.package].package.tag.full_tag(),
         &unit.platform.arch,
     );
-    if let Some(record) = store.build_record(&key)?
-        && present(store, &record.manifest)
-    {
-        let current = store.lookup(&name)?;
-        let reason = if current
+    let state = store.unit_state(&key, &name, &unit.id)?;
+    let named = |record: &BuildRecord| {
+        state
+            .current
             .as_ref()
             .is_some_and(|c| c.digest == record.manifest.digest)
-        {
+    };
+    // When the cache name points at the recorded image, the store published it whole and
+    // reference counts keep it so: the manifest's presence is checked (against deletion behind
+    // the store's back), not its whole closure. A record whose image is no longer named may
+    // have lost blobs to `gc`: its closure is checked.
+    if let Some(record) = state.record.as_ref().filter(|r| {
+        if named(r) {
+            store.has_blob(&r.manifest.digest)
+        } else {
+            present(store, &r.manifest)
+        }
+    }) {
+        let record = record.clone();
+        let reason = if named(&record) {
             "fresh".to_owned()
         } else {
             store.point_name(&name, &record.manifest)?;
             "fresh (reused the recorded build of these inputs)".to_owned()
         };
-        if store.last_build(&unit.id)?.is_none_or(|(k, _)| k != key) {
+        if state.last_key != Some(key) {
             store.set_last_build(&unit.id, &key)?;
         }
         return Ok(Decision::Fresh {
@@ -639,7 +655,12 @@ async fn finish_package(
     changed: &HashSet<usize>,
     package: usize,
 ) -> Result<(), BuildError> {
-    let mine: Vec<&Unit> = units.iter().filter(|u| u.package == package).collect();
+    let mine: Vec<&Unit> = shared.graph.packages[package]
+        .platforms
+        .iter()
+        .filter_map(|p| shared.graph.unit(package, p))
+        .map(|node| &units[shared.unit_index[&node]])
+        .collect();
     if !mine.iter().all(|u| done.contains_key(&u.node)) {
         return Ok(());
     }
@@ -1095,6 +1116,7 @@ pub fn explain(
         args,
         events: Arc::new(|_| {}),
         options: options.clone(),
+        unit_index: by_node.clone(),
     };
     let mut digests: HashMap<NodeIndex, String> = HashMap::new();
     let mut reports = Vec::new();

@@ -14,6 +14,14 @@ use redb::{ReadableDatabase, TableDefinition};
 use super::db::BUILD_RECORDS;
 use super::{Store, StoreError};
 
+/// What [`Store::unit_state`] read.
+#[derive(Debug)]
+pub struct UnitState {
+    pub record: Option<BuildRecord>,
+    pub current: Option<lkpkg_cache_format::layout::Descriptor>,
+    pub last_key: Option<[u8; 32]>,
+}
+
 const UNIT_BUILDS: TableDefinition<&str, &[u8; 32]> =
     TableDefinition::new(format::TABLE_UNIT_BUILDS);
 
@@ -73,6 +81,47 @@ impl Store {
             units.insert(unit, key).map_err(|e| self.db_err(e))?;
         }
         txn.commit().map_err(|e| self.db_err(e))
+    }
+
+    /// What deciding a unit reads, in one snapshot: the record of `key`, the descriptor the
+    /// unit's cache `name` points at, and the key of the unit's last build. The caller checks
+    /// that the index is fresh ([`Store::ensure_fresh`]) once, before deciding many units.
+    pub fn unit_state(
+        &self,
+        key: &[u8; 32],
+        name: &str,
+        unit: &str,
+    ) -> Result<UnitState, StoreError> {
+        let read = self.database().begin_read().map_err(|e| self.db_err(e))?;
+        let record = match read.open_table(BUILD_RECORDS) {
+            Ok(table) => table
+                .get(key)
+                .map_err(|e| self.db_err(e))?
+                .and_then(|v| BuildRecord::decode(v.value()).ok()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(self.db_err(e)),
+        };
+        let refs = read
+            .open_table(super::db::REFS)
+            .map_err(|e| self.db_err(e))?;
+        let current = refs
+            .get(name)
+            .map_err(|e| self.db_err(e))?
+            .and_then(|v| lkpkg_cache_format::index_db::RefRecord::decode(v.value()).ok())
+            .map(|r| r.descriptor);
+        let last_key = match read.open_table(UNIT_BUILDS) {
+            Ok(table) => table
+                .get(unit)
+                .map_err(|e| self.db_err(e))?
+                .map(|v| *v.value()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(self.db_err(e)),
+        };
+        Ok(UnitState {
+            record,
+            current,
+            last_key,
+        })
     }
 
     /// Points `name` at `descriptor` (publishing it), as when a record's image is reused.
