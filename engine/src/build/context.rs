@@ -26,12 +26,20 @@ pub fn tar_context(package: &GraphPackage, generated: &[(String, Vec<u8>)]) -> R
     let mut builder = tar::Builder::new(Vec::new());
     builder.follow_symlinks(false);
     builder.mode(tar::HeaderMode::Deterministic);
-    let skip: Vec<std::path::PathBuf> = match &package.package.yml.depends.target {
-        Some(DependsTarget::Dir(d) | DependsTarget::File(d)) if !generated.is_empty() => {
+    let mut skip: Vec<std::path::PathBuf> = match &package.package.yml.depends.target {
+        Some(DependsTarget::Dir(d) | DependsTarget::File(d))
+            if !package.package.yml.depends.images.is_empty() =>
+        {
             vec![package.package.dir.join(d)]
         }
         _ => Vec::new(),
     };
+    // A generated file replaces the one on disk (the Dockerfile with lkpkg's labels).
+    skip.extend(
+        generated
+            .iter()
+            .map(|(path, _)| package.package.dir.join(path)),
+    );
     append_dir(&mut builder, &package.package.dir, Path::new(""), &skip)?;
     for source in &package.package.yml.extra_sources {
         let dst = source.dst.trim_start_matches('/');
@@ -110,6 +118,39 @@ fn append_dir(
         }
     }
     Ok(())
+}
+
+/// The Dockerfile with lkpkg's labels appended as one `LABEL` instruction (to the last stage,
+/// the image built). The engine's `labels` parameter would add one build step, and one image
+/// commit, per label: three commits more per package.
+pub fn dockerfile_with_labels(text: &str, labels: &BTreeMap<String, String>) -> String {
+    let quote = |s: &str| {
+        let mut out = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '"' | '\\' | '$' => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    };
+    let mut out = text.to_owned();
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    if !labels.is_empty() {
+        out.push_str("LABEL");
+        for (key, value) in labels {
+            out.push_str(&format!(" {}={}", quote(key), quote(value)));
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Merges `docker save` archives into one (what `docker save A B` gives): every file once,

@@ -842,10 +842,23 @@ impl UnitTask {
         self.load_base_images(builder)
             .await
             .map_err(|e| plain(&e))?;
-        let generated = self
+        let mut generated = self
             .depends_archives(builder)
             .await
             .map_err(|e| plain(&e))?;
+        let (args, labels) = &shared.args[&self.package];
+        let dockerfile_text = package
+            .read_dockerfile(&gp.dockerfile_path)
+            .map_err(|e| plain(&e))?;
+        let dockerfile_name = gp
+            .dockerfile_path
+            .strip_prefix(&package.dir)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| package.yml.dockerfile.clone());
+        generated.push((
+            dockerfile_name,
+            context::dockerfile_with_labels(&dockerfile_text, labels).into_bytes(),
+        ));
 
         let context = {
             let graph = shared.graph.clone();
@@ -862,22 +875,13 @@ impl UnitTask {
             .strip_prefix(&package.dir)
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_else(|_| package.yml.dockerfile.clone());
-        let (args, labels) = &shared.args[&self.package];
         let engine_name = format!("{}-{}", package.tag.tag(), self.platform.arch);
         let no_cache = shared
             .options
             .disable_cache
             .unwrap_or(package.yml.disable_cache);
         let mut saved = self
-            .build_and_save(
-                builder,
-                &context,
-                &dockerfile,
-                &engine_name,
-                args,
-                labels,
-                no_cache,
-            )
+            .build_and_save(builder, &context, &dockerfile, &engine_name, args, no_cache)
             .await?;
         // The classic builder's step cache does not tell platforms apart after `FROM scratch`
         // (engine 20.10): a step cached for one platform can be reused for another. The
@@ -889,15 +893,7 @@ impl UnitTask {
                 line: "the engine reused a step cached for another platform: rebuilding without its cache".into(),
             });
             saved = self
-                .build_and_save(
-                    builder,
-                    &context,
-                    &dockerfile,
-                    &engine_name,
-                    args,
-                    labels,
-                    true,
-                )
+                .build_and_save(builder, &context, &dockerfile, &engine_name, args, true)
                 .await?;
         }
         let store = shared.store.clone();
@@ -915,7 +911,6 @@ impl UnitTask {
     }
 
     /// One engine build, then `docker save` of its result.
-    #[expect(clippy::too_many_arguments, reason = "one build request, spelled out")]
     async fn build_and_save(
         &self,
         builder: &Builder,
@@ -923,7 +918,6 @@ impl UnitTask {
         dockerfile: &str,
         engine_name: &str,
         args: &BTreeMap<String, String>,
-        labels: &BTreeMap<String, String>,
         no_cache: bool,
     ) -> Result<Vec<u8>, (String, Vec<String>)> {
         let plain = |e: &dyn std::fmt::Display| (e.to_string(), Vec::new());
@@ -934,7 +928,8 @@ impl UnitTask {
             tag: engine_name.to_owned(),
             platform: self.platform.to_string(),
             args: args.clone(),
-            labels: labels.clone(),
+            // Labels travel in the Dockerfile ([`context::dockerfile_with_labels`]).
+            labels: BTreeMap::new(),
             network: self.shared.options.network.unwrap_or(package.yml.network),
             no_cache,
         };
