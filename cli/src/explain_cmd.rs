@@ -15,14 +15,9 @@ pub fn run(args: ExplainArgs, global: &GlobalArgs) -> Result<()> {
     let graph = BuildGraph::build(&loader, &dirs, &GraphOptions::default())?;
     let store = Arc::new(lkpkg_engine::store::Store::open(&global.cache_dir())?);
     let options = BuildOptions {
-        force: false,
         jobs: 1,
-        keep_going: false,
-        docker: false,
-        network: None,
-        disable_cache: None,
         dry_run: true,
-        epoch: 0,
+        ..BuildOptions::default()
     };
     let base = std::env::current_dir()?;
     let requested: Vec<String> = graph

@@ -9,8 +9,11 @@ fn fixture(tag: &str) -> Repo {
     std::fs::create_dir_all(repo.join("base/bin")).unwrap();
     std::fs::copy("/bin/busybox", repo.join("base/bin/busybox"))
         .expect("busybox-static (scripts/dev-env.sh installs it)");
+    // A file unique to the test in the first step: the engine's step cache is the test's own,
+    // so another test's clean-up (`rmi -f`) cannot remove a cached step under this build.
+    std::fs::write(repo.join("base/bin/test-id"), tag).unwrap();
     repo.write("base/build.yml", &format!("image: base-{tag}\norg: lkpkgtest\narches: [amd64]\n"))
-        .write("base/Dockerfile", "FROM scratch\nCOPY bin/busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nRUN echo base-was-here > /base.txt\n")
+        .write("base/Dockerfile", "FROM scratch\nCOPY bin/ /bin/\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nRUN echo base-was-here > /base.txt\n")
         .write("app/build.yml", &format!("image: app-{tag}\norg: lkpkgtest\narches: [amd64]\nconfig:\n  binds: [\"/a:/b\"]\n  readonly: true\nbuildArgs:\n  - BASE=@lkt:pkg:../base\n"))
         .write("app/Dockerfile", "ARG BASE\nFROM ${BASE}\nRUN cat /base.txt > /app.txt && echo app >> /app.txt\n");
     repo.commit_all("init");
@@ -96,7 +99,7 @@ fn chained_build_lands_in_the_cache_and_runs() {
 #[test]
 fn failing_run_exits_1_with_log_tail_and_skips_dependents() {
     let repo = fixture("fail");
-    repo.write("base/Dockerfile", "FROM scratch\nCOPY bin/busybox /bin/busybox\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo about-to-fail; exit 7\"]\n")
+    repo.write("base/Dockerfile", "FROM scratch\nCOPY bin/ /bin/\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo about-to-fail; exit 7\"]\n")
         .write("solo/build.yml", "image: solo-fail\norg: lkpkgtest\narches: [amd64]\n")
         .write("solo/Dockerfile", "FROM scratch\nCOPY build.yml /\n");
     repo.commit_all("fail");

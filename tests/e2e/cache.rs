@@ -51,7 +51,7 @@ fn build_image(tag: &str, message: &str, images: &mut DockerImages) {
     std::fs::write(ctx.path().join("msg"), message).unwrap();
     std::fs::write(
         ctx.path().join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY msg /msg\nCMD [\"/bin/busybox\",\"cat\",\"/msg\"]\n",
+        "FROM scratch\nCOPY msg /msg\nCOPY busybox /bin/busybox\nCMD [\"/bin/busybox\",\"cat\",\"/msg\"]\n",
     )
     .unwrap();
     let mut cmd = Command::new("docker");

@@ -19,6 +19,9 @@ fn fixture(tag: &str) -> Repo {
     std::fs::create_dir_all(repo.join("base/bin")).unwrap();
     std::fs::copy("/bin/busybox", repo.join("base/bin/busybox"))
         .expect("busybox-static (scripts/dev-env.sh installs it)");
+    // A file unique to the test in the first step: the engine's step cache is the test's own,
+    // so another test's clean-up (`rmi -f`) cannot remove a cached step under this build.
+    std::fs::write(repo.join("base/bin/test-id"), tag).unwrap();
     let yml = |name: &str, extra: &str| {
         format!("image: {name}-{tag}\norg: lkpkgtest\narches: [amd64]\n{extra}")
     };
@@ -26,7 +29,7 @@ fn fixture(tag: &str) -> Repo {
         .write("base/data.txt", "base v1\n")
         .write(
             "base/Dockerfile",
-            "FROM scratch\nCOPY bin/busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCOPY data.txt /base.txt\nRUN mkdir -p /var && echo built > /var/built\n",
+            "FROM scratch\nCOPY bin/ /bin/\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCOPY data.txt /base.txt\nRUN mkdir -p /var && echo built > /var/built\n",
         )
         .write("app1/build.yml", &yml("app1", "buildArgs:\n  - BASE=@lkt:pkg:../base\n"))
         .write("app1/Dockerfile", "ARG BASE\nFROM ${BASE}\nRUN cat /base.txt > /app1.txt\n")
@@ -222,7 +225,7 @@ fn incremental_scenarios() {
     // byte-identical, so its dependents stay fresh (early cutoff).
     repo.write(
         "base/Dockerfile",
-        "# a comment only\nFROM scratch\nCOPY bin/busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCOPY data.txt /base.txt\nRUN mkdir -p /var && echo built > /var/built\n",
+        "# a comment only\nFROM scratch\nCOPY bin/ /bin/\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nCOPY data.txt /base.txt\nRUN mkdir -p /var && echo built > /var/built\n",
     );
     repo.commit_all("comment");
     let c = build(&repo, cache, &[]);

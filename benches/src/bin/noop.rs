@@ -85,14 +85,9 @@ fn seed(repo: &Path, cache: &Path) {
     let dirs = lkpkg_engine::discover::packages(repo, "build.yml", loader.workspace()).unwrap();
     let graph = Arc::new(BuildGraph::build(&loader, &dirs, &GraphOptions::default()).unwrap());
     let options = BuildOptions {
-        force: false,
         jobs: 1,
-        keep_going: false,
-        docker: false,
-        network: None,
-        disable_cache: None,
         dry_run: true,
-        epoch: 0,
+        ..BuildOptions::default()
     };
     // One image; every unit's per-arch name, and every package's index name, point at it.
     let manifest = store

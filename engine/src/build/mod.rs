@@ -57,7 +57,7 @@ use builders::{Builder, Builders};
 use docker::{BuildRequest, EngineError};
 
 /// What the user asked of a build.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct BuildOptions {
     pub force: bool,
     pub jobs: usize,
@@ -203,6 +203,52 @@ struct Shared {
     unit_index: HashMap<NodeIndex, usize>,
 }
 
+/// The graph's units in build order, their index by node, and each package's build arguments
+/// and labels (computed once per package).
+fn plan_units(
+    graph: &BuildGraph,
+    workspace: Option<&Workspace>,
+    base: &Path,
+) -> (
+    Vec<Unit>,
+    HashMap<NodeIndex, usize>,
+    HashMap<usize, ArgsAndLabels>,
+) {
+    let units: Vec<Unit> = graph
+        .build_order()
+        .into_iter()
+        .filter_map(|node| match &graph.graph[node] {
+            Node::Unit { package, platform } => Some(Unit {
+                node,
+                package: *package,
+                platform: platform.clone(),
+                name: graph.node_name(node, base),
+                id: unit_id(workspace, &graph.packages[*package].package.dir, platform),
+                deps: graph
+                    .graph
+                    .edges(node)
+                    .map(|e| e.target())
+                    .filter(|t| matches!(graph.graph[*t], Node::Unit { .. }))
+                    .collect(),
+            }),
+            _ => None,
+        })
+        .collect();
+    let by_node = units.iter().enumerate().map(|(i, u)| (u.node, i)).collect();
+    let args = units
+        .iter()
+        .map(|u| u.package)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(|p| {
+            let gp = &graph.packages[p];
+            let args = context::build_args(gp, workspace);
+            (p, (args, context::labels(gp, workspace)))
+        })
+        .collect();
+    (units, by_node, args)
+}
+
 /// The record name of a unit: package directory relative to the repository, and the arch.
 pub fn unit_id(workspace: Option<&Workspace>, dir: &Path, platform: &Platform) -> String {
     let dir = workspace
@@ -225,44 +271,7 @@ pub async fn build(
     base: &Path,
     events: Arc<dyn Fn(Event) + Send + Sync>,
 ) -> Result<Summary, BuildError> {
-    let units: Vec<Unit> = graph
-        .build_order()
-        .into_iter()
-        .filter_map(|node| match &graph.graph[node] {
-            Node::Unit { package, platform } => Some(Unit {
-                node,
-                package: *package,
-                platform: platform.clone(),
-                name: graph.node_name(node, base),
-                id: unit_id(workspace, &graph.packages[*package].package.dir, platform),
-                deps: graph
-                    .graph
-                    .edges(node)
-                    .map(|e| e.target())
-                    .filter(|t| matches!(graph.graph[*t], Node::Unit { .. }))
-                    .collect(),
-            }),
-            _ => None,
-        })
-        .collect();
-    let by_node: HashMap<NodeIndex, usize> =
-        units.iter().enumerate().map(|(i, u)| (u.node, i)).collect();
-    let args: HashMap<usize, ArgsAndLabels> = units
-        .iter()
-        .map(|u| u.package)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .map(|p| {
-            let gp = &graph.packages[p];
-            (
-                p,
-                (
-                    context::build_args(gp, workspace),
-                    context::labels(gp, workspace),
-                ),
-            )
-        })
-        .collect();
+    let (units, by_node, args) = plan_units(&graph, workspace, base);
     let shared = Arc::new(Shared {
         graph: graph.clone(),
         store,
@@ -1065,44 +1074,7 @@ pub fn explain(
     options: &BuildOptions,
     base: &Path,
 ) -> Result<Vec<UnitReport>, BuildError> {
-    let units: Vec<Unit> = graph
-        .build_order()
-        .into_iter()
-        .filter_map(|node| match &graph.graph[node] {
-            Node::Unit { package, platform } => Some(Unit {
-                node,
-                package: *package,
-                platform: platform.clone(),
-                name: graph.node_name(node, base),
-                id: unit_id(workspace, &graph.packages[*package].package.dir, platform),
-                deps: graph
-                    .graph
-                    .edges(node)
-                    .map(|e| e.target())
-                    .filter(|t| matches!(graph.graph[*t], Node::Unit { .. }))
-                    .collect(),
-            }),
-            _ => None,
-        })
-        .collect();
-    let by_node: HashMap<NodeIndex, usize> =
-        units.iter().enumerate().map(|(i, u)| (u.node, i)).collect();
-    let args = units
-        .iter()
-        .map(|u| u.package)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .map(|p| {
-            let gp = &graph.packages[p];
-            (
-                p,
-                (
-                    context::build_args(gp, workspace),
-                    context::labels(gp, workspace),
-                ),
-            )
-        })
-        .collect();
+    let (units, by_node, args) = plan_units(&graph, workspace, base);
     let shared = Shared {
         graph: graph.clone(),
         store: store.clone(),

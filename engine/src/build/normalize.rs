@@ -75,7 +75,7 @@ pub fn docker_save(archive: &[u8], epoch: i64) -> Result<Vec<u8>, NormalizeError
         // Identical layers may be symlinks to another layer's file (`../<id>/layer.tar`).
         let target = symlinks.get(name)?;
         let base = name.rsplit_once('/').map_or("", |(d, _)| d);
-        let joined = normalize_path(&format!("{base}/{target}"));
+        let joined = crate::store::ingest::normalize(&format!("{base}/{target}"));
         files.get(&joined)
     };
     let manifest_bytes = files
@@ -185,20 +185,6 @@ pub fn platform_of(archive: &[u8]) -> Option<(String, String)> {
         config.get("os")?.as_str()?.to_owned(),
         config.get("architecture")?.as_str()?.to_owned(),
     ))
-}
-
-fn normalize_path(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    parts.join("/")
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for a unix time.

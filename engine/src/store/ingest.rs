@@ -322,7 +322,8 @@ pub(crate) struct ArchiveContents {
     pub symlinks: BTreeMap<String, String>,
 }
 
-fn normalize(path: &str) -> String {
+/// A path inside an archive with `.`, `..` and empty segments resolved.
+pub(crate) fn normalize(path: &str) -> String {
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
         match part {
