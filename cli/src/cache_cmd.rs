@@ -35,13 +35,13 @@ pub enum CacheCommand {
         /// Image names
         #[arg(required = true)]
         names: Vec<String>,
-        /// Only remove images that are published to a registry (not supported yet)
+        /// Only remove the names a registry serves with the same digest (asked anonymously)
         #[arg(long)]
         published_only: bool,
     },
     /// Empty the cache
     Clean {
-        /// Only remove images that are published to a registry (not supported yet)
+        /// Only remove the names a registry serves with the same digest (asked anonymously)
         #[arg(long)]
         published_only: bool,
     },
@@ -161,21 +161,6 @@ pub fn run(cmd: CacheCommand, cache_dir: &Path, quiet: bool) -> anyhow::Result<(
         }
     };
     // Refuse unsupported flags before touching the cache.
-    match &cmd {
-        CacheCommand::Clean {
-            published_only: true,
-        }
-        | CacheCommand::Rm {
-            published_only: true,
-            ..
-        } => {
-            return Err(StoreError::Unsupported(
-                "`--published-only` needs registry support".into(),
-            )
-            .into());
-        }
-        _ => {}
-    }
     let store = Store::open(cache_dir)
         .with_context(|| format!("cannot open the cache at `{}`", cache_dir.display()))?;
     let stdout = io::stdout();
@@ -214,19 +199,39 @@ pub fn run(cmd: CacheCommand, cache_dir: &Path, quiet: bool) -> anyhow::Result<(
                 print_node(&mut out, &tree, 1)?;
             }
         }
-        CacheCommand::Rm { names, .. } => {
+        CacheCommand::Rm {
+            names,
+            published_only,
+        } => {
             let mut wanted = Vec::new();
             for name in &names {
-                let (stored, _) = store.resolve(name)?;
-                wanted.push(stored);
+                let (stored, root) = store.resolve(name)?;
+                wanted.push((stored, root));
             }
+            if published_only {
+                wanted = published(wanted, &say)?;
+            }
+            let wanted: Vec<String> = wanted.into_iter().map(|(n, _)| n).collect();
             for name in store.remove_names(&wanted)? {
                 say(format!("removed image `{name}` from the cache"));
             }
         }
-        CacheCommand::Clean { .. } => {
+        CacheCommand::Clean {
+            published_only: false,
+        } => {
             store.clean()?;
             say(format!("Cache emptied: {}", cache_dir.display()));
+        }
+        CacheCommand::Clean {
+            published_only: true,
+        } => {
+            let wanted: Vec<String> = published(store.names()?, &say)?
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+            for name in store.remove_names(&wanted)? {
+                say(format!("removed published image `{name}` from the cache"));
+            }
         }
         CacheCommand::Gc {
             keep_duration,
@@ -456,6 +461,30 @@ fn print_node(out: &mut impl Write, node: &serde_json::Value, depth: usize) -> i
         }
     }
     Ok(())
+}
+
+/// The names whose registry (asked anonymously, as linuxkit asks) serves the same digest as
+/// the cache: those `--published-only` may remove, since they can be pulled back. A name the
+/// registry does not have, or serves with another digest, is kept; a registry that cannot be
+/// reached keeps the name too, and says so.
+fn published(
+    names: Vec<(String, lkpkg_cache_format::layout::Descriptor)>,
+    say: &dyn Fn(String),
+) -> anyhow::Result<Vec<(String, lkpkg_cache_format::layout::Descriptor)>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let registry = lkpkg_engine::registry::Registry::new()?;
+    let mut out = Vec::new();
+    for (name, root) in names {
+        match runtime.block_on(registry.manifest_digest(&name)) {
+            Ok(Some(remote)) if remote == root.digest.to_string() => out.push((name, root)),
+            Ok(Some(_)) => say(format!("keeping `{name}`: the registry has another digest")),
+            Ok(None) => say(format!("keeping `{name}`: not published")),
+            Err(e) => say(format!("keeping `{name}`: {e}")),
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod error;
 pub mod fingerprint;
 pub mod graph;
 pub mod package;
+pub mod registry;
 pub mod store;
 pub mod tag;
 pub mod workspace;

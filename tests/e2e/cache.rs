@@ -171,9 +171,70 @@ fn bad_input_exits_2() {
     std::fs::write(&junk, b"junk").unwrap();
     let (code, _, _) = run(cache_cmd(&cache).arg("import").arg(&junk));
     assert_eq!(code, 2);
+}
+
+/// `clean --published-only` removes exactly the names a registry serves with the same digest
+/// (the registry of scripts/dev-env.sh, on loopback).
+#[test]
+fn clean_published_only_removes_what_the_registry_serves() {
+    require_docker();
+    let registry = std::env::var("LKPKG_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into());
+    let mut images = DockerImages(Vec::new());
+    let published = format!("{registry}/lkpkgtest/{}:v1", unique_repo("pub"));
+    let local_only = format!("{registry}/lkpkgtest/{}:v1", unique_repo("unpub"));
+    let changed = format!("{registry}/lkpkgtest/{}:v1", unique_repo("changed"));
+    for (tag, message) in [
+        (&published, "published\n"),
+        (&local_only, "local only\n"),
+        (&changed, "changed v1\n"),
+    ] {
+        build_image(tag, &format!("{message}{tag}\n"), &mut images);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let archive = dir.path().join("images.tar");
+    docker(&[
+        "save",
+        "-o",
+        archive.to_str().unwrap(),
+        &published,
+        &local_only,
+        &changed,
+    ]);
+    ok(cache_cmd(&cache).arg("import").arg(&archive));
+    // Push two of them from the cache, byte for byte; then change one locally.
+    for name in [&published, &changed] {
+        let (code, _, stderr) = run(Command::new("skopeo").args([
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--preserve-digests",
+            &format!("oci:{}:{name}", cache.display()),
+            &format!("docker://{name}"),
+        ]));
+        assert_eq!(code, 0, "skopeo copy to the test registry: {stderr}");
+    }
+    build_image(&changed, "changed v2\n", &mut images);
+    docker(&["save", "-o", archive.to_str().unwrap(), &changed]);
+    ok(cache_cmd(&cache).arg("import").arg(&archive));
+
     let (code, _, stderr) = run(cache_cmd(&cache).args(["clean", "--published-only"]));
-    assert_eq!(code, 2);
-    assert!(stderr.contains("not supported yet"), "{stderr}");
+    assert_eq!(code, 0, "{stderr}");
+    let ls = ok(cache_cmd(&cache).arg("ls"));
+    let names: Vec<&str> = ls
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(!names.contains(&published.as_str()), "{ls}\n{stderr}");
+    assert!(names.contains(&local_only.as_str()), "{ls}");
+    assert!(names.contains(&changed.as_str()), "{ls}");
+    assert!(
+        stderr.contains("not published") && stderr.contains("another digest"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(cache_cmd(&cache).arg("verify"));
+    assert_eq!(code, 0, "{stderr}");
 }
 
 #[test]
