@@ -151,15 +151,7 @@ impl Registry {
                 return Ok(Some(digest.to_owned()));
             }
             if method == "GET" {
-                let body = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| RegistryError::Unreachable {
-                        host: location.host.clone(),
-                        message: e.to_string(),
-                    })?
-                    .to_bytes();
+                let body = body(response, &location.host).await?;
                 return Ok(Some(format!(
                     "sha256:{}",
                     hex::encode(Sha256::digest(&body))
@@ -235,21 +227,29 @@ impl Registry {
         if response.status() != 200 {
             return Ok(None);
         }
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| RegistryError::Unreachable {
-                host: location.host.clone(),
-                message: e.to_string(),
-            })?
-            .to_bytes();
+        let body = body(response, &location.host).await?;
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         Ok(json["token"]
             .as_str()
             .or_else(|| json["access_token"].as_str())
             .map(str::to_owned))
     }
+}
+
+/// A response's whole body.
+async fn body(
+    response: hyper::Response<hyper::body::Incoming>,
+    host: &str,
+) -> Result<Bytes, RegistryError> {
+    Ok(response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| RegistryError::Unreachable {
+            host: host.to_owned(),
+            message: e.to_string(),
+        })?
+        .to_bytes())
 }
 
 #[cfg(test)]
