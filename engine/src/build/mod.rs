@@ -889,9 +889,26 @@ impl UnitTask {
             .options
             .disable_cache
             .unwrap_or(package.yml.disable_cache);
-        let mut saved = self
+        let mut saved = match self
             .build_and_save(builder, &context, &dockerfile, &engine_name, args, no_cache)
-            .await?;
+            .await
+        {
+            // The classic builder can lose a cached step image it just chose when the engine
+            // removes images concurrently (another build's `rmi`, a prune): "unable to find
+            // image sha256:…". That is the engine's race, not the package's failure: rebuild
+            // once without the step cache.
+            Err((message, _)) if !no_cache && message.contains("unable to find image") => {
+                (shared.events)(Event::Log {
+                    unit: self.name.clone(),
+                    line: format!(
+                        "the engine lost a cached step ({message}): rebuilding without its cache"
+                    ),
+                });
+                self.build_and_save(builder, &context, &dockerfile, &engine_name, args, true)
+                    .await?
+            }
+            other => other?,
+        };
         // The classic builder's step cache does not tell platforms apart after `FROM scratch`
         // (engine 20.10): a step cached for one platform can be reused for another. The
         // result's platform is checked, and a mismatch is rebuilt without the step cache.
