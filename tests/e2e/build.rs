@@ -11,7 +11,11 @@ fn fixture(tag: &str) -> Repo {
         .expect("busybox-static (scripts/dev-env.sh installs it)");
     // A file unique to the test in the first step: the engine's step cache is the test's own,
     // so another test's clean-up (`rmi -f`) cannot remove a cached step under this build.
-    std::fs::write(repo.join("base/bin/test-id"), tag).unwrap();
+    std::fs::write(
+        repo.join("base/bin/test-id"),
+        format!("{tag} {}", std::process::id()),
+    )
+    .unwrap();
     repo.write("base/build.yml", &format!("image: base-{tag}\norg: lkpkgtest\narches: [amd64]\n"))
         .write("base/Dockerfile", "FROM scratch\nCOPY bin/ /bin/\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nRUN echo base-was-here > /base.txt\n")
         .write("app/build.yml", &format!("image: app-{tag}\norg: lkpkgtest\narches: [amd64]\nconfig:\n  binds: [\"/a:/b\"]\n  readonly: true\nbuildArgs:\n  - BASE=@lkt:pkg:../base\n"))

@@ -56,7 +56,9 @@ fn build_image(tag: &str, message: &str, images: &mut DockerImages) {
     .unwrap();
     let mut cmd = Command::new("docker");
     cmd.env("DOCKER_BUILDKIT", "0")
-        .args(["build", "-q", "--network", "none", "-t", tag])
+        // No step cache: a cached step shared with an earlier run can vanish under a
+        // concurrent `rmi` (the classic builder's "unable to find image" race).
+        .args(["build", "-q", "--no-cache", "--network", "none", "-t", tag])
         .arg(ctx.path());
     ok(&mut cmd);
     images.0.push(tag.to_owned());

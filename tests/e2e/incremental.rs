@@ -21,7 +21,11 @@ fn fixture(tag: &str) -> Repo {
         .expect("busybox-static (scripts/dev-env.sh installs it)");
     // A file unique to the test in the first step: the engine's step cache is the test's own,
     // so another test's clean-up (`rmi -f`) cannot remove a cached step under this build.
-    std::fs::write(repo.join("base/bin/test-id"), tag).unwrap();
+    std::fs::write(
+        repo.join("base/bin/test-id"),
+        format!("{tag} {}", std::process::id()),
+    )
+    .unwrap();
     let yml = |name: &str, extra: &str| {
         format!("image: {name}-{tag}\norg: lkpkgtest\narches: [amd64]\n{extra}")
     };
@@ -302,6 +306,7 @@ fn foreign_cache_entries_are_used_as_linuxkit_would() {
         .args([
             "build",
             "-q",
+            "--no-cache",
             "--network",
             "none",
             "-t",
