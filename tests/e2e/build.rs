@@ -6,16 +6,7 @@ use crate::support::{Repo, run};
 /// A repository with a busybox base (`FROM scratch`, `RUN`s something) and a dependent.
 fn fixture(tag: &str) -> Repo {
     let repo = Repo::new();
-    std::fs::create_dir_all(repo.join("base/bin")).unwrap();
-    std::fs::copy("/bin/busybox", repo.join("base/bin/busybox"))
-        .expect("busybox-static (scripts/dev-env.sh installs it)");
-    // A file unique to the test in the first step: the engine's step cache is the test's own,
-    // so another test's clean-up (`rmi -f`) cannot remove a cached step under this build.
-    std::fs::write(
-        repo.join("base/bin/test-id"),
-        format!("{tag} {}", std::process::id()),
-    )
-    .unwrap();
+    repo.busybox_bin("base", tag);
     repo.write("base/build.yml", &format!("image: base-{tag}\norg: lkpkgtest\narches: [amd64]\n"))
         .write("base/Dockerfile", "FROM scratch\nCOPY bin/ /bin/\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nRUN echo base-was-here > /base.txt\n")
         .write("app/build.yml", &format!("image: app-{tag}\norg: lkpkgtest\narches: [amd64]\nconfig:\n  binds: [\"/a:/b\"]\n  readonly: true\nbuildArgs:\n  - BASE=@lkt:pkg:../base\n"))

@@ -16,16 +16,7 @@ const EPOCH: &str = "1700000000";
 
 fn fixture(tag: &str) -> Repo {
     let repo = Repo::new();
-    std::fs::create_dir_all(repo.join("base/bin")).unwrap();
-    std::fs::copy("/bin/busybox", repo.join("base/bin/busybox"))
-        .expect("busybox-static (scripts/dev-env.sh installs it)");
-    // A file unique to the test in the first step: the engine's step cache is the test's own,
-    // so another test's clean-up (`rmi -f`) cannot remove a cached step under this build.
-    std::fs::write(
-        repo.join("base/bin/test-id"),
-        format!("{tag} {}", std::process::id()),
-    )
-    .unwrap();
+    repo.busybox_bin("base", tag);
     let yml = |name: &str, extra: &str| {
         format!("image: {name}-{tag}\norg: lkpkgtest\narches: [amd64]\n{extra}")
     };

@@ -85,6 +85,19 @@ impl Repo {
         )
     }
 
+    /// `<dir>/bin/busybox` (Debian's static busybox) and `<dir>/bin/test-id`, a file unique
+    /// to the test and the run: a Dockerfile's first step `COPY bin/ /bin/` then has an engine
+    /// step cache of its own, which no other test's clean-up (`rmi -f`) can remove under it.
+    pub fn busybox_bin(&self, dir: &str, tag: &str) -> &Self {
+        std::fs::create_dir_all(self.join(&format!("{dir}/bin"))).unwrap();
+        std::fs::copy("/bin/busybox", self.join(&format!("{dir}/bin/busybox")))
+            .expect("busybox-static (scripts/dev-env.sh installs it)");
+        self.write(
+            &format!("{dir}/bin/test-id"),
+            &format!("{tag} {}", std::process::id()),
+        )
+    }
+
     pub fn git(&self, args: &[&str]) -> String {
         let out = Command::new("git")
             .args(args)
