@@ -79,6 +79,37 @@ fn chained_build_lands_in_the_cache_and_runs() {
         labels["org.mobyproject.config"],
         r#"{"binds":["/a:/b"],"readonly":true}"#
     );
+    // linuxkit's revision label is on the package's multi-arch index, not in the image.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cache.path().join("index.json")).unwrap()).unwrap();
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"] == format!("docker.io/{app_tag}")
+        })
+        .expect("the app's index entry");
+    let digest = entry["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let blob: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(cache.path().join("blobs/sha256").join(digest)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        blob["annotations"]["org.opencontainers.image.revision"],
+        repo.git(&["rev-parse", "HEAD"])
+    );
+    assert_eq!(
+        blob["annotations"]["org.opencontainers.image.source"],
+        "https://github.com/linuxkit/linuxkit"
+    );
+    assert!(
+        labels.get("org.opencontainers.image.revision").is_none(),
+        "{labels}"
+    );
     // A second build builds nothing and does not need the engine.
     let (code, _, stderr) = run(repo
         .lkpkg()

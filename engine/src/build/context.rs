@@ -153,6 +153,28 @@ pub fn dockerfile_with_labels(text: &str, labels: &BTreeMap<String, String>) -> 
     out
 }
 
+/// The annotations of a package's multi-arch index: where linuxkit's source and revision
+/// labels go in lkpkg (the index is a name for people and registries; per-platform images
+/// stay reproducible). The revision is HEAD, and only for a clean package, as linuxkit labels.
+pub fn index_annotations(
+    package: &GraphPackage,
+    workspace: Option<&Workspace>,
+) -> BTreeMap<String, String> {
+    let mut annotations = BTreeMap::new();
+    if workspace.is_some() {
+        annotations.insert(
+            "org.opencontainers.image.source".to_owned(),
+            package.package.yml.gitrepo.clone(),
+        );
+        if !package.package.tag.dirty
+            && let Some(head) = workspace.and_then(Workspace::head_commit)
+        {
+            annotations.insert("org.opencontainers.image.revision".to_owned(), head);
+        }
+    }
+    annotations
+}
+
 /// Merges `docker save` archives into one (what `docker save A B` gives): every file once,
 /// `manifest.json` listing every image. linuxkit's `depends.docker-images.target`.
 pub fn merge_docker_archives(archives: &[Vec<u8>]) -> Result<Vec<u8>> {
@@ -279,7 +301,8 @@ pub fn utc_compact(seconds: i64) -> String {
 /// linuxkit also labels clean builds with `org.opencontainers.image.revision` = HEAD. That
 /// label changes with every commit, so no image would ever be byte-identical to an earlier
 /// build of the same inputs, and early cutoff (and reproducibility) would be impossible. lkpkg
-/// leaves it out of the image; the build record keeps which build produced which image.
+/// leaves it out of the image and puts it on the package's multi-arch index instead
+/// ([`index_annotations`]).
 pub fn labels(package: &GraphPackage, workspace: Option<&Workspace>) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::new();
     if workspace.is_some() {

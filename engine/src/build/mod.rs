@@ -201,6 +201,8 @@ struct Shared {
     options: BuildOptions,
     /// Index in the units list, by graph node.
     unit_index: HashMap<NodeIndex, usize>,
+    /// Each package's multi-arch index annotations (source, revision).
+    index_annotations: HashMap<usize, BTreeMap<String, String>>,
 }
 
 /// The graph's units in build order, their index by node, and each package's build arguments
@@ -281,6 +283,12 @@ pub async fn build(
         events: events.clone(),
         options: options.clone(),
         unit_index: by_node.clone(),
+        index_annotations: graph
+            .packages
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i, context::index_annotations(p, workspace)))
+            .collect(),
     });
 
     shared.store.ensure_fresh()?;
@@ -686,10 +694,16 @@ async fn finish_package(
     }
     let store = shared.store.clone();
     let index_name = name.clone();
-    let descriptor =
-        tokio::task::spawn_blocking(move || store.merge_index(&index_name, &manifests))
-            .await
-            .map_err(internal)??;
+    let annotations = shared
+        .index_annotations
+        .get(&package)
+        .cloned()
+        .unwrap_or_default();
+    let descriptor = tokio::task::spawn_blocking(move || {
+        store.merge_index_annotated(&index_name, &manifests, &annotations)
+    })
+    .await
+    .map_err(internal)??;
     (shared.events)(Event::Indexed {
         package: gp.package.tag.tag(),
         name: name.clone(),
@@ -1101,6 +1115,7 @@ pub fn explain(
         events: Arc::new(|_| {}),
         options: options.clone(),
         unit_index: by_node.clone(),
+        index_annotations: HashMap::new(),
     };
     let mut digests: HashMap<NodeIndex, String> = HashMap::new();
     let mut reports = Vec::new();

@@ -178,6 +178,7 @@ impl<'s> Ingest<'s> {
         &mut self,
         full_name: &str,
         manifests: &[Descriptor],
+        annotations: &BTreeMap<String, String>,
     ) -> Result<Descriptor, StoreError> {
         for m in manifests {
             if m.platform.is_none() {
@@ -232,6 +233,7 @@ impl<'s> Ingest<'s> {
         });
         let new_index = ImageIndex {
             manifests: entries,
+            annotations: annotations.clone(),
             ..ImageIndex::empty()
         };
         let bytes = canonical_json::to_vec(&new_index).map_err(|e| StoreError::Json {
@@ -310,7 +312,19 @@ impl Store {
         full_name: &str,
         manifests: &[Descriptor],
     ) -> Result<Descriptor, StoreError> {
-        self.ingest().merge_index(full_name, manifests)
+        self.ingest()
+            .merge_index(full_name, manifests, &BTreeMap::new())
+    }
+
+    /// [`Store::merge_index`], with annotations on the index itself (the index's, not its
+    /// entries': a package build records its source and revision there).
+    pub fn merge_index_annotated(
+        &self,
+        full_name: &str,
+        manifests: &[Descriptor],
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<Descriptor, StoreError> {
+        self.ingest().merge_index(full_name, manifests, annotations)
     }
 }
 
