@@ -2,7 +2,7 @@
 # dev-env.sh: install (from Debian) and start what lkpkg's tests need. Idempotent.
 #
 # What it provides, and the variables it writes to "$LKPKG_DEV_STATE/env" (source it):
-#   - dockerd (Debian's docker.io), the default engine at unix:///var/run/docker.sock;
+#   - dockerd 26.1 (trixie's docker.io, containerd image store), the default engine at unix:///var/run/docker.sock;
 #   - a second dockerd: unix://$STATE/docker2/docker.sock and tcp://127.0.0.1:$LKPKG_DOCKER2_PORT
 #     (LKPKG_TEST_DOCKER2_HOST, LKPKG_TEST_DOCKER2_TCP);
 #   - qemu-user-static + binfmt-support, binfmt_misc mounted, qemu-aarch64 enabled;
@@ -37,7 +37,45 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
-apt_install docker.io qemu-user-static binfmt-support docker-registry skopeo busybox-static \
+# --- Docker Engine 26.1 (and buildx) from Debian's trixie suite, nothing else from it ---
+# bookworm's docker.io (20.10) has no BuildKit that can export images; trixie's 26.1 with the
+# containerd image store has. The trixie source reuses the mirror this machine's bookworm source
+# names, and the pin gives trixie's packages priority -1 (never installed) except these two.
+TRIXIE_LIST=/etc/apt/sources.list.d/lkpkg-trixie.sources
+if [ ! -f "$TRIXIE_LIST" ]; then
+  mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  [ -n "$mirror" ] || mirror=$(awk '$1=="deb" && $3 ~ /^bookworm$/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+  [ -n "$mirror" ] || { log "cannot find the Debian mirror in apt's sources"; exit 3; }
+  cat >"$TRIXIE_LIST" <<SRC
+Types: deb
+URIs: $mirror
+Suites: trixie
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  cat >/etc/apt/preferences.d/lkpkg-trixie <<PIN
+Package: docker.io docker-buildx
+Pin: release n=trixie
+Pin-Priority: 990
+
+Package: *
+Pin: release n=trixie
+Pin-Priority: -1
+PIN
+  need_apt_update=1
+fi
+docker_version_ok() {
+  dpkg-query -W -f='${Version}' docker.io 2>/dev/null | grep -q '^26\.'
+}
+if ! docker_version_ok || ! dpkg-query -W -f='${Status}' docker-buildx 2>/dev/null | grep -q "install ok installed"; then
+  apt-get update -qq >&2
+  need_apt_update=0
+  log "installing docker.io and docker-buildx from trixie"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io docker-buildx >&2
+fi
+docker_version_ok || { log "docker.io 26.x did not install"; exit 3; }
+
+apt_install qemu-user-static binfmt-support docker-registry skopeo busybox-static \
   openssh-server openssh-client iproute2 ca-certificates
 
 # --- binfmt_misc, for arm64 builds under emulation ---
@@ -73,11 +111,22 @@ wait_for() { # wait_for SECONDS CMD...
   return 1
 }
 
+# Both engines run with the containerd image store: their BuildKit then exports OCI images.
+DAEMON_JSON='{"features": {"containerd-snapshotter": true}}'
+
 # --- the default engine ---
 if ! docker version >/dev/null 2>&1; then
   log "starting dockerd"
   mkdir -p "$STATE/docker1"
-  nohup dockerd --iptables=false >"$STATE/docker1/log" 2>&1 &
+  echo "$DAEMON_JSON" >"$STATE/docker1/daemon.json"
+  # A network state kept from an earlier boot can name a `docker0` that no longer exists, and
+  # dockerd then never recreates it (builds with the network fail with "adding interface … to
+  # bridge docker0 failed"). Without the device, the state is dropped and rebuilt.
+  if ! ip link show docker0 >/dev/null 2>&1; then
+    rm -f /var/lib/docker/network/files/local-kv.db
+  fi
+  nohup dockerd --config-file "$STATE/docker1/daemon.json" --iptables=false \
+    >"$STATE/docker1/log" 2>&1 &
   started $!
   wait_for 60 docker version || { tail -20 "$STATE/docker1/log" >&2; log "dockerd did not start"; exit 3; }
 fi
@@ -88,7 +137,8 @@ D2_SOCK="unix://$D2/docker.sock"
 if ! DOCKER_HOST="$D2_SOCK" docker version >/dev/null 2>&1; then
   log "starting the second dockerd on $D2_SOCK and tcp://127.0.0.1:$DOCKER2_PORT"
   mkdir -p "$D2"
-  nohup dockerd --data-root "$D2/data" --exec-root "$D2/exec" --pidfile "$D2/pid" \
+  echo "$DAEMON_JSON" >"$D2/daemon.json"
+  nohup dockerd --config-file "$D2/daemon.json" --data-root "$D2/data" --exec-root "$D2/exec" --pidfile "$D2/pid" \
     -H "$D2_SOCK" -H "tcp://127.0.0.1:$DOCKER2_PORT" --bridge none --iptables=false \
     >"$D2/log" 2>&1 &
   started $!
@@ -147,6 +197,14 @@ Host lkpkg-test-ssh
   UserKnownHostsFile /dev/null
   LogLevel ERROR
 CFG
+
+for host in "unix:///var/run/docker.sock" "$D2_SOCK"; do
+  driver=$(DOCKER_HOST=$host docker info --format '{{.DriverStatus}}' 2>/dev/null || true)
+  case "$driver" in
+    *io.containerd.snapshotter*) ;;
+    *) log "warning: the engine at $host does not use the containerd image store ($driver)" ;;
+  esac
+done
 
 cat >"$STATE/env" <<ENV
 export LKPKG_TEST_DOCKER2_HOST=$D2_SOCK

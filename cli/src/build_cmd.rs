@@ -9,7 +9,8 @@
 //! `{"format_version":1,"type":T,…}` where `T` is `fresh` (`unit`, `digest`, `reason`),
 //! `would-build` (`unit`, `reason`), `started` (`unit`, `reason`, `builder`), `log` (`unit`,
 //! `line`), `finished` (`unit`, `digest`, `duration_ms`), `skipped` (`unit`, `reason`),
-//! `failed` (`unit`, `error`, `log_tail`), `indexed` (`package`, `name`, `digest`).
+//! `failed` (`unit`, `error`, `log_tail`), `indexed` (`package`, `name`, `digest`),
+//! `index-kept` (`package`, `name`, `reason`: a platform failed, the index was left as it was).
 
 use std::sync::Arc;
 
@@ -84,7 +85,7 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
             None
         },
         dry_run: args.dry_run,
-        epoch: epoch(loader.workspace())?,
+        epoch: epoch()?,
     };
     // `--builders` over `LINUXKIT_BUILDERS` (Builders reads the variable itself, to say which
     // one chose a builder). Named builders are checked before anything runs.
@@ -195,20 +196,17 @@ fn engine_error(e: build::docker::EngineError) -> anyhow::Error {
     .into()
 }
 
-/// The time stamped into outputs: `SOURCE_DATE_EPOCH`, else HEAD's commit time, else 0.
-fn epoch(workspace: Option<&lkpkg_engine::workspace::Workspace>) -> Result<i64> {
-    if let Ok(text) = std::env::var("SOURCE_DATE_EPOCH")
-        && !text.is_empty()
-    {
-        return text.trim().parse().map_err(|_| {
+/// The time stamped into outputs: `SOURCE_DATE_EPOCH`, else 0 (see
+/// `lkpkg_engine::build::BuildOptions::epoch` for why not a commit time).
+fn epoch() -> Result<i64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(text) if !text.trim().is_empty() => text.trim().parse().map_err(|_| {
             bad_input(format!(
                 "SOURCE_DATE_EPOCH `{text}` is not a number of seconds"
             ))
-        });
+        }),
+        _ => Ok(0),
     }
-    Ok(workspace
-        .and_then(|w| w.with_repo(|r| Some(r.head().ok()?.peel_to_commit().ok()?.time().seconds())))
-        .unwrap_or(0))
 }
 
 /// The line an event prints in human output, if any.
@@ -240,6 +238,7 @@ fn human_line(event: &Event, verbose: bool) -> Option<String> {
             text
         }
         Event::Indexed { name, digest, .. } => format!("     Indexed {name} {digest}"),
+        Event::IndexKept { name, reason, .. } => format!("  Kept index {name}: {reason}"),
     })
 }
 
@@ -293,6 +292,14 @@ fn event_json(event: &Event) -> serde_json::Value {
         } => (
             "indexed",
             json!({ "package": package, "name": name, "digest": digest }),
+        ),
+        Event::IndexKept {
+            package,
+            name,
+            reason,
+        } => (
+            "index-kept",
+            json!({ "package": package, "name": name, "reason": reason }),
         ),
     };
     data["format_version"] = json!(1);

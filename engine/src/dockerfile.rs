@@ -31,6 +31,25 @@ pub struct Dockerfile {
     /// An argument used only to name a `FROM` image does not reach the image's content except
     /// through that image.
     pub args_used_outside_from: BTreeSet<String>,
+    /// The `# syntax=` parser directive (the frontend image BuildKit is asked to run).
+    pub syntax: Option<String>,
+}
+
+/// The `# syntax=` directive of a Dockerfile, as BuildKit reads it: a `#` comment of the form
+/// `key=value` among the first lines, before any instruction or other comment.
+pub fn syntax_directive(text: &str) -> Option<String> {
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        let directive = trimmed.strip_prefix('#')?;
+        let (key, value) = directive.split_once('=')?;
+        if key.trim().eq_ignore_ascii_case("syntax") {
+            return Some(value.trim().to_owned()).filter(|v| !v.is_empty());
+        }
+    }
+    None
 }
 
 struct Instruction {
@@ -90,7 +109,10 @@ fn instructions(text: &str) -> Vec<Instruction> {
 
 /// Reads `text`, substituting `args` (the package's build arguments, by key).
 pub fn read(text: &str, args: &BTreeMap<String, String>) -> Dockerfile {
-    let mut result = Dockerfile::default();
+    let mut result = Dockerfile {
+        syntax: syntax_directive(text),
+        ..Dockerfile::default()
+    };
     // ARGs declared before the first FROM, with their effective values.
     let mut global: BTreeMap<String, String> = BTreeMap::new();
     let mut declared: BTreeSet<String> = BTreeSet::new();

@@ -8,6 +8,7 @@
 pub mod build;
 pub mod build_args;
 pub mod build_yml;
+pub(crate) mod buildkit;
 pub mod discover;
 pub mod dockerfile;
 pub mod error;

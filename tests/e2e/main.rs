@@ -4,6 +4,7 @@
 
 mod build;
 mod builders;
+mod buildkit;
 mod cache;
 mod graph;
 mod incremental;

@@ -56,8 +56,9 @@ fn tiny_image() -> Vec<u8> {
         r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["sha256:{diff_id}"]}}}}"#
     );
     let config_name = format!("{}.json", hex_sha256(config.as_bytes()));
-    let manifest =
-        format!(r#"[{{"Config":"{config_name}","RepoTags":[],"Layers":["l/layer.tar"]}}]"#);
+    let manifest = format!(
+        r#"[{{"Config":"{config_name}","RepoTags":["bench/seed:x-amd64"],"Layers":["l/layer.tar"]}}]"#
+    );
     let mut b = tar::Builder::new(Vec::new());
     for (name, bytes) in [
         (config_name.as_str(), config.as_bytes()),
@@ -91,8 +92,10 @@ fn seed(repo: &Path, cache: &Path) {
     };
     // One image; every unit's per-arch name, and every package's index name, point at it.
     let manifest = store
-        .ingest_docker_save(&tiny_image()[..], "docker.io/bench/seed:x", None)
-        .unwrap();
+        .import(&tiny_image()[..])
+        .unwrap()
+        .remove(0)
+        .descriptor;
     let reports = build::explain(
         graph.clone(),
         loader.workspace(),

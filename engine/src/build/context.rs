@@ -2,15 +2,16 @@
 //! with it, in linuxkit's order and with its presets (reference §5.6–§5.8).
 //!
 //! The context is the package directory mapped to `/`, then each extra source mapped to its
-//! destination. It is assembled in memory (packages are small; a context over
-//! [`MAX_CONTEXT_BYTES`] is refused with a clear error rather than exhausting memory). Symlinks
-//! are kept as links, as linuxkit keeps them; nothing outside the package and its declared
-//! sources is read, and nothing is ever written into the package directory.
+//! destination ([`ContextTree`]: a list of where each file is, streamed by the file sync when
+//! the builder asks; a context over [`MAX_CONTEXT_BYTES`] is refused with a clear error).
+//! Symlinks are kept as links, as linuxkit keeps them; nothing outside the package and its
+//! declared sources is read, and nothing is ever written into the package directory.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::build_yml::DependsTarget;
+use crate::buildkit::context_tree::{ContextTree, TreeError};
 use crate::error::{Error, Result};
 use crate::graph::GraphPackage;
 use crate::workspace::Workspace;
@@ -18,14 +19,15 @@ use crate::workspace::Workspace;
 /// The largest build context lkpkg assembles in memory.
 pub const MAX_CONTEXT_BYTES: u64 = 2 << 30;
 
-/// Tars the package directory, its extra sources, and `generated` files (the
-/// `depends.docker-images` archives, at their target paths). What is on disk at a
-/// `depends` target is left out: linuxkit deletes and recreates it, lkpkg never writes into the
-/// package directory and builds the context as if it had.
-pub fn tar_context(package: &GraphPackage, generated: &[(String, Vec<u8>)]) -> Result<Vec<u8>> {
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.follow_symlinks(false);
-    builder.mode(tar::HeaderMode::Deterministic);
+/// The package directory, its extra sources, and `generated` files (the
+/// `depends.docker-images` archives, at their target paths), as the context BuildKit's file
+/// sync sends. What is on disk at a `depends` target is left out: linuxkit deletes and
+/// recreates it, lkpkg never writes into the package directory and builds the context as if it
+/// had.
+pub(crate) fn context_tree(
+    package: &GraphPackage,
+    generated: Vec<(String, Vec<u8>)>,
+) -> Result<ContextTree> {
     let mut skip: Vec<std::path::PathBuf> = match &package.package.yml.depends.target {
         Some(DependsTarget::Dir(d) | DependsTarget::File(d))
             if !package.package.yml.depends.images.is_empty() =>
@@ -34,123 +36,51 @@ pub fn tar_context(package: &GraphPackage, generated: &[(String, Vec<u8>)]) -> R
         }
         _ => Vec::new(),
     };
-    // A generated file replaces the one on disk (the Dockerfile with lkpkg's labels).
     skip.extend(
         generated
             .iter()
             .map(|(path, _)| package.package.dir.join(path)),
     );
-    append_dir(&mut builder, &package.package.dir, Path::new(""), &skip)?;
+    let tree_error = |e: TreeError| Error::io(&e.path, e.source);
+    let mut tree = ContextTree::new();
+    tree.add_dir(&package.package.dir, "", &skip)
+        .map_err(tree_error)?;
     for source in &package.package.yml.extra_sources {
         let dst = source.dst.trim_start_matches('/');
-        append_dir(&mut builder, &source.src, Path::new(dst), &[])?;
+        tree.add_dir(&source.src, dst, &[]).map_err(tree_error)?;
     }
-    let mut dirs_made = std::collections::BTreeSet::new();
     for (path, bytes) in generated {
-        let path = Path::new(path);
-        for ancestor in path
-            .ancestors()
-            .skip(1)
-            .filter(|a| !a.as_os_str().is_empty())
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-        {
-            if dirs_made.insert(ancestor.to_owned()) {
-                let mut header = tar::Header::new_gnu();
-                header.set_entry_type(tar::EntryType::Directory);
-                header.set_mode(0o755);
-                header.set_size(0);
-                header.set_mtime(1_153_704_088);
-                builder
-                    .append_data(&mut header, ancestor, &[][..])
-                    .map_err(|e| Error::io(&package.package.dir, e))?;
-            }
-        }
-        let mut header = tar::Header::new_gnu();
-        header.set_mode(0o644);
-        header.set_size(bytes.len() as u64);
-        header.set_mtime(1_153_704_088);
-        builder
-            .append_data(&mut header, path, &bytes[..])
-            .map_err(|e| Error::io(&package.package.dir, e))?;
+        tree.add_bytes(&path, bytes);
     }
-    let bytes = builder
-        .into_inner()
-        .map_err(|e| Error::io(&package.package.dir, e))?;
-    if bytes.len() as u64 > MAX_CONTEXT_BYTES {
+    if tree.bytes() > MAX_CONTEXT_BYTES {
         return Err(Error::Usage(format!(
             "the build context of `{}` is {} bytes, more than lkpkg's limit of {MAX_CONTEXT_BYTES}",
             package.package.dir.display(),
-            bytes.len()
+            tree.bytes()
         )));
     }
-    Ok(bytes)
+    Ok(tree)
 }
 
-fn append_dir(
-    builder: &mut tar::Builder<Vec<u8>>,
-    dir: &Path,
-    at: &Path,
-    skip: &[std::path::PathBuf],
-) -> Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| Error::io(dir, e))?;
-    entries.sort_by_key(|e| e.file_name());
-    if !at.as_os_str().is_empty() {
-        builder.append_dir(at, dir).map_err(|e| Error::io(dir, e))?;
+/// The Dockerfile as the frontend's `dockerfile` directory: the file under its own name, with
+/// its `<name>.dockerignore` beside it when there is one.
+pub(crate) fn dockerfile_tree(path: &Path) -> Result<(ContextTree, String)> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "Dockerfile".to_owned());
+    let mut tree = ContextTree::new();
+    let tree_error = |e: TreeError| Error::io(&e.path, e.source);
+    if !tree.add_file(path, &name).map_err(tree_error)? {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such Dockerfile"),
+        ));
     }
-    for entry in entries {
-        let path = entry.path();
-        if skip.contains(&path) {
-            continue;
-        }
-        let name = at.join(entry.file_name());
-        let file_type = entry.file_type().map_err(|e| Error::io(&path, e))?;
-        if file_type.is_dir() {
-            append_dir(builder, &path, &name, skip)?;
-        } else {
-            builder
-                .append_path_with_name(&path, &name)
-                .map_err(|e| Error::io(&path, e))?;
-        }
-    }
-    Ok(())
-}
-
-/// The Dockerfile with lkpkg's labels appended as one `LABEL` instruction (to the last stage,
-/// the image built). The engine's `labels` parameter would add one build step, and one image
-/// commit, per label: three commits more per package.
-pub fn dockerfile_with_labels(text: &str, labels: &BTreeMap<String, String>) -> String {
-    let quote = |s: &str| {
-        let mut out = String::from("\"");
-        for c in s.chars() {
-            match c {
-                '"' | '\\' | '$' => {
-                    out.push('\\');
-                    out.push(c);
-                }
-                '\n' => out.push_str("\\n"),
-                c => out.push(c),
-            }
-        }
-        out.push('"');
-        out
-    };
-    let mut out = text.to_owned();
-    if !out.ends_with('\n') {
-        out.push('\n');
-    }
-    if !labels.is_empty() {
-        out.push_str("LABEL");
-        for (key, value) in labels {
-            out.push_str(&format!(" {}={}", quote(key), quote(value)));
-        }
-        out.push('\n');
-    }
-    out
+    let ignore = format!("{name}.dockerignore");
+    tree.add_file(&path.with_file_name(&ignore), &ignore)
+        .map_err(tree_error)?;
+    Ok((tree, name))
 }
 
 /// The annotations of a package's multi-arch index: where linuxkit's source and revision

@@ -1,10 +1,9 @@
-//! A Docker engine as a builder, through the Docker API (bollard).
+//! A Docker engine, through the Docker API (bollard): its version, images and image loads.
 //!
-//! lkpkg builds with the engine's classic builder (it works on every engine, 20.10 included,
-//! needs no privileged container) and takes the result out with an image export (`docker
-//! save`), which the store converts into the OCI cache. Build containers run with network `none`
-//! unless the package asks for the network (linuxkit's default; the engine's default bridge may
-//! be absent). `forcerm` removes the intermediate containers of failed builds too.
+//! Builds go through the engine's BuildKit ([`crate::buildkit`]), which dials the same
+//! endpoints; this module connects, tells what the engine is ([`Engine::check_buildkit`]: an
+//! engine whose BuildKit cannot export images gets one clear error saying what to enable), and
+//! serves `--docker` (loading an image from the cache) and `pkg builder ls/prune`.
 //!
 //! # Connections
 //! An [`Endpoint`] is where an engine listens, as a docker context or `DOCKER_HOST` names it:
@@ -36,11 +35,10 @@
 //! puts the negotiated `/v<major>.<minor>` in front of every path; the e2e test
 //! `builders::requests_carry_the_negotiated_api_version` checks the request lines on the wire.
 
-use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use bollard::query_parameters::{
-    BuildImageOptions, ImportImageOptions, ListImagesOptions, RemoveImageOptions, TagImageOptions,
+    ImportImageOptions, ListImagesOptions, RemoveImageOptions, TagImageOptions,
 };
 use bollard::{BollardRequest, Docker};
 use futures_util::StreamExt;
@@ -63,6 +61,9 @@ pub enum EngineError {
     },
     #[error("Docker engine at `{endpoint}`: {message}")]
     Api { endpoint: String, message: String },
+    /// The engine has no BuildKit lkpkg can use.
+    #[error("the Docker engine at `{endpoint}` cannot build: {message}")]
+    NoBuildKit { endpoint: String, message: String },
     /// The user named a builder that does not exist, or wrote `--builders` wrongly.
     #[error("{message}")]
     BadBuilder { message: String },
@@ -110,26 +111,13 @@ impl std::fmt::Display for Endpoint {
 pub struct Engine {
     docker: Docker,
     endpoint: String,
+    /// How to reach it again (BuildKit's upgrades dial it themselves).
+    target: Endpoint,
     /// The engine's architecture, in GOARCH terms (`amd64`, `arm64`).
     pub arch: String,
     pub version: String,
     /// The API version requests carry (`1.41`).
     pub api_version: String,
-}
-
-/// What one build needs.
-#[derive(Debug)]
-pub struct BuildRequest {
-    pub context: Vec<u8>,
-    /// Path of the Dockerfile inside the context.
-    pub dockerfile: String,
-    /// The name the engine gives the result.
-    pub tag: String,
-    pub platform: String,
-    pub args: BTreeMap<String, String>,
-    pub labels: BTreeMap<String, String>,
-    pub network: bool,
-    pub no_cache: bool,
 }
 
 impl Engine {
@@ -223,6 +211,7 @@ impl Engine {
         Ok(Engine {
             docker,
             endpoint: host.to_owned(),
+            target: endpoint.clone(),
             arch: goarch(&version.arch.clone().unwrap_or_default()).to_owned(),
             version: version.version.unwrap_or_default(),
             api_version: negotiated.to_string(),
@@ -240,57 +229,48 @@ impl Engine {
         }
     }
 
-    /// Builds; `log` receives each line of the build's output.
-    pub async fn build(
-        &self,
-        request: BuildRequest,
-        mut log: impl FnMut(&str),
-    ) -> Result<(), EngineError> {
-        let options = BuildImageOptions {
-            dockerfile: request.dockerfile.clone(),
-            t: Some(request.tag.clone()),
-            rm: true,
-            forcerm: true,
-            nocache: request.no_cache,
-            buildargs: Some(with_platform_args(
-                request.args,
-                &request.platform,
-                &self.arch,
-            )),
-            labels: Some(request.labels.into_iter().collect::<HashMap<_, _>>()),
-            networkmode: Some(if request.network { "host" } else { "none" }.into()),
-            platform: request.platform.clone(),
-            ..Default::default()
-        };
-        let body = bollard::body_full(request.context.into());
-        let mut stream = self.docker.build_image(options, None, Some(body));
-        let mut tail: Vec<String> = Vec::new();
-        while let Some(item) = stream.next().await {
-            let info = match item {
-                Ok(info) => info,
-                Err(bollard::errors::Error::DockerStreamError { error }) => {
-                    return Err(EngineError::BuildFailed {
-                        message: error,
-                        log_tail: tail,
-                    });
-                }
-                Err(e) => return Err(self.api(e)),
-            };
-            if let Some(text) = info.stream {
-                for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                    log(line);
-                    tail.push(line.to_owned());
-                    if tail.len() > 20 {
-                        tail.remove(0);
-                    }
-                }
-            }
-            if let Some(detail) = info.error_detail {
-                return Err(EngineError::BuildFailed {
-                    message: detail.message.unwrap_or_default(),
-                    log_tail: tail,
-                });
-            }
+    /// Where the engine listens.
+    pub fn target(&self) -> &Endpoint {
+        &self.target
+    }
+
+    /// Checks that the engine's BuildKit can export images: Docker 23 or newer, with the
+    /// containerd image store (only then does its BuildKit have the `oci` exporter and
+    /// `oci-layout` contexts).
+    pub async fn check_buildkit(&self) -> Result<(), EngineError> {
+        let major: u32 = self
+            .version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        if major < 23 {
+            return Err(EngineError::NoBuildKit {
+                endpoint: self.endpoint.clone(),
+                message: format!(
+                    "Docker {} has no BuildKit lkpkg can build with (Docker 23 or newer with the \
+                     containerd image store is needed)",
+                    self.version
+                ),
+            });
+        }
+        let info = self.docker.info().await.map_err(|e| self.api(e))?;
+        let containerd_store = info
+            .driver_status
+            .unwrap_or_default()
+            .iter()
+            .flatten()
+            .any(|v| v.contains("io.containerd.snapshotter"));
+        if !containerd_store {
+            return Err(EngineError::NoBuildKit {
+                endpoint: self.endpoint.clone(),
+                message: format!(
+                    "the engine's image store is `{}`, whose BuildKit cannot export images: enable \
+                     the containerd image store (`\"features\": {{\"containerd-snapshotter\": \
+                     true}}` in the engine's daemon.json, then restart it)",
+                    info.driver.unwrap_or_default()
+                ),
+            });
         }
         Ok(())
     }
@@ -369,32 +349,6 @@ impl Engine {
     }
 }
 
-/// The build arguments with BuildKit's automatic platform arguments added where the package
-/// does not set them (`TARGETPLATFORM`, `TARGETOS`, `TARGETARCH`, `BUILDPLATFORM`, `BUILDOS`,
-/// `BUILDARCH`). linuxkit builds with BuildKit, which always provides them, and packages use
-/// `ARG TARGETARCH`; the classic builder provides none, so lkpkg passes them.
-fn with_platform_args(
-    args: BTreeMap<String, String>,
-    platform: &str,
-    engine_arch: &str,
-) -> HashMap<String, String> {
-    let (target_os, target_arch) = platform.split_once('/').unwrap_or(("linux", platform));
-    let target_arch = target_arch.split('/').next().unwrap_or(target_arch);
-    let mut out: HashMap<String, String> = args.into_iter().collect();
-    let automatic = [
-        ("TARGETPLATFORM", platform.to_owned()),
-        ("TARGETOS", target_os.to_owned()),
-        ("TARGETARCH", target_arch.to_owned()),
-        ("BUILDPLATFORM", format!("linux/{engine_arch}")),
-        ("BUILDOS", "linux".to_owned()),
-        ("BUILDARCH", engine_arch.to_owned()),
-    ];
-    for (key, value) in automatic {
-        out.entry(key.to_owned()).or_insert(value);
-    }
-    out
-}
-
 /// Puts the negotiated `/vX.Y` in front of a request's path (see the module docs).
 fn with_version(mut request: BollardRequest, prefix: &str) -> BollardRequest {
     let uri = request.uri();
@@ -424,14 +378,14 @@ fn with_version(mut request: BollardRequest, prefix: &str) -> BollardRequest {
 
 /// `ssh://[user@]host[:port]`, as the docker CLI reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct SshTarget {
+pub(crate) struct SshTarget {
     user: Option<String>,
     host: String,
     port: Option<u16>,
 }
 
 impl SshTarget {
-    fn parse(endpoint: &str) -> Result<SshTarget, String> {
+    pub(crate) fn parse(endpoint: &str) -> Result<SshTarget, String> {
         let rest = endpoint
             .strip_prefix("ssh://")
             .ok_or_else(|| "not an ssh:// endpoint".to_owned())?;
@@ -465,7 +419,7 @@ impl SshTarget {
     }
 
     /// The `ssh` arguments, as the docker CLI passes them.
-    fn args(&self) -> Vec<String> {
+    pub(crate) fn args(&self) -> Vec<String> {
         let mut args = vec!["-o".to_owned(), "BatchMode=yes".to_owned()];
         if let Some(port) = self.port {
             args.extend(["-p".to_owned(), port.to_string()]);
@@ -603,17 +557,6 @@ mod tests {
         assert!(SshTarget::parse("ssh://box:notaport").is_err());
         assert!(SshTarget::parse("ssh://-oProxyCommand=x").is_err());
         assert!(SshTarget::parse("ssh://box/path").is_err());
-    }
-
-    #[test]
-    fn platform_args_are_buildkits_and_do_not_override() {
-        let mut args = BTreeMap::new();
-        args.insert("TARGETOS".to_owned(), "mine".to_owned());
-        let out = with_platform_args(args, "linux/arm64", "amd64");
-        assert_eq!(out["TARGETARCH"], "arm64");
-        assert_eq!(out["TARGETPLATFORM"], "linux/arm64");
-        assert_eq!(out["BUILDARCH"], "amd64");
-        assert_eq!(out["TARGETOS"], "mine");
     }
 
     #[test]

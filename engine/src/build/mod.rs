@@ -36,7 +36,7 @@
 pub mod builders;
 pub mod context;
 pub mod docker;
-pub mod normalize;
+pub(crate) mod executor;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -47,14 +47,14 @@ use lkpkg_cache_format::build_record::BuildRecord;
 use lkpkg_cache_format::layout::{Descriptor, Platform as OciPlatform};
 use petgraph::graph::NodeIndex;
 use petgraph::visit::EdgeRef;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::fingerprint::{self, Inputs, content};
 use crate::graph::{BuildGraph, Edge, Node, Platform};
 use crate::store::Store;
 use crate::workspace::Workspace;
 use builders::{Builder, Builders};
-use docker::{BuildRequest, EngineError};
+use docker::EngineError;
 
 /// What the user asked of a build.
 #[derive(Debug, Clone, Default)]
@@ -69,7 +69,13 @@ pub struct BuildOptions {
     /// `--disable-cache` / `--enable-cache` over build.yml's `disable-cache`.
     pub disable_cache: Option<bool>,
     pub dry_run: bool,
-    /// The time stamped into outputs (unix seconds).
+    /// The time stamped into outputs (unix seconds): `SOURCE_DATE_EPOCH`, else 0.
+    ///
+    /// Not a commit time: the epoch is part of every output (the config's `created`, history,
+    /// file times), so an epoch that moved with commits would change a package's image with
+    /// every commit that touched it, even a comment, and its dependents would all rebuild:
+    /// early cutoff could never happen. A constant epoch, as ko and Bazel's image rules use,
+    /// makes an image a function of its inputs alone.
     pub epoch: i64,
 }
 
@@ -134,6 +140,12 @@ pub enum Event {
         name: String,
         digest: String,
     },
+    /// A package's multi-arch index was left as it was, because one of its platforms failed.
+    IndexKept {
+        package: String,
+        name: String,
+        reason: String,
+    },
 }
 
 /// How a build ended.
@@ -195,7 +207,6 @@ struct Shared {
     graph: Arc<BuildGraph>,
     store: Arc<Store>,
     builders: Arc<Builders>,
-    loaded: Mutex<HashSet<String>>,
     args: HashMap<usize, ArgsAndLabels>,
     events: Arc<dyn Fn(Event) + Send + Sync>,
     options: BuildOptions,
@@ -278,7 +289,6 @@ pub async fn build(
         graph: graph.clone(),
         store,
         builders,
-        loaded: Mutex::new(HashSet::new()),
         args,
         events: events.clone(),
         options: options.clone(),
@@ -383,7 +393,6 @@ pub async fn build(
                     } => {
                         let task = UnitTask {
                             shared: shared.clone(),
-                            index,
                             package: unit.package,
                             platform: unit.platform.clone(),
                             name: unit.name.clone(),
@@ -444,6 +453,7 @@ pub async fn build(
             Err(UnitFailure::Failed) => {
                 summary.failed += 1;
                 done.insert(node, None);
+                finish_package(&shared, &units, &done, &package_changed, package).await?;
                 if !options.keep_going {
                     stopped = true;
                 }
@@ -681,12 +691,33 @@ async fn finish_package(
     if !mine.iter().all(|u| done.contains_key(&u.node)) {
         return Ok(());
     }
-    let manifests: Vec<Descriptor> = mine
-        .iter()
-        .filter_map(|u| done.get(&u.node).cloned().flatten())
-        .collect();
     let gp = &shared.graph.packages[package];
     let name = gp.package.tag.full_tag();
+    // A platform that failed (or was skipped) leaves the index as it was: merging the others
+    // would give an index whose platforms come from different builds.
+    let failed: Vec<&str> = mine
+        .iter()
+        .filter(|u| matches!(done.get(&u.node), Some(None)))
+        .map(|u| u.name.as_str())
+        .collect();
+    if !failed.is_empty() {
+        (shared.events)(Event::IndexKept {
+            package: gp.package.tag.tag(),
+            name: name.clone(),
+            reason: format!(
+                "{} did not build: the index keeps what it held, never a mix of builds",
+                failed.join(", ")
+            ),
+        });
+        return Ok(());
+    }
+    let mut manifests: Vec<Descriptor> = Vec::new();
+    for descriptor in mine
+        .iter()
+        .filter_map(|u| done.get(&u.node).cloned().flatten())
+    {
+        manifests.push(executor::with_platform(&shared.store, descriptor)?);
+    }
     if manifests.is_empty()
         || (!changed.contains(&package) && shared.store.lookup(&name)?.is_some())
     {
@@ -772,7 +803,6 @@ fn oci_platform(p: &Platform) -> OciPlatform {
 
 struct UnitTask {
     shared: Arc<Shared>,
-    index: usize,
     package: usize,
     platform: Platform,
     name: String,
@@ -862,140 +892,84 @@ impl UnitTask {
         let gp = &shared.graph.packages[self.package];
         let package = &gp.package;
         let full = package.tag.full_tag();
-        self.load_base_images(builder)
+        builder
+            .engine
+            .check_buildkit()
             .await
             .map_err(|e| plain(&e))?;
-        let mut generated = self
+        let generated = self
             .depends_archives(builder)
             .await
             .map_err(|e| plain(&e))?;
-        let (args, labels) = &shared.args[&self.package];
-        let dockerfile_text = package
-            .read_dockerfile(&gp.dockerfile_path)
-            .map_err(|e| plain(&e))?;
-        let dockerfile_name = gp
-            .dockerfile_path
-            .strip_prefix(&package.dir)
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| package.yml.dockerfile.clone());
-        generated.push((
-            dockerfile_name,
-            context::dockerfile_with_labels(&dockerfile_text, labels).into_bytes(),
-        ));
-
-        let context = {
+        let (context, (dockerfile, filename)) = {
             let graph = shared.graph.clone();
             let index = self.package;
             tokio::task::spawn_blocking(move || {
-                context::tar_context(&graph.packages[index], &generated)
+                let gp = &graph.packages[index];
+                Ok::<_, crate::error::Error>((
+                    context::context_tree(gp, generated)?,
+                    context::dockerfile_tree(&gp.dockerfile_path)?,
+                ))
             })
             .await
             .map_err(|e| plain(&e))?
             .map_err(|e| plain(&e))?
         };
-        let dockerfile = gp
-            .dockerfile_path
-            .strip_prefix(&package.dir)
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| package.yml.dockerfile.clone());
-        let engine_name = format!("{}-{}", package.tag.tag(), self.platform.arch);
         let no_cache = shared
             .options
             .disable_cache
             .unwrap_or(package.yml.disable_cache);
-        let mut saved = match self
-            .build_and_save(builder, &context, &dockerfile, &engine_name, args, no_cache)
-            .await
-        {
-            // The classic builder can lose a cached step image it just chose when the engine
-            // removes images concurrently (another build's `rmi`, a prune): "unable to find
-            // image sha256:…". That is the engine's race, not the package's failure: rebuild
-            // once without the step cache.
-            Err((message, _)) if !no_cache && message.contains("unable to find image") => {
-                (shared.events)(Event::Log {
-                    unit: self.name.clone(),
-                    line: format!(
-                        "the engine lost a cached step ({message}): rebuilding without its cache"
-                    ),
-                });
-                self.build_and_save(builder, &context, &dockerfile, &engine_name, args, true)
-                    .await?
-            }
-            other => other?,
-        };
-        // The classic builder's step cache does not tell platforms apart after `FROM scratch`
-        // (engine 20.10): a step cached for one platform can be reused for another. The
-        // result's platform is checked, and a mismatch is rebuilt without the step cache.
-        let wanted = (self.platform.os.clone(), self.platform.arch.clone());
-        if !no_cache && normalize::platform_of(&saved).is_some_and(|p| p != wanted) {
-            (shared.events)(Event::Log {
-                unit: self.name.clone(),
-                line: "the engine reused a step cached for another platform: rebuilding without its cache".into(),
-            });
-            saved = self
-                .build_and_save(builder, &context, &dockerfile, &engine_name, args, true)
-                .await?;
-        }
-        let store = shared.store.clone();
-        let platform = oci_platform(&self.platform);
-        let epoch = shared.options.epoch;
-        tokio::task::spawn_blocking(move || {
-            let normalized = normalize::docker_save(&saved, epoch).map_err(|e| e.to_string())?;
-            store
-                .ingest_docker_save(std::io::Cursor::new(normalized), &full, Some(&platform))
-                .map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| plain(&e))?
-        .map_err(|e| (e, Vec::new()))
-    }
-
-    /// One engine build, then `docker save` of its result.
-    async fn build_and_save(
-        &self,
-        builder: &Builder,
-        context: &[u8],
-        dockerfile: &str,
-        engine_name: &str,
-        args: &BTreeMap<String, String>,
-        no_cache: bool,
-    ) -> Result<Vec<u8>, (String, Vec<String>)> {
-        let plain = |e: &dyn std::fmt::Display| (e.to_string(), Vec::new());
-        let package = &self.shared.graph.packages[self.package].package;
-        let request = BuildRequest {
-            context: context.to_vec(),
-            dockerfile: dockerfile.to_owned(),
-            tag: engine_name.to_owned(),
-            platform: self.platform.to_string(),
-            args: args.clone(),
-            // Labels travel in the Dockerfile ([`context::dockerfile_with_labels`]).
-            labels: BTreeMap::new(),
-            network: self.shared.options.network.unwrap_or(package.yml.network),
+        let network = shared.options.network.unwrap_or(package.yml.network);
+        let (args, labels) = &shared.args[&self.package];
+        let named = executor::NamedContexts::of(&shared.store, &gp.dockerfile.images)
+            .map_err(|e| plain(&e))?;
+        let solve = executor::solve_for(executor::UnitSolve {
+            unit: &self.name,
+            shared_key: &package.dir.display().to_string(),
+            platform: &self.platform,
+            context,
+            dockerfile,
+            filename,
+            args,
+            labels,
+            epoch: shared.options.epoch,
+            network,
             no_cache,
-        };
-        let events = self.shared.events.clone();
+            named,
+            cache_root: shared.store.root(),
+        });
+        let events = shared.events.clone();
         let unit = self.name.clone();
-        builder
-            .engine
-            .build(request, |line| {
+        let tail = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let progress = {
+            let tail = tail.clone();
+            Arc::new(move |line: crate::buildkit::ProgressLine| {
+                if let Ok(mut tail) = tail.lock() {
+                    tail.push(line.text.clone());
+                    if tail.len() > 20 {
+                        tail.remove(0);
+                    }
+                }
                 events(Event::Log {
                     unit: unit.clone(),
-                    line: line.to_owned(),
+                    line: line.text,
                 })
             })
-            .await
-            .map_err(|e| match e {
-                EngineError::BuildFailed { message, log_tail } => (
-                    format!("build of {} failed: {message}", self.name),
-                    log_tail,
-                ),
-                other => plain(&other),
-            })?;
-        builder
-            .engine
-            .save(engine_name)
-            .await
-            .map_err(|e| plain(&e))
+        };
+        let result = crate::buildkit::build_image(
+            builder.engine.target(),
+            solve,
+            shared.store.clone(),
+            &full,
+            &oci_platform(&self.platform),
+            progress,
+        )
+        .await;
+        let log_tail = tail.lock().map(|t| t.clone()).unwrap_or_default();
+        result.map_err(|e| {
+            let text = executor::explain_failure(&e, &gp.dockerfile.syntax);
+            (format!("build of {} failed: {text}", self.name), log_tail)
+        })
     }
 
     /// The `depends.docker-images` archives, at their paths in the context: each image from
@@ -1045,39 +1019,6 @@ impl UnitTask {
             }
         })
     }
-
-    /// Loads into the builder's engine the images this unit builds from that are in the lkpkg
-    /// cache: the cache is the truth, the engine's copy of a name may be an older build.
-    async fn load_base_images(&self, builder: &Builder) -> Result<(), BuildError> {
-        let gp = &self.shared.graph.packages[self.package];
-        for image in &gp.dockerfile.images {
-            let full = lkpkg_cache_format::reference::expand(&image.reference);
-            let key = format!("{}@{full}@{}", builder.engine.endpoint(), self.platform);
-            let mut loaded = self.shared.loaded.lock().await;
-            if loaded.contains(&key) {
-                continue;
-            }
-            let per_arch = lkpkg_cache_format::reference::per_arch(&full, &self.platform.arch);
-            let source = if self.shared.store.lookup(&full)?.is_some() {
-                full.clone()
-            } else if self.shared.store.lookup(&per_arch)?.is_some() {
-                per_arch
-            } else {
-                continue; // not ours: the engine has it or pulls it
-            };
-            let tar = export_docker(
-                &self.shared.store,
-                &source,
-                &self.platform,
-                &image.reference,
-            )
-            .await?;
-            builder.engine.load(tar).await?;
-            loaded.insert(key);
-        }
-        let _ = self.index;
-        Ok(())
-    }
 }
 
 /// What `lkpkg explain` shows for one unit.
@@ -1110,7 +1051,6 @@ pub fn explain(
         graph: graph.clone(),
         store: store.clone(),
         builders: Arc::new(Builders::new(builders::BuilderSpec::default())),
-        loaded: Mutex::new(HashSet::new()),
         args,
         events: Arc::new(|_| {}),
         options: options.clone(),

@@ -274,31 +274,58 @@ impl Drop for Ingest<'_> {
 }
 
 impl Store {
-    /// Ingests one image from a `docker save` stream, as the build does after a build: writes
-    /// its blobs and publishes the per-arch name `<full_name>-<arch>` → manifest. With
-    /// `expected`, the image's platform must match. Returns the manifest descriptor (with
+    /// Ingests the image of one platform from an OCI layout tar (what BuildKit's `oci`
+    /// exporter streams), as a build does: writes its blobs as they arrive (each verified
+    /// against its name), checks that the image is whole and for `platform`, and publishes the
+    /// per-arch name `<full_name>-<arch>` → manifest. Returns the manifest descriptor (with
     /// platform); pass it to [`Store::merge_index`] to update `<full_name>`.
-    pub fn ingest_docker_save(
+    pub fn ingest_oci_archive(
         &self,
         reader: impl Read,
         full_name: &str,
-        expected: Option<&Platform>,
+        platform: &Platform,
     ) -> Result<Descriptor, StoreError> {
         let mut ingest = self.ingest();
-        let mut images = ingest.read_docker_save(reader)?;
-        if images.len() != 1 {
-            return Err(StoreError::BadArchive(format!(
-                "expected one image in the `docker save` stream for `{full_name}`, found {}",
-                images.len()
-            )));
+        let contents = ArchiveContents::read(&mut ingest, reader)?;
+        let index_bytes = contents.small_files.get("index.json").ok_or_else(|| {
+            StoreError::BadArchive("the exporter's archive has no `index.json`".into())
+        })?;
+        let index: ImageIndex = serde_json::from_slice(index_bytes)
+            .map_err(|e| StoreError::BadArchive(format!("bad `index.json`: {e}")))?;
+        let mut candidates: Vec<Descriptor> = Vec::new();
+        for entry in index.manifests {
+            if layout::is_index_media_type(&entry.media_type) {
+                candidates.extend(self.read_index(&entry.digest)?.manifests);
+            } else {
+                candidates.push(entry);
+            }
         }
-        let (desc, _) = images.remove(0);
-        let platform = desc.platform.clone().unwrap_or_default();
-        if let Some(expected) = expected
-            && !expected.selects(&platform)
+        let mut chosen = None;
+        for mut desc in candidates
+            .into_iter()
+            .filter(|d| !d.is_attestation() && layout::is_manifest_media_type(&d.media_type))
         {
+            let manifest = self.read_manifest(&desc.digest)?;
+            let config: ImageConfigSummary =
+                serde_json::from_slice(&self.read_blob(&manifest.config.digest)?)
+                    .map_err(|e| StoreError::BadArchive(format!("bad image config: {e}")))?;
+            let actual = config.platform();
+            if platform.selects(&actual) {
+                desc.platform = Some(actual);
+                desc.annotations.clear();
+                chosen = Some(desc);
+                break;
+            }
+        }
+        let desc = chosen.ok_or_else(|| {
+            StoreError::BadArchive(format!(
+                "the exporter's archive for `{full_name}` holds no image for `{platform}`"
+            ))
+        })?;
+        let missing = self.closure(&desc).missing;
+        if let Some(digest) = missing.first() {
             return Err(StoreError::BadArchive(format!(
-                "image for `{full_name}` is `{platform}`, expected `{expected}`"
+                "the image for `{full_name}` lacks blob `{digest}`"
             )));
         }
         let name = reference::per_arch(full_name, &platform.architecture);

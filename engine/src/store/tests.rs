@@ -52,6 +52,47 @@ pub(crate) fn docker_save(arch: &str, tags: &[&str], layers: &[Vec<u8>]) -> Vec<
     builder.into_inner().unwrap()
 }
 
+/// An OCI layout tar of one image (what BuildKit's `oci` exporter streams).
+pub(crate) fn oci_archive(arch: &str, layers: &[Vec<u8>]) -> Vec<u8> {
+    let diff_ids: Vec<String> = layers.iter().map(|l| Digest::of(l).to_string()).collect();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": arch, "os": "linux",
+        "config": {"Cmd": ["/hello"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .unwrap();
+    let descriptor = |media_type: &str, bytes: &[u8]| serde_json::json!({"mediaType": media_type, "digest": Digest::of(bytes).to_string(), "size": bytes.len()});
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": layout::MEDIA_TYPE_OCI_MANIFEST,
+        "config": descriptor(layout::MEDIA_TYPE_OCI_CONFIG, &config),
+        "layers": layers.iter().map(|l| descriptor(layout::MEDIA_TYPE_OCI_LAYER_TAR, l)).collect::<Vec<_>>(),
+    }))
+    .unwrap();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [descriptor(layout::MEDIA_TYPE_OCI_MANIFEST, &manifest)],
+    }))
+    .unwrap();
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut add = |path: &str, data: &[u8]| {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        builder.append_data(&mut header, path, data).unwrap();
+    };
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    for blob in layers
+        .iter()
+        .map(Vec::as_slice)
+        .chain([&config[..], &manifest[..]])
+    {
+        add(&format!("blobs/sha256/{}", Digest::of(blob).hex()), blob);
+    }
+    add("index.json", &index);
+    builder.into_inner().unwrap()
+}
+
 fn store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
@@ -85,10 +126,10 @@ fn ingest_writes_per_arch_name_and_merges_the_index() {
     let (_dir, store) = store();
     let layer = layer_tar(&[("hello", b"hi amd64")]);
     let amd = store
-        .ingest_docker_save(
-            &docker_save("amd64", &["x:1"], std::slice::from_ref(&layer))[..],
+        .ingest_oci_archive(
+            &oci_archive("amd64", std::slice::from_ref(&layer))[..],
             "docker.io/org/img:t",
-            Some(&Platform::linux("amd64")),
+            &Platform::linux("amd64"),
         )
         .unwrap();
     assert_eq!(amd.platform.as_ref().unwrap().architecture, "amd64");
@@ -110,10 +151,10 @@ fn ingest_writes_per_arch_name_and_merges_the_index() {
     assert_eq!(per_arch.digest, amd.digest);
 
     let arm = store
-        .ingest_docker_save(
-            &docker_save("arm64", &[], &[layer_tar(&[("hello", b"hi arm64")])])[..],
+        .ingest_oci_archive(
+            &oci_archive("arm64", &[layer_tar(&[("hello", b"hi arm64")])])[..],
             "docker.io/org/img:t",
-            None,
+            &Platform::linux("arm64"),
         )
         .unwrap();
     let first = store
@@ -129,10 +170,10 @@ fn ingest_writes_per_arch_name_and_merges_the_index() {
     let index = store.read_index(&second.digest).unwrap();
     assert_eq!(index.manifests.len(), 2);
     let amd2 = store
-        .ingest_docker_save(
-            &docker_save("amd64", &[], &[layer_tar(&[("hello", b"v2")])])[..],
+        .ingest_oci_archive(
+            &oci_archive("amd64", &[layer_tar(&[("hello", b"v2")])])[..],
             "docker.io/org/img:t",
-            None,
+            &Platform::linux("amd64"),
         )
         .unwrap();
     let third = store
@@ -319,10 +360,10 @@ fn export_oci_imports_back_identically() {
     let (_dir, store) = store();
     let layer = layer_tar(&[("hello", b"x")]);
     let amd = store
-        .ingest_docker_save(
-            &docker_save("amd64", &[], &[layer])[..],
+        .ingest_oci_archive(
+            &oci_archive("amd64", &[layer])[..],
             "docker.io/o/i:t",
-            None,
+            &Platform::linux("amd64"),
         )
         .unwrap();
     let index = store.merge_index("docker.io/o/i:t", &[amd]).unwrap();

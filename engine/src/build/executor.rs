@@ -1,0 +1,264 @@
+//! How a unit becomes a BuildKit solve: the frontend's attributes as linuxkit passes them, the
+//! named contexts that give a build the images of the cache, reproducible outputs, and errors
+//! that say what to do.
+//!
+//! # Attributes (BuildKit's dockerfile frontend)
+//! - `filename`: the Dockerfile's name in the `dockerfile` directory of the session;
+//! - `platform`: the unit's platform; BuildKit then sets `TARGETPLATFORM`, `TARGETARCH`,
+//!   `BUILDPLATFORM`, … itself;
+//! - `build-arg:K`, `label:K`: the package's build arguments and labels in linuxkit's order;
+//! - `force-network-mode=none` unless the package (or `--network`) asks for the network, then
+//!   BuildKit's own sandbox network (never the host's), as linuxkit does;
+//! - `no-cache` for `disable-cache`;
+//! - `context:<image>` = `oci-layout://lkpkg-cache@<digest>` for each image the Dockerfile
+//!   names that the cache holds.
+//!
+//! # Reproducible outputs
+//! `SOURCE_DATE_EPOCH` goes to the frontend as a build argument and to the `oci` exporter with
+//! `rewrite-timestamp=true`: the image's creation time, its history and every file time newer
+//! than the epoch are set to it, so the same inputs give the same bytes. The epoch is
+//! `SOURCE_DATE_EPOCH` from the environment, else 0 (see [`super::BuildOptions::epoch`]).
+//!
+//! # Layers
+//! The exporter writes layers uncompressed (`compression=uncompressed`), the form the cache
+//! keeps (`cache-format/FORMAT.md`: hashing runs ~5x faster than gzip at level 1, and a
+//! layer's digest is then its diff id). Layers that come from a base image stay as the base has
+//! them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use lkpkg_cache_format::canonical_json;
+use lkpkg_cache_format::digest::Digest;
+use lkpkg_cache_format::layout::{self, Descriptor, ImageConfigSummary, ImageIndex};
+use lkpkg_cache_format::reference;
+
+use super::BuildError;
+use crate::buildkit::context_tree::ContextTree;
+use crate::buildkit::{ImageBuildError, Solve, SolveError, content};
+use crate::dockerfile::ImageUse;
+use crate::graph::Platform;
+use crate::store::Store;
+
+/// The name of the cache as a session content store (a valid image name, as BuildKit needs).
+pub(crate) const STORE_ID: &str = "lkpkg-cache";
+
+/// Architectures whose per-arch names (`<image>:<tag>-<arch>`) are looked up for a named
+/// context, beside those of the image's index.
+const KNOWN_ARCHES: &[&str] = &[
+    "amd64", "arm64", "riscv64", "s390x", "ppc64le", "386", "arm",
+];
+
+/// An image name as BuildKit keys named contexts: the familiar form (`docker.io/library/`
+/// dropped, `docker.io/` dropped), without `:latest`.
+pub(crate) fn familiar(full: &str) -> String {
+    let short = full.strip_prefix("docker.io/").unwrap_or(full);
+    let short = match short.strip_prefix("library/") {
+        Some(rest) if !rest.split(['@', ':']).next().unwrap_or("").contains('/') => rest,
+        _ => short,
+    };
+    match short.strip_suffix(":latest") {
+        Some(rest) if !rest.contains('@') => rest.to_owned(),
+        _ => short.to_owned(),
+    }
+}
+
+/// An index of the platform images the cache holds for `full` (its multi-arch index's entries,
+/// overridden by its per-arch names, which a dependency built in this run has just written),
+/// each whole in the cache. `None` when the cache has no image for it.
+pub(crate) fn platform_index(store: &Store, full: &str) -> Result<Option<ImageIndex>, BuildError> {
+    let mut manifests: Vec<Descriptor> = Vec::new();
+    let mut arches: Vec<String> = KNOWN_ARCHES.iter().map(|a| (*a).to_owned()).collect();
+    if let Some(top) = store.lookup(full)? {
+        if layout::is_index_media_type(&top.media_type) {
+            if let Ok(index) = store.read_index(&top.digest) {
+                for entry in index.manifests {
+                    if entry.is_attestation() || !layout::is_manifest_media_type(&entry.media_type)
+                    {
+                        continue;
+                    }
+                    if let Some(p) = &entry.platform
+                        && !arches.contains(&p.architecture)
+                    {
+                        arches.push(p.architecture.clone());
+                    }
+                    manifests.push(entry);
+                }
+            }
+        } else if layout::is_manifest_media_type(&top.media_type) {
+            manifests.push(with_platform(store, top)?);
+        }
+    }
+    for arch in arches {
+        let name = reference::per_arch(full, &arch);
+        let Some(desc) = store.lookup(&name)? else {
+            continue;
+        };
+        if !layout::is_manifest_media_type(&desc.media_type) {
+            continue;
+        }
+        let desc = with_platform(store, desc)?;
+        manifests.retain(|m| match (&m.platform, &desc.platform) {
+            (Some(a), Some(b)) => !a.same_slot(b),
+            _ => true,
+        });
+        manifests.push(desc);
+    }
+    manifests.retain(|m| m.platform.is_some() && store.closure(m).missing.is_empty());
+    if manifests.is_empty() {
+        return Ok(None);
+    }
+    for m in &mut manifests {
+        m.annotations.clear();
+    }
+    manifests.sort_by(|a, b| {
+        let key = |d: &Descriptor| d.platform.as_ref().map(|p| p.to_string());
+        key(a).cmp(&key(b))
+    });
+    Ok(Some(ImageIndex {
+        manifests,
+        ..ImageIndex::empty()
+    }))
+}
+
+/// A manifest descriptor with its platform, read from the config when the descriptor lacks it.
+pub(crate) fn with_platform(store: &Store, mut desc: Descriptor) -> Result<Descriptor, BuildError> {
+    if desc.platform.is_none() {
+        let manifest = store.read_manifest(&desc.digest)?;
+        let config: ImageConfigSummary =
+            serde_json::from_slice(&store.read_blob(&manifest.config.digest)?)
+                .map_err(super::internal)?;
+        desc.platform = Some(config.platform());
+    }
+    Ok(desc)
+}
+
+/// The named contexts of a build: every image its Dockerfile names that the cache holds
+/// (another package's output, an imported image) becomes `oci-layout://` of the session's
+/// content store, with an index made for the build that lists exactly the platforms the cache
+/// has for it: BuildKit picks the one each stage needs (`FROM --platform=…` included), and no
+/// engine image store is involved.
+#[derive(Debug, Default)]
+pub(crate) struct NamedContexts {
+    /// `context:` keys (familiar image names) → `oci-layout://lkpkg-cache@<index digest>`.
+    pub contexts: BTreeMap<String, String>,
+    /// The indexes made for them, by digest.
+    pub blobs: HashMap<String, Arc<Vec<u8>>>,
+}
+
+impl NamedContexts {
+    pub(crate) fn of(store: &Store, images: &[ImageUse]) -> Result<NamedContexts, BuildError> {
+        let mut named = NamedContexts::default();
+        for image in images {
+            let full = reference::expand(&image.reference);
+            let Some(index) = platform_index(store, &full)? else {
+                continue; // not in the cache: the builder resolves it (a registry)
+            };
+            let bytes = canonical_json::to_vec(&index).map_err(super::internal)?;
+            let digest = Digest::of(&bytes);
+            named
+                .contexts
+                .insert(familiar(&full), format!("oci-layout://{STORE_ID}@{digest}"));
+            named.blobs.insert(digest.to_string(), Arc::new(bytes));
+        }
+        Ok(named)
+    }
+}
+
+/// What a unit's solve is made of.
+pub(crate) struct UnitSolve<'a> {
+    pub unit: &'a str,
+    pub shared_key: &'a str,
+    pub platform: &'a Platform,
+    pub context: ContextTree,
+    pub dockerfile: ContextTree,
+    pub filename: String,
+    pub args: &'a BTreeMap<String, String>,
+    pub labels: &'a BTreeMap<String, String>,
+    pub epoch: i64,
+    pub network: bool,
+    pub no_cache: bool,
+    pub named: NamedContexts,
+    pub cache_root: &'a Path,
+}
+
+/// The solve of a unit; see the module docs.
+pub(crate) fn solve_for(unit: UnitSolve<'_>) -> Solve {
+    let mut attrs = BTreeMap::new();
+    attrs.insert("filename".to_owned(), unit.filename);
+    attrs.insert("platform".to_owned(), unit.platform.to_string());
+    for (key, value) in unit.args {
+        attrs.insert(format!("build-arg:{key}"), value.clone());
+    }
+    attrs.insert(
+        "build-arg:SOURCE_DATE_EPOCH".to_owned(),
+        unit.epoch.to_string(),
+    );
+    for (key, value) in unit.labels {
+        attrs.insert(format!("label:{key}"), value.clone());
+    }
+    if !unit.network {
+        attrs.insert("force-network-mode".to_owned(), "none".to_owned());
+    }
+    if unit.no_cache {
+        attrs.insert("no-cache".to_owned(), String::new());
+    }
+    for (name, layout) in unit.named.contexts {
+        attrs.insert(format!("context:{name}"), layout);
+    }
+    let exporter_attrs = BTreeMap::from([
+        ("rewrite-timestamp".to_owned(), "true".to_owned()),
+        ("source-date-epoch".to_owned(), unit.epoch.to_string()),
+        ("compression".to_owned(), "uncompressed".to_owned()),
+        ("oci-mediatypes".to_owned(), "true".to_owned()),
+    ]);
+    Solve {
+        name: format!("lkpkg {}", unit.unit),
+        shared_key: blake3::hash(unit.shared_key.as_bytes()).to_hex()[..16].to_owned(),
+        context: unit.context,
+        dockerfile: unit.dockerfile,
+        frontend_attrs: attrs,
+        exporter: "oci".to_owned(),
+        exporter_attrs,
+        blobs: content::Blobs {
+            cache: Some(unit.cache_root.to_owned()),
+            made: unit.named.blobs,
+        },
+    }
+}
+
+/// A build failure as people should read it: BuildKit's message, and for a `# syntax=`
+/// frontend that cannot be had, what to do about it.
+pub(crate) fn explain_failure(error: &ImageBuildError, syntax: &Option<String>) -> String {
+    let text = error.to_string();
+    if let (ImageBuildError::Solve(SolveError::Failed { message }), Some(image)) = (error, syntax) {
+        let bare = image.split(['@']).next().unwrap_or(image);
+        if message.contains(bare) {
+            return format!(
+                "the Dockerfile's `# syntax={image}` directive asks BuildKit to run the frontend \
+                 image `{image}`, which the builder cannot get ({message}); remove the directive \
+                 to use the builder's built-in Dockerfile frontend, or make `{image}` available \
+                 to the builder (a registry it can reach, or its image store)"
+            );
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn familiar_names_are_buildkits() {
+        assert_eq!(familiar("docker.io/library/alpine:latest"), "alpine");
+        assert_eq!(familiar("docker.io/library/alpine:3.20"), "alpine:3.20");
+        assert_eq!(
+            familiar("docker.io/linuxkit/base:abc123"),
+            "linuxkit/base:abc123"
+        );
+        assert_eq!(familiar("ghcr.io/o/x:latest"), "ghcr.io/o/x");
+        assert_eq!(familiar("docker.io/library/a/b:t"), "library/a/b:t");
+    }
+}

@@ -1,0 +1,207 @@
+//! One solve: the session, the control call, the progress stream.
+//!
+//! The control API is reached through the engine's `/grpc` upgrade ([`super::dial`]). A solve
+//! sends the dockerfile frontend's attributes and names the session; while it runs, `Status`
+//! with the same ref streams the vertices (steps) and their logs, which become
+//! [`ProgressLine`]s numbered as buildx numbers them (`#3 [2/4] RUN …`, `#3 CACHED`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use bollard_buildkit_proto::moby::buildkit::v1::control_client::ControlClient;
+use bollard_buildkit_proto::moby::buildkit::v1::{
+    CacheOptions, SolveRequest as WireSolve, StatusRequest,
+};
+use futures_util::StreamExt;
+
+use super::content::Blobs;
+use super::context_tree::ContextTree;
+use super::dial::GrpcConnector;
+use super::filesync::{ExportSink, SyncedDirs};
+use super::session::{self, Services};
+use crate::build::docker::{Endpoint, EngineError};
+
+/// What one solve needs.
+#[derive(Debug)]
+pub(crate) struct Solve {
+    /// Shown by the engine as the session's name.
+    pub name: String,
+    /// A stable key for the context (BuildKit reuses its copy of a context with the same key).
+    pub shared_key: String,
+    pub context: ContextTree,
+    /// The Dockerfile (and its `.dockerignore`), under the name `filename` gives.
+    pub dockerfile: ContextTree,
+    pub frontend_attrs: BTreeMap<String, String>,
+    pub exporter: String,
+    pub exporter_attrs: BTreeMap<String, String>,
+    /// What named contexts read from the session.
+    pub blobs: Blobs,
+}
+
+/// One line of a build's progress, for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProgressLine {
+    pub text: String,
+}
+
+/// How a solve failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SolveError {
+    /// The builder could not be reached or used.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The build itself failed (the message is BuildKit's).
+    #[error("{message}")]
+    Failed { message: String },
+}
+
+/// Runs a solve; the exporter's archive goes to `sink` as it arrives.
+pub(crate) async fn run(
+    endpoint: &Endpoint,
+    solve: Solve,
+    sink: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    progress: Arc<dyn Fn(ProgressLine) + Send + Sync>,
+) -> Result<HashMap<String, String>, SolveError> {
+    let export = Arc::new(ExportSink::default());
+    *export.sink.lock().expect("fresh mutex") = Some(sink);
+    let mut dirs = SyncedDirs::default();
+    dirs.dirs.insert("context".into(), Arc::new(solve.context));
+    dirs.dirs
+        .insert("dockerfile".into(), Arc::new(solve.dockerfile));
+    let session = session::start(
+        endpoint,
+        &solve.name,
+        &solve.shared_key,
+        Services {
+            dirs,
+            export: export.clone(),
+            blobs: solve.blobs,
+        },
+    )
+    .await?;
+    let channel = tonic::transport::Endpoint::from_static("http://buildkit.invalid")
+        .connect_with_connector(GrpcConnector {
+            endpoint: endpoint.clone(),
+        })
+        .await
+        .map_err(|e| EngineError::Api {
+            endpoint: endpoint.host.clone(),
+            message: format!("BuildKit control channel: {e}"),
+        })?;
+    let client = ControlClient::new(channel)
+        .max_decoding_message_size(16 << 20)
+        .max_encoding_message_size(16 << 20);
+    let reference = session::new_id();
+    let request = WireSolve {
+        r#ref: reference.clone(),
+        definition: None,
+        exporter_deprecated: solve.exporter,
+        exporter_attrs_deprecated: solve.exporter_attrs.into_iter().collect(),
+        session: session.id.clone(),
+        frontend: "dockerfile.v0".into(),
+        frontend_attrs: solve.frontend_attrs.into_iter().collect(),
+        cache: Some(CacheOptions::default()),
+        entitlements: Vec::new(),
+        frontend_inputs: HashMap::new(),
+        internal: false,
+        source_policy: None,
+        exporters: Vec::new(),
+        enable_session_exporter: false,
+        source_policy_session: String::new(),
+    };
+    let status = tokio::spawn(follow_status(client.clone(), reference, progress));
+    let mut solving = client.clone();
+    let result = solving.solve(request).await;
+    // The status stream ends with the solve; give it a moment to deliver the last lines.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), status).await;
+    drop(session);
+    // Without an export (a failed solve), the ingest waits for a stream that never comes:
+    // dropping the sender ends it.
+    if let Ok(mut sink) = export.sink.lock() {
+        sink.take();
+    }
+    match result {
+        Ok(response) => Ok(response.into_inner().exporter_response),
+        Err(status) => Err(failure(endpoint, status)),
+    }
+}
+
+/// Classifies a solve's gRPC failure: transport problems are the environment's, the rest is
+/// the build's.
+fn failure(endpoint: &Endpoint, status: tonic::Status) -> SolveError {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unimplemented => {
+            SolveError::Engine(EngineError::Api {
+                endpoint: endpoint.host.clone(),
+                message: format!("BuildKit: {}", status.message()),
+            })
+        }
+        _ => SolveError::Failed {
+            message: status.message().to_owned(),
+        },
+    }
+}
+
+/// Turns the `Status` stream of a solve into progress lines.
+async fn follow_status(
+    mut client: ControlClient<tonic::transport::Channel>,
+    reference: String,
+    progress: Arc<dyn Fn(ProgressLine) + Send + Sync>,
+) {
+    let Ok(response) = client
+        .status(StatusRequest {
+            r#ref: reference.clone(),
+        })
+        .await
+    else {
+        return;
+    };
+    let mut stream = response.into_inner();
+    let mut numbers: HashMap<String, usize> = HashMap::new();
+    let mut started: HashMap<String, bool> = HashMap::new();
+    let mut partial: HashMap<String, String> = HashMap::new();
+    let number = |numbers: &mut HashMap<String, usize>, digest: &str| -> usize {
+        let next = numbers.len() + 1;
+        *numbers.entry(digest.to_owned()).or_insert(next)
+    };
+    let say = |text: String| progress(ProgressLine { text });
+    while let Some(Ok(update)) = stream.next().await {
+        for vertex in &update.vertexes {
+            let n = number(&mut numbers, &vertex.digest);
+            let was_started = started.get(&vertex.digest).copied().unwrap_or(false);
+            if (vertex.started.is_some() || vertex.cached) && !was_started {
+                started.insert(vertex.digest.clone(), true);
+                say(format!("#{n} {}", vertex.name));
+            }
+            if vertex.completed.is_some() {
+                if vertex.cached {
+                    say(format!("#{n} CACHED"));
+                } else if !vertex.error.is_empty() {
+                    say(format!("#{n} ERROR: {}", vertex.error));
+                }
+            }
+        }
+        for log in &update.logs {
+            let n = number(&mut numbers, &log.vertex);
+            let buffer = partial.entry(log.vertex.clone()).or_default();
+            buffer.push_str(&String::from_utf8_lossy(&log.msg));
+            while let Some(end) = buffer.find('\n') {
+                let line: String = buffer.drain(..=end).collect();
+                let line = line.trim_end_matches(['\n', '\r']);
+                say(format!("#{n} {line}"));
+            }
+        }
+        for warning in &update.warnings {
+            say(format!(
+                "warning: {}",
+                String::from_utf8_lossy(&warning.short).trim()
+            ));
+        }
+    }
+    for (vertex, rest) in partial {
+        if !rest.trim().is_empty() {
+            let n = number(&mut numbers, &vertex);
+            say(format!("#{n} {}", rest.trim_end()));
+        }
+    }
+}

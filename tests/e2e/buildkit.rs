@@ -1,0 +1,1017 @@
+//! Builds through the engine's own BuildKit: multi-platform packages (a metadata instruction
+//! before the first `COPY`, `TARGETARCH` in a `COPY` source and in a stage name, a
+//! `--platform=$BUILDPLATFORM` stage, a chain through `@lkt:pkg:`), `.dockerignore`, modes and
+//! owners, `RUN --mount=type=cache`, heredocs, `COPY --chmod`, the network off by default, an
+//! unpullable `# syntax` frontend, reproducible outputs without `SOURCE_DATE_EPOCH` (and early
+//! cutoff), and no multi-arch index mixing a new manifest with a stale one when a platform
+//! fails.
+//!
+//! Every test looks at the images themselves: each platform's flattened file system
+//! (`cache export --format filesystem`, read with `tar`) and every manifest of the package's
+//! index in the cache's OCI layout (its platform, its config's platform, the per-platform name
+//! beside it, skopeo reading the index back). Arm64 runs under qemu on the default engine.
+//! The variables of `scripts/dev-env.sh` come from the environment or `/var/lib/lkpkg-dev/env`;
+//! a missing one, or a missing engine, fails the test. `SOURCE_DATE_EPOCH` is removed from
+//! every lkpkg's environment here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::support::{Repo, ok, run};
+
+const DEV_ENV: &str = "/var/lib/lkpkg-dev/env";
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const IMAGE_MANIFESTS: &[&str] = &[
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+const BOTH: &[&str] = &["amd64", "arm64"];
+const AMD64: &[&str] = &["amd64"];
+
+/// A dev-env variable: from the environment, else from `/var/lib/lkpkg-dev/env`.
+fn dev_env(key: &str) -> String {
+    if let Some(value) = std::env::var(key).ok().filter(|v| !v.is_empty()) {
+        return value;
+    }
+    let file = std::fs::read_to_string(DEV_ENV).unwrap_or_default();
+    file.lines()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("export ")
+                .unwrap_or(l.trim())
+                .split_once('=')
+        })
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.trim_matches('"').trim_matches('\'').to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| panic!("{key} is not set and not in {DEV_ENV}: run scripts/dev-env.sh"))
+}
+
+/// `uname -m` on a platform.
+fn uname(arch: &str) -> &'static str {
+    match arch {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        other => panic!("no uname for {other}"),
+    }
+}
+
+/// The ELF `e_machine` of a platform's executables.
+fn machine(arch: &str) -> u16 {
+    match arch {
+        "amd64" => 0x3e,
+        "arm64" => 0xb7,
+        other => panic!("no ELF machine for {other}"),
+    }
+}
+
+/// The `e_machine` (offset 18, little-endian) of an ELF file's bytes.
+fn elf_machine(bytes: &[u8]) -> u16 {
+    assert!(
+        bytes.len() > 20 && bytes.starts_with(b"\x7fELF"),
+        "not an ELF file ({} bytes)",
+        bytes.len()
+    );
+    u16::from_le_bytes([bytes[18], bytes[19]])
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+}
+
+/// `git add -A` and a commit whose author and committer dates are `seconds`.
+fn commit_at(repo: &Repo, message: &str, seconds: u64) {
+    repo.git(&["add", "-A"]);
+    let date = format!("{seconds} +0000");
+    let out = Command::new("git")
+        .args(["commit", "-q", "-m", message])
+        .env("GIT_AUTHOR_DATE", &date)
+        .env("GIT_COMMITTER_DATE", date)
+        .current_dir(repo.path())
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git commit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One test's repository, cache, docker configuration and image-name prefix (unique to the
+/// test and the run). Engine images named after the prefix are removed when it is dropped.
+struct Test {
+    repo: Repo,
+    cache: tempfile::TempDir,
+    docker_config: tempfile::TempDir,
+    prefix: String,
+}
+
+impl Drop for Test {
+    fn drop(&mut self) {
+        let prefix = format!("lkpkgtest/{}", self.prefix);
+        let (_, names, _) = self.docker(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
+        for name in names.lines().filter(|n| n.starts_with(&prefix)) {
+            self.docker(&["rmi", "-f", name]);
+        }
+    }
+}
+
+impl Test {
+    fn new(name: &str) -> Test {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let test = Test {
+            repo: Repo::new(),
+            cache: tempfile::tempdir().unwrap(),
+            docker_config: tempfile::tempdir().unwrap(),
+            prefix: format!("bk-{name}-{}-{}", std::process::id(), nanos % 1_000_000_000),
+        };
+        let (code, _, stderr) = test.docker(&["version", "--format", "{{.Server.Version}}"]);
+        assert_eq!(
+            code, 0,
+            "the Docker engine is unreachable (these tests need it): {stderr}"
+        );
+        test
+    }
+
+    fn cache(&self) -> &Path {
+        self.cache.path()
+    }
+
+    /// `<dir>/build.yml`: image `<prefix>-<dir>` of org `lkpkgtest`, then `extra`.
+    fn build_yml(&self, dir: &str, extra: &str) -> &Self {
+        self.repo.write(
+            &format!("{dir}/build.yml"),
+            &format!("image: {}-{dir}\norg: lkpkgtest\n{extra}", self.prefix),
+        );
+        self
+    }
+
+    /// Each platform's static busybox as `<dir>/busybox-<arch>`, for
+    /// `COPY busybox-${TARGETARCH} /bin/busybox`.
+    fn busybox_per_arch(&self, dir: &str) -> &Self {
+        std::fs::create_dir_all(self.repo.join(dir)).unwrap();
+        std::fs::copy(
+            "/bin/busybox",
+            self.repo.join(&format!("{dir}/busybox-amd64")),
+        )
+        .expect("busybox-static (scripts/dev-env.sh installs it)");
+        std::fs::copy(
+            dev_env("LKPKG_TEST_BUSYBOX_ARM64"),
+            self.repo.join(&format!("{dir}/busybox-arm64")),
+        )
+        .expect("the arm64 busybox of scripts/dev-env.sh");
+        self
+    }
+
+    fn docker(&self, args: &[&str]) -> (i32, String, String) {
+        run(Command::new("docker")
+            .env("DOCKER_CONFIG", self.docker_config.path())
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .args(args))
+    }
+
+    /// `lkpkg --cache <cache>` in the repository, with the test's empty docker configuration
+    /// (the default engine builds every platform), no DOCKER_HOST, DOCKER_CONTEXT or
+    /// SOURCE_DATE_EPOCH.
+    fn lkpkg(&self) -> Command {
+        let mut cmd = self.repo.lkpkg();
+        cmd.env("DOCKER_CONFIG", self.docker_config.path())
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .arg("--cache")
+            .arg(self.cache());
+        cmd
+    }
+
+    /// `pkg build --message-format json ARGS`.
+    fn build(&self, args: &[&str]) -> Outcome {
+        let (code, stdout, stderr) = run(self
+            .lkpkg()
+            .args(["--message-format", "json", "pkg", "build"])
+            .args(args));
+        let events = stdout
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                serde_json::from_str::<Value>(l)
+                    .unwrap_or_else(|e| panic!("not a JSON event ({e}): {l}\nstderr:\n{stderr}"))
+            })
+            .collect();
+        Outcome {
+            code,
+            events,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// `build`, which must succeed.
+    fn build_ok(&self, args: &[&str]) -> Outcome {
+        let outcome = self.build(args);
+        assert_eq!(outcome.code, 0, "build {args:?} failed\n{}", outcome.dump());
+        outcome
+    }
+
+    /// `pkg show-tag [OPTIONS] DIR`: `lkpkgtest/<image>:<hash>`.
+    fn tag(&self, dir: &str, options: &[&str]) -> String {
+        ok(self
+            .lkpkg()
+            .args(["pkg", "show-tag"])
+            .args(options)
+            .arg(dir))
+        .trim()
+        .to_owned()
+    }
+
+    /// The flattened file system of `tag`'s image for linux/<arch>, exported from the cache
+    /// (the platform's manifest chosen in the multi-arch index).
+    fn export(&self, tag: &str, arch: &str) -> Fs {
+        let dir = tempfile::tempdir().unwrap();
+        let tar = dir.path().join("fs.tar");
+        let platform = format!("linux/{arch}");
+        ok(self
+            .lkpkg()
+            .args([
+                "cache",
+                "export",
+                tag,
+                "--format",
+                "filesystem",
+                "--platform",
+                &platform,
+                "-o",
+            ])
+            .arg(&tar));
+        Fs::read(dir, tar)
+    }
+}
+
+/// One `pkg build --message-format json`.
+struct Outcome {
+    code: i32,
+    events: Vec<Value>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Outcome {
+    /// How a unit ended: `failed`, `built` (a `finished` event), `fresh`, `skipped` or `none`.
+    fn kind(&self, unit: &str) -> &'static str {
+        let has = |kind: &str| {
+            self.events
+                .iter()
+                .any(|e| e["unit"] == unit && e["type"] == kind)
+        };
+        if has("failed") {
+            "failed"
+        } else if has("finished") {
+            "built"
+        } else if has("fresh") {
+            "fresh"
+        } else if has("skipped") {
+            "skipped"
+        } else {
+            "none"
+        }
+    }
+
+    /// The reason of a unit's `started` or `fresh` event.
+    fn reason(&self, unit: &str) -> String {
+        self.events
+            .iter()
+            .find(|e| e["unit"] == unit && (e["type"] == "started" || e["type"] == "fresh"))
+            .and_then(|e| e["reason"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn dump(&self) -> String {
+        format!(
+            "exit {}\nstdout:\n{}\nstderr:\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A flattened image file system (`cache export --format filesystem`), read with `tar`.
+struct Fs {
+    _dir: tempfile::TempDir,
+    tar: PathBuf,
+    /// Path (no leading `/`) → (`tar -tv` permissions, numeric `uid/gid`).
+    entries: BTreeMap<String, (String, String)>,
+}
+
+impl Fs {
+    fn read(dir: tempfile::TempDir, tar: PathBuf) -> Fs {
+        let listing = ok(Command::new("tar")
+            .arg("--numeric-owner")
+            .arg("-tvf")
+            .arg(&tar));
+        let entries = listing
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let name = fields
+                    .get(5)?
+                    .trim_start_matches("./")
+                    .trim_end_matches('/');
+                Some((
+                    name.to_owned(),
+                    (fields[0].to_owned(), fields[1].to_owned()),
+                ))
+            })
+            .collect();
+        Fs {
+            _dir: dir,
+            tar,
+            entries,
+        }
+    }
+
+    fn has(&self, path: &str) -> bool {
+        self.entries.contains_key(path.trim_start_matches('/'))
+    }
+
+    fn listing(&self) -> String {
+        self.entries.keys().map(|k| format!("  /{k}\n")).collect()
+    }
+
+    /// A file's bytes; fails (listing the image) when it is absent.
+    fn bytes(&self, path: &str) -> Vec<u8> {
+        let path = path.trim_start_matches('/');
+        assert!(
+            self.entries.contains_key(path),
+            "/{path} is not in the image:\n{}",
+            self.listing()
+        );
+        let out = Command::new("tar")
+            .arg("-xOf")
+            .arg(&self.tar)
+            .arg(path)
+            .output()
+            .expect("tar");
+        assert!(
+            out.status.success(),
+            "tar -xOf {path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    fn text(&self, path: &str) -> String {
+        String::from_utf8_lossy(&self.bytes(path)).into_owned()
+    }
+
+    /// A path's permission bits and its numeric `uid/gid`.
+    fn mode(&self, path: &str) -> (u32, &str) {
+        let path = path.trim_start_matches('/');
+        let (perms, owner) = self
+            .entries
+            .get(path)
+            .unwrap_or_else(|| panic!("/{path} is not in the image:\n{}", self.listing()));
+        // `-rwxr-x--x` → 0o751 (set-id and sticky bits aside).
+        let bits = perms.chars().skip(1).take(9).fold(0, |bits, c| {
+            (bits << 1) | u32::from(!matches!(c, '-' | 'S' | 'T'))
+        });
+        (bits, owner.as_str())
+    }
+}
+
+fn read_json(path: &Path) -> Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A JSON blob of the cache's OCI layout.
+fn blob(cache: &Path, digest: &str) -> Value {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .unwrap_or_else(|| panic!("not a sha256 digest: {digest}"));
+    read_json(&cache.join("blobs/sha256").join(hex))
+}
+
+/// The `index.json` entry of a canonical name, if the cache has the name.
+fn entry(cache: &Path, name: &str) -> Option<Value> {
+    let path = cache.join("index.json");
+    if !path.exists() {
+        return None;
+    }
+    let index = read_json(&path);
+    index["manifests"]
+        .as_array()?
+        .iter()
+        .find(|m| m["annotations"][REF_NAME] == name)
+        .cloned()
+}
+
+/// The config of an image manifest.
+fn config_of(cache: &Path, manifest: &str) -> Value {
+    let manifest = blob(cache, manifest);
+    let digest = manifest["config"]["digest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a manifest without a config: {manifest}"));
+    blob(cache, digest)
+}
+
+fn diff_ids(config: &Value) -> Vec<String> {
+    config["rootfs"]["diff_ids"]
+        .as_array()
+        .map(|ids| {
+            ids.iter()
+                .filter_map(|d| d.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The multi-arch index a name points at, if the cache has the name: its digest and its
+/// manifests (arch → digest). Every manifest of it must be an image manifest for `linux/<arch>`
+/// (an attestation manifest, `unknown/unknown`, fails), one per arch.
+fn index_manifests(cache: &Path, name: &str) -> Option<(String, BTreeMap<String, String>)> {
+    let entry = entry(cache, name)?;
+    assert_eq!(
+        entry["mediaType"], OCI_INDEX,
+        "{name} is not an index: {entry}"
+    );
+    let digest = entry["digest"].as_str().unwrap().to_owned();
+    let index = blob(cache, &digest);
+    let mut found = BTreeMap::new();
+    for m in index["manifests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{name}: an index without manifests: {index}"))
+    {
+        let os = m["platform"]["os"].as_str().unwrap_or("?");
+        let arch = m["platform"]["architecture"].as_str().unwrap_or("?");
+        assert!(
+            os == "linux" && (arch == "amd64" || arch == "arm64"),
+            "{name}: a manifest for {os}/{arch}: {m}"
+        );
+        assert!(
+            m["mediaType"]
+                .as_str()
+                .is_some_and(|t| IMAGE_MANIFESTS.contains(&t)),
+            "{name}: not an image manifest: {m}"
+        );
+        let manifest = m["digest"].as_str().unwrap().to_owned();
+        assert!(
+            found.insert(arch.to_owned(), manifest).is_none(),
+            "{name}: two manifests for {arch}: {index}"
+        );
+    }
+    Some((digest, found))
+}
+
+/// Checks a package's names in the cache and returns its manifests (arch → digest):
+/// `docker.io/<tag>` is an OCI index of exactly one image manifest per arch of `arches`, each
+/// `linux/<arch>` and nothing else; each manifest's config says the same os and architecture;
+/// `docker.io/<tag>-<arch>` names the same manifest, with the platform on its entry; skopeo
+/// reads the same index back from the layout.
+fn platforms(cache: &Path, tag: &str, arches: &[&str]) -> BTreeMap<String, String> {
+    let name = format!("docker.io/{tag}");
+    let (index_digest, manifests) = index_manifests(cache, &name)
+        .unwrap_or_else(|| panic!("{name} is not in the cache's index.json"));
+    assert_eq!(
+        manifests
+            .keys()
+            .map(String::as_str)
+            .collect::<BTreeSet<_>>(),
+        arches.iter().copied().collect::<BTreeSet<_>>(),
+        "{name}: the platforms of the index"
+    );
+    for (arch, digest) in &manifests {
+        let config = config_of(cache, digest);
+        assert_eq!(
+            (config["os"].as_str(), config["architecture"].as_str()),
+            (Some("linux"), Some(arch.as_str())),
+            "{name}: the config of the {arch} manifest"
+        );
+        let per_arch = format!("{name}-{arch}");
+        let e = entry(cache, &per_arch)
+            .unwrap_or_else(|| panic!("{per_arch} is not in the cache's index.json"));
+        assert_eq!(
+            e["digest"],
+            digest.as_str(),
+            "{per_arch} is not the index's {arch} manifest"
+        );
+        assert_eq!(e["platform"]["os"], "linux", "{per_arch}: {e}");
+        assert_eq!(
+            e["platform"]["architecture"],
+            arch.as_str(),
+            "{per_arch}: {e}"
+        );
+    }
+    let raw = ok(Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:{name}", cache.display())));
+    let read_back: Value =
+        serde_json::from_str(&raw).unwrap_or_else(|e| panic!("skopeo inspect --raw: {e}: {raw}"));
+    assert_eq!(
+        read_back,
+        blob(cache, &index_digest),
+        "skopeo reads another index for {name}"
+    );
+    manifests
+}
+
+#[test]
+fn entrypoint_before_the_first_copy_builds_for_both_platforms() {
+    let t = Test::new("entry");
+    t.build_yml("entry", "arches: [amd64, arm64]\n");
+    t.repo
+        .write("entry/hello.txt", "hello from both platforms\n")
+        .write(
+            "entry/Dockerfile",
+            "FROM scratch\nENTRYPOINT [\"/bin/busybox\", \"cat\", \"/hello.txt\"]\nCOPY hello.txt /hello.txt\n",
+        );
+    t.repo.commit_all("entry");
+    t.build_ok(&["entry"]);
+    let tag = t.tag("entry", &[]);
+    let manifests = platforms(t.cache(), &tag, BOTH);
+    assert_ne!(manifests["amd64"], manifests["arm64"]);
+    for &arch in BOTH {
+        let fs = t.export(&tag, arch);
+        assert_eq!(
+            fs.text("/hello.txt"),
+            "hello from both platforms\n",
+            "{arch}"
+        );
+        let config = config_of(t.cache(), &manifests[arch]);
+        assert_eq!(
+            config["config"]["Entrypoint"],
+            json!(["/bin/busybox", "cat", "/hello.txt"]),
+            "{arch}: {config}"
+        );
+    }
+}
+
+#[test]
+fn targetarch_in_a_copy_source_gives_each_platform_its_own_busybox() {
+    let t = Test::new("tgtarch");
+    t.build_yml("tgt", "arches: [amd64, arm64]\n")
+        .busybox_per_arch("tgt");
+    t.repo.write(
+        "tgt/Dockerfile",
+        "FROM scratch\nARG TARGETARCH\nCOPY busybox-${TARGETARCH} /bin/busybox\n",
+    );
+    t.repo.commit_all("tgt");
+    t.build_ok(&["tgt"]);
+    let tag = t.tag("tgt", &[]);
+    platforms(t.cache(), &tag, BOTH);
+    for &arch in BOTH {
+        let fs = t.export(&tag, arch);
+        let busybox = fs.bytes("/bin/busybox");
+        assert_eq!(
+            elf_machine(&busybox),
+            machine(arch),
+            "{arch}: /bin/busybox is another platform's"
+        );
+        let expected = std::fs::read(t.repo.join(&format!("tgt/busybox-{arch}"))).unwrap();
+        assert!(
+            busybox == expected,
+            "{arch}: /bin/busybox is not busybox-{arch}"
+        );
+        assert_eq!(fs.mode("/bin/busybox"), (0o755, "0/0"), "{arch}");
+    }
+}
+
+#[test]
+fn chain_through_lkt_pkg_builds_each_platform_on_its_own_base() {
+    let t = Test::new("chain");
+    t.build_yml("base", "arches: [amd64, arm64]\n")
+        .busybox_per_arch("base")
+        .build_yml(
+            "app",
+            "arches: [amd64, arm64]\nbuildArgs:\n  - BASE=@lkt:pkg:../base\n",
+        );
+    t.repo
+        .write(
+            "base/Dockerfile",
+            "FROM scratch\nARG TARGETARCH\nCOPY busybox-${TARGETARCH} /bin/busybox\n\
+             RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nRUN uname -m > /arch\n",
+        )
+        .write(
+            "app/Dockerfile",
+            "ARG BASE\nFROM ${BASE}\nRUN cat /arch > /app-arch\n",
+        );
+    t.repo.commit_all("chain");
+    let outcome = t.build_ok(&[]);
+    for unit in ["base/amd64", "base/arm64", "app/amd64", "app/arm64"] {
+        assert_eq!(outcome.kind(unit), "built", "{unit}\n{}", outcome.dump());
+    }
+    let base_tag = t.tag("base", &[]);
+    let app_tag = t.tag("app", &[]);
+    let base = platforms(t.cache(), &base_tag, BOTH);
+    let app = platforms(t.cache(), &app_tag, BOTH);
+    for &arch in BOTH {
+        let expected = format!("{}\n", uname(arch));
+        assert_eq!(
+            t.export(&base_tag, arch).text("/arch"),
+            expected,
+            "base {arch}"
+        );
+        let fs = t.export(&app_tag, arch);
+        assert_eq!(
+            fs.text("/app-arch"),
+            expected,
+            "app {arch}: its RUN saw another platform's base"
+        );
+        assert_eq!(fs.text("/arch"), expected, "app {arch}");
+        assert_eq!(
+            elf_machine(&fs.bytes("/bin/busybox")),
+            machine(arch),
+            "app {arch}"
+        );
+        // The app's layers are its own platform's base's, then its own.
+        let base_layers = diff_ids(&config_of(t.cache(), &base[arch]));
+        let app_layers = diff_ids(&config_of(t.cache(), &app[arch]));
+        assert!(
+            !base_layers.is_empty()
+                && app_layers.len() > base_layers.len()
+                && app_layers.starts_with(&base_layers),
+            "{arch}: app layers {app_layers:?} are not on base layers {base_layers:?}"
+        );
+    }
+}
+
+#[test]
+fn buildplatform_stage_and_a_targetarch_stage_name() {
+    // The `build` stage runs on the build platform: the default engine of this amd64 machine
+    // builds both platforms, so its busybox is the amd64 one and `uname -m` says x86_64 there
+    // even for arm64. `FROM x-${TARGETARCH}` has no global ARG: BuildKit provides TARGETARCH.
+    let t = Test::new("stages");
+    t.build_yml("stages", "arches: [amd64, arm64]\n")
+        .busybox_per_arch("stages");
+    t.repo.write(
+        "stages/Dockerfile",
+        "FROM --platform=$BUILDPLATFORM scratch AS build\nARG TARGETARCH\n\
+         COPY busybox-amd64 /bin/busybox\nCOPY busybox-${TARGETARCH} /out/busybox\n\
+         RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox echo built-on-$(/bin/busybox uname -m)-for-$TARGETARCH > /out/note\"]\n\n\
+         FROM scratch AS x-amd64\nENV VARIANT=amd64\nCOPY --from=build /out/note /variant-note\n\n\
+         FROM scratch AS x-arm64\nENV VARIANT=arm64\nCOPY --from=build /out/note /variant-note\n\n\
+         FROM x-${TARGETARCH}\nCOPY --from=build /out/busybox /bin/busybox\n",
+    );
+    t.repo.commit_all("stages");
+    t.build_ok(&["stages"]);
+    let tag = t.tag("stages", &[]);
+    let manifests = platforms(t.cache(), &tag, BOTH);
+    for &arch in BOTH {
+        let fs = t.export(&tag, arch);
+        assert_eq!(
+            fs.text("/variant-note"),
+            format!("built-on-x86_64-for-{arch}\n"),
+            "{arch}"
+        );
+        assert_eq!(
+            elf_machine(&fs.bytes("/bin/busybox")),
+            machine(arch),
+            "{arch}"
+        );
+        let config = config_of(t.cache(), &manifests[arch]);
+        let variant = format!("VARIANT={arch}");
+        assert!(
+            config["config"]["Env"]
+                .as_array()
+                .is_some_and(|env| env.iter().any(|v| *v == variant.as_str())),
+            "{arch}: the image is not stage x-{arch}: {config}"
+        );
+    }
+}
+
+#[test]
+fn dockerignore_excludes_and_copy_keeps_modes_with_root_owner() {
+    let t = Test::new("ignore");
+    t.build_yml("ctx", "arches: [amd64]\n");
+    // Docker's patterns, not git's: `*.log` is the top level only.
+    t.repo
+        .write("ctx/.dockerignore", "*.log\nsecret/\n!keep.log\n")
+        .write("ctx/Dockerfile", "FROM scratch\nCOPY . /ctx/\n")
+        .write("ctx/debug.log", "excluded\n")
+        .write("ctx/keep.log", "kept by the exception\n")
+        .write("ctx/secret/key", "an excluded directory\n")
+        .write("ctx/sub/nested.log", "not matched by *.log\n")
+        .write("ctx/included.txt", "included\n")
+        .write("ctx/private", "private\n")
+        .write("ctx/tool", "#!/bin/sh\n");
+    chmod(&t.repo.join("ctx/included.txt"), 0o644);
+    chmod(&t.repo.join("ctx/private"), 0o600);
+    chmod(&t.repo.join("ctx/tool"), 0o755);
+    // Running as root, the private file gets another owner: the image must still say 0/0.
+    let private = t.repo.join("ctx/private");
+    if std::fs::metadata(&private).unwrap().uid() == 0 {
+        std::os::unix::fs::chown(private.as_path(), Some(1234), Some(1234)).unwrap();
+    }
+    t.repo.commit_all("ctx");
+    t.build_ok(&["ctx"]);
+    let tag = t.tag("ctx", &[]);
+    platforms(t.cache(), &tag, AMD64);
+    let fs = t.export(&tag, "amd64");
+    for excluded in ["/ctx/debug.log", "/ctx/secret", "/ctx/secret/key"] {
+        assert!(
+            !fs.has(excluded),
+            "{excluded} is in the image:\n{}",
+            fs.listing()
+        );
+    }
+    assert_eq!(fs.text("/ctx/keep.log"), "kept by the exception\n");
+    assert_eq!(fs.text("/ctx/sub/nested.log"), "not matched by *.log\n");
+    assert_eq!(fs.text("/ctx/included.txt"), "included\n");
+    assert_eq!(fs.text("/ctx/private"), "private\n");
+    assert_eq!(fs.mode("/ctx/private"), (0o600, "0/0"));
+    assert_eq!(fs.mode("/ctx/included.txt"), (0o644, "0/0"));
+    assert_eq!(fs.mode("/ctx/tool"), (0o755, "0/0"));
+}
+
+#[test]
+fn cache_mount_is_reused_across_builds_with_heredoc_and_copy_chmod() {
+    let t = Test::new("mount");
+    t.build_yml("mnt", "arches: [amd64]\n");
+    t.repo.busybox_bin("mnt", &t.prefix);
+    // The engine keeps cache mounts across builds, whoever ran them: the id is this test's.
+    let dockerfile = format!(
+        "FROM scratch\nCOPY bin/ /bin/\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+         COPY input.txt /input.txt\n\
+         RUN --mount=type=cache,id={id},target=/cache n=$(cat /cache/count 2>/dev/null || echo 0); \
+         echo $((n + 1)) > /cache/count; echo \"$n\" > /seen\n\
+         RUN <<EOF\nset -e\necho \"heredoc $(cat /input.txt)\" > /heredoc\necho second line >> /heredoc\nEOF\n\
+         COPY --chmod=0751 tool.sh /tool.sh\n",
+        id = t.prefix
+    );
+    t.repo
+        .write("mnt/Dockerfile", &dockerfile)
+        .write("mnt/input.txt", "v1\n")
+        .write("mnt/tool.sh", "#!/bin/sh\necho tool\n");
+    chmod(&t.repo.join("mnt/tool.sh"), 0o644);
+    t.repo.commit_all("v1");
+    t.build_ok(&["mnt"]);
+    let v1 = t.tag("mnt", &[]);
+    platforms(t.cache(), &v1, AMD64);
+    let fs = t.export(&v1, "amd64");
+    assert_eq!(fs.text("/seen"), "0\n", "the cache mount starts empty");
+    assert_eq!(fs.text("/heredoc"), "heredoc v1\nsecond line\n");
+    assert_eq!(fs.mode("/tool.sh"), (0o751, "0/0"));
+    assert!(!fs.has("/cache/count"), "the cache mount is in the image");
+
+    // A changed input reruns the step: it finds what the first build left in the mount.
+    t.repo.write("mnt/input.txt", "v2\n");
+    t.repo.commit_all("v2");
+    let second = t.build_ok(&["mnt"]);
+    assert_eq!(second.kind("mnt/amd64"), "built", "{}", second.dump());
+    let v2 = t.tag("mnt", &[]);
+    platforms(t.cache(), &v2, AMD64);
+    let fs = t.export(&v2, "amd64");
+    assert_eq!(
+        fs.text("/seen"),
+        "1\n",
+        "the second build did not reuse the cache mount"
+    );
+    assert_eq!(fs.text("/heredoc"), "heredoc v2\nsecond line\n");
+    assert_eq!(fs.mode("/tool.sh"), (0o751, "0/0"));
+    assert!(!fs.has("/cache/count"), "the cache mount is in the image");
+}
+
+#[test]
+fn build_network_is_none_unless_the_package_asks() {
+    // `network: true` gives BuildKit's sandbox network (the engine's default bridge: lo and
+    // eth0 in the build) or, were lkpkg to choose it, the host's: on this machine the host has
+    // lo, eth0, ifb0 and ifb1 (`ip -o link`), so either way the build sees more than lo. The
+    // sandbox network needs the engine's bridge device, docker0: when it is missing, the
+    // build fails with "adding interface veth… to bridge docker0 failed", and the assertion
+    // says that it is the engine's set-up.
+    let host: BTreeSet<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let t = Test::new("net");
+    for (dir, extra) in [("offline", ""), ("online", "network: true\n")] {
+        t.build_yml(dir, &format!("arches: [amd64]\n{extra}"));
+        t.repo.busybox_bin(dir, &t.prefix).write(
+            &format!("{dir}/Dockerfile"),
+            "FROM scratch\nCOPY bin/ /bin/\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+             RUN ls /sys/class/net > /ifaces\n",
+        );
+    }
+    t.repo.commit_all("net");
+    let outcome = t.build(&["offline", "online"]);
+    assert!(
+        outcome.code == 0 || !outcome.stdout.contains("docker0"),
+        "the engine cannot attach a build to its default bridge docker0 (host interfaces: \
+         {host:?}); BuildKit's sandbox network needs it\n{}",
+        outcome.dump()
+    );
+    assert_eq!(outcome.code, 0, "{}", outcome.dump());
+    let ifaces = |dir: &str| -> BTreeSet<String> {
+        let tag = t.tag(dir, &[]);
+        platforms(t.cache(), &tag, AMD64);
+        t.export(&tag, "amd64")
+            .text("/ifaces")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(ifaces("offline"), BTreeSet::from(["lo".to_owned()]));
+    let online = ifaces("online");
+    assert!(
+        online.contains("lo") && online.len() > 1,
+        "network: true sees {online:?} (the host has {host:?})"
+    );
+}
+
+#[test]
+fn unpullable_syntax_frontend_fails_naming_it() {
+    let t = Test::new("syntax");
+    t.build_yml("syn", "arches: [amd64]\n");
+    t.repo.write(
+        "syn/Dockerfile",
+        "# syntax=docker/dockerfile:1.99\nFROM scratch\nCOPY build.yml /\n",
+    );
+    t.repo.commit_all("syntax");
+    let (code, stdout, stderr) = run(t.lkpkg().args(["pkg", "build", "syn"]));
+    assert!(
+        [1, 2, 3].contains(&code),
+        "exit {code}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stderr.contains("docker/dockerfile:1.99"), "{stderr}");
+    assert!(stderr.to_lowercase().contains("syntax"), "{stderr}");
+    let tag = t.tag("syn", &[]);
+    for name in [format!("docker.io/{tag}"), format!("docker.io/{tag}-amd64")] {
+        assert!(entry(t.cache(), &name).is_none(), "{name} is in the cache");
+    }
+}
+
+#[test]
+fn outputs_are_reproducible_without_source_date_epoch_and_a_comment_cuts_off() {
+    let t = Test::new("repro");
+    t.build_yml("base", "arches: [amd64]\n").build_yml(
+        "app",
+        "arches: [amd64]\nbuildArgs:\n  - BASE=@lkt:pkg:../base\n",
+    );
+    t.repo.busybox_bin("base", &t.prefix);
+    let base_dockerfile = "FROM scratch\nCOPY bin/ /bin/\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+                           RUN mkdir -p /var && echo built > /var/built\n";
+    t.repo.write("base/Dockerfile", base_dockerfile).write(
+        "app/Dockerfile",
+        "ARG BASE\nFROM ${BASE}\nRUN cat /var/built > /app.txt\n",
+    );
+    commit_at(&t.repo, "init", 1_600_000_000);
+    let first = t.build_ok(&[]);
+    for unit in ["base/amd64", "app/amd64"] {
+        assert_eq!(first.kind(unit), "built", "{unit}\n{}", first.dump());
+    }
+    let base_tag = t.tag("base", &[]);
+    let app_tag = t.tag("app", &[]);
+    let base = platforms(t.cache(), &base_tag, AMD64);
+    let app = platforms(t.cache(), &app_tag, AMD64);
+    assert_eq!(t.export(&app_tag, "amd64").text("/app.txt"), "built\n");
+
+    // An unrelated commit (a file outside the packages, years later), then every step rerun:
+    // the same manifests.
+    t.repo.write("NOTES.md", "unrelated\n");
+    commit_at(&t.repo, "unrelated", 1_700_000_000);
+    assert_eq!(t.tag("base", &[]), base_tag);
+    assert_eq!(t.tag("app", &[]), app_tag);
+    let forced = t.build_ok(&["--force", "--disable-cache", "base", "app"]);
+    for unit in ["base/amd64", "app/amd64"] {
+        assert_eq!(forced.kind(unit), "built", "{unit}\n{}", forced.dump());
+    }
+    assert_eq!(
+        platforms(t.cache(), &base_tag, AMD64),
+        base,
+        "base is not reproducible across an unrelated commit"
+    );
+    assert_eq!(
+        platforms(t.cache(), &app_tag, AMD64),
+        app,
+        "app is not reproducible across an unrelated commit"
+    );
+    assert_eq!(t.export(&app_tag, "amd64").text("/app.txt"), "built\n");
+
+    // Only a comment changes in base's Dockerfile: base rebuilds to the same manifest, so its
+    // dependent stays fresh (early cutoff).
+    t.repo.write(
+        "base/Dockerfile",
+        &format!("# only a comment changed\n{base_dockerfile}"),
+    );
+    commit_at(&t.repo, "comment", 1_800_000_000);
+    let cut = t.build_ok(&[]);
+    assert_eq!(cut.kind("base/amd64"), "built", "{}", cut.dump());
+    let reason = cut.reason("base/amd64");
+    assert!(
+        reason.starts_with("rebuilt") && reason.contains("Dockerfile"),
+        "{reason}\n{}",
+        cut.dump()
+    );
+    assert_eq!(cut.kind("app/amd64"), "fresh", "{}", cut.dump());
+    let new_base_tag = t.tag("base", &[]);
+    assert_ne!(new_base_tag, base_tag);
+    assert_eq!(
+        platforms(t.cache(), &new_base_tag, AMD64),
+        base,
+        "a comment changed base's output"
+    );
+    assert_eq!(platforms(t.cache(), &app_tag, AMD64), app);
+    assert_eq!(
+        t.export(&new_base_tag, "amd64").text("/var/built"),
+        "built\n"
+    );
+}
+
+#[test]
+fn a_failed_platform_never_leaves_an_index_mixing_new_and_stale_manifests() {
+    let t = Test::new("partial");
+    t.build_yml("flaky", "arches: [amd64, arm64]\n")
+        .busybox_per_arch("flaky");
+    let head = "FROM scratch\nARG TARGETARCH\nCOPY busybox-${TARGETARCH} /bin/busybox\n\
+                RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n";
+    t.repo.write(
+        "flaky/Dockerfile",
+        &format!("{head}RUN echo v1 > /version\n"),
+    );
+    t.repo.commit_all("v1");
+    // v1 under its own tag, and under a tag that the change below keeps (`--hash`).
+    let fixed = ["--hash", "fixed"];
+    t.build_ok(&["flaky"]);
+    t.build_ok(&["--hash", "fixed", "flaky"]);
+    let v1_tag = t.tag("flaky", &[]);
+    let fixed_tag = t.tag("flaky", &fixed);
+    assert_ne!(v1_tag, fixed_tag);
+    let old_v1 = platforms(t.cache(), &v1_tag, BOTH);
+    let old_fixed = platforms(t.cache(), &fixed_tag, BOTH);
+    for &arch in BOTH {
+        assert_eq!(t.export(&v1_tag, arch).text("/version"), "v1\n", "{arch}");
+        assert_eq!(
+            t.export(&fixed_tag, arch).text("/version"),
+            "v1\n",
+            "{arch}"
+        );
+    }
+    let stale: BTreeSet<String> = old_v1.values().chain(old_fixed.values()).cloned().collect();
+    let v1_name = format!("docker.io/{v1_tag}");
+    let (v1_index, _) = index_manifests(t.cache(), &v1_name).unwrap();
+
+    // v2 changes amd64's output and fails on arm64.
+    t.repo.write(
+        "flaky/Dockerfile",
+        &format!("{head}RUN [ \"$(uname -m)\" != aarch64 ] && echo v2 > /version\n"),
+    );
+    t.repo.commit_all("v2 fails on arm64");
+    let v2_tag = t.tag("flaky", &[]);
+    assert_ne!(v2_tag, v1_tag);
+    let failed = t.build(&["--keep-going", "flaky"]);
+    assert_eq!(failed.code, 1, "{}", failed.dump());
+    assert_eq!(failed.kind("flaky/arm64"), "failed", "{}", failed.dump());
+    // The new tag: no index, or one of only what this build made (amd64, new).
+    let v2_name = format!("docker.io/{v2_tag}");
+    assert!(
+        entry(t.cache(), &format!("{v2_name}-arm64")).is_none(),
+        "the failed platform has a name\n{}",
+        failed.dump()
+    );
+    if entry(t.cache(), &v2_name).is_some() {
+        let new = platforms(t.cache(), &v2_tag, AMD64);
+        assert!(
+            !stale.contains(&new["amd64"]),
+            "{v2_name} holds a stale manifest"
+        );
+        assert_eq!(t.export(&v2_tag, "amd64").text("/version"), "v2\n");
+    }
+    // The old tag's index is untouched.
+    assert_eq!(index_manifests(t.cache(), &v1_name).unwrap().0, v1_index);
+
+    // The same tag: its index is either the old one (all of its manifests old) or entirely
+    // new (none of them old, so no arm64), never new amd64 beside stale arm64.
+    let failed = t.build(&["--keep-going", "--hash", "fixed", "flaky"]);
+    assert_eq!(failed.code, 1, "{}", failed.dump());
+    assert_eq!(failed.kind("flaky/arm64"), "failed", "{}", failed.dump());
+    let fixed_name = format!("docker.io/{fixed_tag}");
+    if let Some((_, manifests)) = index_manifests(t.cache(), &fixed_name) {
+        let all_old = manifests == old_fixed;
+        let all_new = manifests.values().all(|d| !stale.contains(d));
+        assert!(
+            all_old || all_new,
+            "{fixed_name} mixes new and stale manifests: {manifests:?} (old: {old_fixed:?})"
+        );
+        if all_new {
+            assert_eq!(
+                manifests.keys().map(String::as_str).collect::<Vec<_>>(),
+                ["amd64"],
+                "{fixed_name}"
+            );
+            assert_eq!(t.export(&fixed_tag, "amd64").text("/version"), "v2\n");
+        } else {
+            assert_eq!(t.export(&fixed_tag, "arm64").text("/version"), "v1\n");
+        }
+    }
+    let (code, _, stderr) = run(t.lkpkg().args(["cache", "verify"]));
+    assert_eq!(code, 0, "{stderr}");
+}
