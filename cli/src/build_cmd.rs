@@ -15,9 +15,10 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use lkpkg_engine::build::{self, BuildOptions, Event};
 use lkpkg_engine::error::ErrorKind;
+use lkpkg_engine::executor::BuildkitExecutor;
 use lkpkg_engine::graph::{BuildGraph, GraphOptions, Platform, PlatformFilter};
+use lkpkg_engine::schedule::{self, BuildOptions, Event};
 use serde_json::json;
 
 use crate::args::{BuildArgs, GlobalArgs, MessageFormat, PkgOptions};
@@ -89,8 +90,8 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
     };
     // `--builders` over `LINUXKIT_BUILDERS` (Builders reads the variable itself, to say which
     // one chose a builder). Named builders are checked before anything runs.
-    let builders = Arc::new(build::builders::Builders::new(
-        build::builders::BuilderSpec {
+    let builders = Arc::new(lkpkg_engine::executor::builders::Builders::new(
+        lkpkg_engine::executor::builders::BuilderSpec {
             builders: args.builders.clone(),
             per_builder_limit: build_options.jobs,
         },
@@ -108,6 +109,9 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
     }
     let live = (!json_output && !quiet && crate::progress::live(&args.progress))
         .then(|| Arc::new(crate::progress::LiveView::default()));
+    // Build steps and their output: with `--progress plain`, and with `auto` when stderr is
+    // not a terminal (a CI log shows what ran), as linuxkit and buildx print them.
+    let verbose = verbose || (live.is_none() && args.progress != "tty");
     let view = live.clone();
     let events: Arc<dyn Fn(Event) + Send + Sync> = Arc::new(move |event| {
         if json_output {
@@ -131,17 +135,23 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
         .enable_all()
         .build()?;
     let graph = Arc::new(graph);
+    let executor = Arc::new(BuildkitExecutor::new(
+        graph.clone(),
+        store.clone(),
+        builders,
+        build_options.epoch,
+    ));
     // Ctrl-C drops the build: running tasks are aborted, which closes their connections to the
-    // engines, and the engines cancel those builds (and `forcerm` removes their containers).
+    // engines, and BuildKit cancels those solves (and ends their steps).
     // Ingests already under way run to completion when the runtime shuts down, and the store
     // is crash-safe anyway: the cache stays consistent.
     let summary = runtime.block_on(async {
         tokio::select! {
-            summary = build::build(
+            summary = schedule::build(
                 graph,
                 loader.workspace(),
                 store,
-                builders,
+                executor,
                 &build_options,
                 &base,
                 events,
@@ -158,7 +168,7 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
     };
     let summary = match summary {
         Ok(s) => s,
-        Err(build::BuildError::Engine(e)) => return Err(engine_error(e)),
+        Err(schedule::BuildError::Engine(e)) => return Err(engine_error(e)),
         Err(e) => return Err(e.into()),
     };
     if !quiet && !json_output {
@@ -183,7 +193,7 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
 
 /// An engine failure: a bad builder name is bad input (2), an unreachable engine is the
 /// environment (3).
-fn engine_error(e: build::docker::EngineError) -> anyhow::Error {
+fn engine_error(e: lkpkg_engine::executor::docker::EngineError) -> anyhow::Error {
     let kind = if e.is_user_error() {
         ErrorKind::BadInput
     } else {
@@ -197,7 +207,7 @@ fn engine_error(e: build::docker::EngineError) -> anyhow::Error {
 }
 
 /// The time stamped into outputs: `SOURCE_DATE_EPOCH`, else 0 (see
-/// `lkpkg_engine::build::BuildOptions::epoch` for why not a commit time).
+/// `lkpkg_engine::schedule::BuildOptions::epoch` for why not a commit time).
 fn epoch() -> Result<i64> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(text) if !text.trim().is_empty() => text.trim().parse().map_err(|_| {
@@ -251,18 +261,19 @@ fn event_json(event: &Event) -> serde_json::Value {
             reason,
         } => (
             "fresh",
-            json!({ "unit": unit, "digest": digest, "reason": reason }),
+            json!({ "unit": unit, "digest": digest, "reason": reason.to_string() }),
         ),
-        Event::WouldBuild { unit, reason } => {
-            ("would-build", json!({ "unit": unit, "reason": reason }))
-        }
+        Event::WouldBuild { unit, reason } => (
+            "would-build",
+            json!({ "unit": unit, "reason": reason.to_string() }),
+        ),
         Event::Started {
             unit,
             reason,
             builder,
         } => (
             "started",
-            json!({ "unit": unit, "reason": reason, "builder": builder }),
+            json!({ "unit": unit, "reason": reason.to_string(), "builder": builder }),
         ),
         Event::Log { unit, line } => ("log", json!({ "unit": unit, "line": line })),
         Event::Finished {

@@ -10,15 +10,15 @@
 //! `"answers":false` an `"error"` instead of the engine fields).
 //!
 //! `prune` removes, from each distinct engine of the platforms, the image names that are also
-//! names in the lkpkg cache (`lkpkg_engine::build::builders::prune` says why that is exactly what
+//! names in the lkpkg cache (`lkpkg_engine::executor::builders::prune` says why that is exactly what
 //! lkpkg left, and safe); it prints each removed name on stdout.
 
 use std::collections::{BTreeSet, HashSet};
 
 use anyhow::Result;
-use lkpkg_engine::build::builders::{self, BuilderSpec, Builders};
-use lkpkg_engine::build::docker::EngineError;
 use lkpkg_engine::error::ErrorKind;
+use lkpkg_engine::executor::builders::{self, BuilderSpec, Builders};
+use lkpkg_engine::executor::docker::EngineError;
 use lkpkg_engine::graph::Platform;
 use serde_json::json;
 

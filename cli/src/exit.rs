@@ -8,6 +8,8 @@ use lkpkg_engine::error::{Error, ErrorKind};
 pub const BUILD_FAILED: u8 = 1;
 pub const BAD_INPUT: u8 = 2;
 pub const ENVIRONMENT: u8 = 3;
+/// lkpkg's own fault (a bug: the message asks for a report).
+pub const INTERNAL: u8 = 70;
 
 /// An error the binary raises itself, already classified.
 #[derive(Debug)]
@@ -52,9 +54,10 @@ fn kind_of(error: &anyhow::Error) -> ErrorKind {
         if let Some(e) = cause.downcast_ref::<Error>() {
             return e.kind();
         }
-        if let Some(e) = cause.downcast_ref::<lkpkg_engine::build::BuildError>() {
+        if let Some(e) = cause.downcast_ref::<lkpkg_engine::schedule::BuildError>() {
             return match e {
-                lkpkg_engine::build::BuildError::Package(e) => e.kind(),
+                lkpkg_engine::schedule::BuildError::Package(e) => e.kind(),
+                lkpkg_engine::schedule::BuildError::Internal(_) => ErrorKind::Internal,
                 _ => ErrorKind::Environment,
             };
         }
@@ -83,5 +86,6 @@ pub fn report(error: &anyhow::Error) -> ExitCode {
         ErrorKind::BadInput => BAD_INPUT,
         ErrorKind::Environment => ENVIRONMENT,
         ErrorKind::BuildFailed => BUILD_FAILED,
+        ErrorKind::Internal => INTERNAL,
     })
 }

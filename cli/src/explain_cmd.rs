@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use lkpkg_engine::build::{self, BuildOptions};
 use lkpkg_engine::graph::{BuildGraph, GraphOptions};
+use lkpkg_engine::schedule::{self, BuildOptions};
 use serde_json::json;
 
 use crate::args::{ExplainArgs, GlobalArgs, MessageFormat};
@@ -26,7 +26,7 @@ pub fn run(args: ExplainArgs, global: &GlobalArgs) -> Result<()> {
         .filter(|p| p.requested)
         .map(|p| p.package.display_dir(&base))
         .collect();
-    let reports = build::explain(Arc::new(graph), loader.workspace(), store, &options, &base)?;
+    let reports = schedule::explain(Arc::new(graph), loader.workspace(), store, &options, &base)?;
     let mut out = String::new();
     for report in reports {
         let package = report.unit.rsplit_once('/').map_or("", |(p, _)| p);

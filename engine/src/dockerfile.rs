@@ -20,6 +20,9 @@ pub struct ImageUse {
     pub line: usize,
     /// `FROM` or `COPY --from`.
     pub instruction: &'static str,
+    /// A `FROM --platform=` value, after substitution of the global `ARG`s (BuildKit's
+    /// automatic ones, `$BUILDPLATFORM` and `$TARGETPLATFORM`, stay as written).
+    pub platform: Option<String>,
 }
 
 /// The result of reading a Dockerfile.
@@ -147,6 +150,18 @@ pub fn read(text: &str, args: &BTreeMap<String, String>) -> Dockerfile {
                     continue;
                 };
                 let reference = substitute(written, &global);
+                let platform = instruction
+                    .rest
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("--platform="))
+                    .map(|p| {
+                        let mut vars = global.clone();
+                        for automatic in ["BUILDPLATFORM", "TARGETPLATFORM"] {
+                            vars.entry(automatic.to_owned())
+                                .or_insert_with(|| format!("${automatic}"));
+                        }
+                        substitute(p, &vars)
+                    });
                 if let [_, as_kw, name] = words[..]
                     && as_kw.eq_ignore_ascii_case("as")
                 {
@@ -162,6 +177,7 @@ pub fn read(text: &str, args: &BTreeMap<String, String>) -> Dockerfile {
                         written: written.to_string(),
                         line: instruction.line,
                         instruction: "FROM",
+                        platform,
                     });
                 }
             }
@@ -178,6 +194,7 @@ pub fn read(text: &str, args: &BTreeMap<String, String>) -> Dockerfile {
                                     written: from.to_owned(),
                                     line: instruction.line,
                                     instruction: "COPY --from",
+                                    platform: None,
                                 });
                             }
                         }
@@ -334,5 +351,24 @@ mod tests {
         assert_eq!(d.images[0].reference, "img:1");
         let d = read("FROM ${NOPE}x\n", &args(&[("NOPE", "y")]));
         assert_eq!(d.images[0].reference, "x");
+    }
+
+    #[test]
+    fn from_platform_is_kept_with_automatic_args_unexpanded() {
+        let args = BTreeMap::from([("BASE".to_owned(), "linuxkit/base:1".to_owned())]);
+        let text = "ARG BASE\nARG P=linux/arm64\nFROM --platform=$BUILDPLATFORM ${BASE} AS t\n\
+                    FROM --platform=${P} ${BASE}\nFROM ${BASE}\n";
+        let read = read(text, &args);
+        let platforms: Vec<Option<&str>> =
+            read.images.iter().map(|i| i.platform.as_deref()).collect();
+        assert_eq!(
+            platforms,
+            [Some("$BUILDPLATFORM"), Some("linux/arm64"), None]
+        );
+        assert_eq!(
+            syntax_directive("# syntax=docker/dockerfile:1.7\nFROM x\n").as_deref(),
+            Some("docker/dockerfile:1.7")
+        );
+        assert_eq!(syntax_directive("FROM x\n# syntax=y\n"), None);
     }
 }

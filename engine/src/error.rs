@@ -15,6 +15,8 @@ pub enum ErrorKind {
     Environment,
     /// A build ran and failed.
     BuildFailed,
+    /// lkpkg's own fault: a bug to report.
+    Internal,
 }
 
 /// An invalid package definition: build.yml, Dockerfile, extra sources, build arguments.

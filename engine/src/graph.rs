@@ -221,6 +221,8 @@ impl BuildGraph {
             })
             .collect();
         let mut externals: Vec<(usize, String, Edge)> = Vec::new();
+        // `FROM --platform=…` of another package: the edge goes to the unit of that platform.
+        let mut platform_edges: Vec<(usize, usize, Edge, String)> = Vec::new();
         for (i, p) in packages.iter().enumerate() {
             for image in &p.dockerfile.images {
                 let full = lkpkg_cache_format::reference::expand(&image.reference);
@@ -229,7 +231,9 @@ impl BuildGraph {
                     line: image.line,
                 };
                 if let Some(&to) = by_full_tag.get(&full) {
-                    if !package_edges.iter().any(|(f, t, _)| *f == i && *t == to) {
+                    if let Some(platform) = &image.platform {
+                        platform_edges.push((i, to, edge, platform.clone()));
+                    } else if !package_edges.iter().any(|(f, t, _)| *f == i && *t == to) {
                         package_edges.push((i, to, edge));
                     }
                     continue;
@@ -259,7 +263,13 @@ impl BuildGraph {
             }
         }
 
-        check_cycles(&packages, &package_edges)?;
+        let mut cycle_edges = package_edges.clone();
+        cycle_edges.extend(
+            platform_edges
+                .iter()
+                .map(|(f, t, e, _)| (*f, *t, e.clone())),
+        );
+        check_cycles(&packages, &cycle_edges)?;
 
         // Expand to units.
         let mut graph = DiGraph::new();
@@ -282,6 +292,22 @@ impl BuildGraph {
                     }
                     None => warnings.push(format!(
                         "`{}` for {platform} uses `{}`, which is not built for {platform}",
+                        packages[*from].package.dir.display(),
+                        packages[*to].package.dir.display(),
+                    )),
+                }
+            }
+        }
+        for (from, to, edge, wanted) in &platform_edges {
+            for platform in &packages[*from].platforms {
+                let target_platform = stage_platform(wanted, platform);
+                let source = units[&(*from, platform.clone())];
+                match units.get(&(*to, target_platform.clone())) {
+                    Some(&target) => {
+                        graph.add_edge(source, target, edge.clone());
+                    }
+                    None => warnings.push(format!(
+                        "`{}` for {platform} uses `{}` for {target_platform}, which is not built for {target_platform}",
                         packages[*from].package.dir.display(),
                         packages[*to].package.dir.display(),
                     )),
@@ -353,6 +379,31 @@ impl BuildGraph {
                 path.strip_prefix(base).unwrap_or(path).display()
             ),
             Node::ExternalImage { reference } => format!("image:{reference}"),
+        }
+    }
+}
+
+/// The platform of a `FROM --platform=VALUE` stage in the unit for `target`: `$TARGETPLATFORM`
+/// is the unit's own; `$BUILDPLATFORM` is the builder's, taken as this machine's (the default
+/// engine; a unit sent to a native builder of another architecture sees that one at build
+/// time, and its named contexts still hold every platform the cache has); a literal platform
+/// is itself.
+fn stage_platform(value: &str, target: &Platform) -> Platform {
+    let value = value.trim_matches('"');
+    match value {
+        "$TARGETPLATFORM" | "${TARGETPLATFORM}" | "" => target.clone(),
+        "$BUILDPLATFORM" | "${BUILDPLATFORM}" => {
+            Platform::linux(crate::executor::docker::goarch(std::env::consts::ARCH))
+        }
+        literal => {
+            let mut parts = literal.split('/');
+            match (parts.next(), parts.next()) {
+                (Some(os), Some(arch)) if !os.contains('$') && !arch.contains('$') => Platform {
+                    os: os.to_owned(),
+                    arch: arch.to_owned(),
+                },
+                _ => target.clone(),
+            }
         }
     }
 }

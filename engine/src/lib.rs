@@ -5,17 +5,18 @@
 //! `discover` → `build_yml` → `package` (tags, `@lkt:` arguments) → `graph` → (plan, schedule,
 //! build, ingest into `store`).
 
-pub mod build;
 pub mod build_args;
 pub mod build_yml;
 pub(crate) mod buildkit;
 pub mod discover;
 pub mod dockerfile;
 pub mod error;
+pub mod executor;
 pub mod fingerprint;
 pub mod graph;
 pub mod package;
 pub mod registry;
+pub mod schedule;
 pub mod store;
 pub mod tag;
 pub mod workspace;

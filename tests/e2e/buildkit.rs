@@ -689,6 +689,53 @@ fn buildplatform_stage_and_a_targetarch_stage_name() {
 }
 
 #[test]
+fn a_build_platform_stage_from_another_package_uses_that_platforms_image() {
+    // `FROM --platform=$BUILDPLATFORM ${BASE}`: the arm64 unit's tools stage runs the amd64
+    // base (this machine's platform); its final stage is the arm64 base. The graph gives the
+    // arm64 unit an edge to base/amd64, so that image is built before it is needed.
+    let t = Test::new("xbase");
+    t.build_yml("base", "arches: [amd64, arm64]\n")
+        .busybox_per_arch("base")
+        .build_yml(
+            "cross",
+            "arches: [amd64, arm64]\nbuildArgs:\n  - BASE=@lkt:pkg:../base\n",
+        );
+    t.repo
+        .write(
+            "base/Dockerfile",
+            "FROM scratch\nARG TARGETARCH\nCOPY busybox-${TARGETARCH} /bin/busybox\n\
+             RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\nRUN uname -m > /arch\n",
+        )
+        .write(
+            "cross/Dockerfile",
+            "ARG BASE\nFROM --platform=$BUILDPLATFORM ${BASE} AS tools\n\
+             RUN echo \"tools ran on $(cat /arch)\" > /tools-note\n\
+             FROM ${BASE}\nCOPY --from=tools /tools-note /tools-note\n",
+        );
+    t.repo.commit_all("cross");
+    let graph = ok(t.lkpkg().args(["graph", "--format", "json"]));
+    let graph: Value = serde_json::from_str(&graph).unwrap();
+    assert!(
+        graph["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["from"] == "cross/arm64"
+                && e["to"] == "base/amd64"
+                && e["reason"] == "from"),
+        "no edge from cross/arm64 to base/amd64: {graph}"
+    );
+    t.build_ok(&[]);
+    let tag = t.tag("cross", &[]);
+    platforms(t.cache(), &tag, BOTH);
+    for &arch in BOTH {
+        let fs = t.export(&tag, arch);
+        assert_eq!(fs.text("/tools-note"), "tools ran on x86_64\n", "{arch}");
+        assert_eq!(fs.text("/arch"), format!("{}\n", uname(arch)), "{arch}");
+    }
+}
+
+#[test]
 fn dockerignore_excludes_and_copy_keeps_modes_with_root_owner() {
     let t = Test::new("ignore");
     t.build_yml("ctx", "arches: [amd64]\n");

@@ -26,9 +26,9 @@ use std::time::Instant;
 
 use lkpkg_benches::{generate_repository, lkpkg_bin, median, run};
 use lkpkg_cache_format::build_record::BuildRecord;
-use lkpkg_engine::build::{self, BuildOptions};
 use lkpkg_engine::graph::{BuildGraph, GraphOptions};
 use lkpkg_engine::package::Loader;
+use lkpkg_engine::schedule::{self, BuildOptions};
 use lkpkg_engine::store::Store;
 use lkpkg_engine::tag::TagOptions;
 
@@ -96,7 +96,7 @@ fn seed(repo: &Path, cache: &Path) {
         .unwrap()
         .remove(0)
         .descriptor;
-    let reports = build::explain(
+    let reports = schedule::explain(
         graph.clone(),
         loader.workspace(),
         store.clone(),
@@ -113,7 +113,8 @@ fn seed(repo: &Path, cache: &Path) {
     }
     store.ingest().publish(names).unwrap();
     // Records: the keys `pkg build` computes, now that dependencies have digests.
-    let reports = build::explain(graph, loader.workspace(), store.clone(), &options, repo).unwrap();
+    let reports =
+        schedule::explain(graph, loader.workspace(), store.clone(), &options, repo).unwrap();
     for report in reports {
         let key = lkpkg_engine::fingerprint::key(&report.current);
         let record = BuildRecord {

@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::build::docker::{Endpoint, EngineError, SshTarget};
+use crate::executor::docker::{Endpoint, EngineError, SshTarget};
 
 /// A byte stream to an engine, whatever the transport.
 pub(crate) trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use futures_util::Stream;
 use lkpkg_cache_format::layout::{Descriptor, Platform};
 
-use crate::build::docker::Endpoint;
+use crate::executor::docker::Endpoint;
 use crate::store::Store;
 pub(crate) use solve::{ProgressLine, Solve, SolveError};
 

@@ -32,7 +32,7 @@ use tonic::{Request, Response, Status};
 use super::content::{self, ContentServer};
 use super::dial;
 use super::filesync::{ExportSink, SyncedDirs};
-use crate::build::docker::{Endpoint, EngineError};
+use crate::executor::docker::{Endpoint, EngineError};
 
 /// The largest message either side sends (BuildKit's own limit).
 const MAX_MESSAGE: usize = 16 << 20;

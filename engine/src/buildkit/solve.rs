@@ -19,7 +19,7 @@ use super::context_tree::ContextTree;
 use super::dial::GrpcConnector;
 use super::filesync::{ExportSink, SyncedDirs};
 use super::session::{self, Services};
-use crate::build::docker::{Endpoint, EngineError};
+use crate::executor::docker::{Endpoint, EngineError};
 
 /// What one solve needs.
 #[derive(Debug)]

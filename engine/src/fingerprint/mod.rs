@@ -34,8 +34,8 @@
 //! - Presets the Dockerfile does not use (`REVISION` changes with every commit; hashing it
 //!   would rebuild everything on every commit).
 //! - Proxy variables (`http_proxy`, …): Docker treats them as not affecting the output.
-//! - The normalization epoch (`SOURCE_DATE_EPOCH` or HEAD's commit time): an image reused from
-//!   a record keeps the time it was built with.
+//! - The output epoch (`SOURCE_DATE_EPOCH`, else 0): an image reused from a record keeps the
+//!   time it was built with.
 //! - External images named by tag only (`FROM alpine:3.20`): their content is what the engine
 //!   has under that name; pin them by digest for a key that follows them.
 

@@ -1,4 +1,10 @@
-//! Writing images into the store: ingest sessions, `docker save` streams, multi-arch indexes.
+//! Writing images into the store: ingest sessions, the OCI archives builds export, `docker
+//! save` archives (for `cache import`), multi-arch indexes.
+//!
+//! A build's image arrives as the OCI layout tar BuildKit's `oci` exporter streams
+//! ([`Store::ingest_oci_archive`]): every blob is written as it comes, verified against its
+//! name, then the manifest of the unit's platform is checked whole and published under the
+//! per-arch name.
 //!
 //! An [`Ingest`] is one writer's session. Each blob it writes is streamed into a temporary file
 //! (hashed and `fsync`ed outside the lock), then, under the cache lock, *pinned* in redb's

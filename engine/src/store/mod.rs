@@ -533,6 +533,22 @@ impl Store {
         Ok(root.clone())
     }
 
+    /// A manifest descriptor with its platform, read from its config when the descriptor
+    /// lacks one (entries imported or written by other tools often do).
+    pub fn with_platform(&self, mut desc: Descriptor) -> Result<Descriptor, StoreError> {
+        if desc.platform.is_none() {
+            let manifest = self.read_manifest(&desc.digest)?;
+            let bytes = self.read_blob(&manifest.config.digest)?;
+            let config: layout::ImageConfigSummary =
+                serde_json::from_slice(&bytes).map_err(|e| StoreError::Json {
+                    what: format!("config `{}`", manifest.config.digest),
+                    message: e.to_string(),
+                })?;
+            desc.platform = Some(config.platform());
+        }
+        Ok(desc)
+    }
+
     /// Everything an entry reaches. Unreadable children are reported missing, never an error.
     pub fn closure(&self, root: &Descriptor) -> Closure {
         let mut closure = Closure::default();

@@ -17,7 +17,7 @@
 //! `SOURCE_DATE_EPOCH` goes to the frontend as a build argument and to the `oci` exporter with
 //! `rewrite-timestamp=true`: the image's creation time, its history and every file time newer
 //! than the epoch are set to it, so the same inputs give the same bytes. The epoch is
-//! `SOURCE_DATE_EPOCH` from the environment, else 0 (see [`super::BuildOptions::epoch`]).
+//! `SOURCE_DATE_EPOCH` from the environment, else 0 (see [`crate::schedule::BuildOptions::epoch`]).
 //!
 //! # Layers
 //! The exporter writes layers uncompressed (`compression=uncompressed`), the form the cache
@@ -31,14 +31,14 @@ use std::sync::Arc;
 
 use lkpkg_cache_format::canonical_json;
 use lkpkg_cache_format::digest::Digest;
-use lkpkg_cache_format::layout::{self, Descriptor, ImageConfigSummary, ImageIndex};
+use lkpkg_cache_format::layout::{self, Descriptor, ImageIndex};
 use lkpkg_cache_format::reference;
 
-use super::BuildError;
 use crate::buildkit::context_tree::ContextTree;
 use crate::buildkit::{ImageBuildError, Solve, SolveError, content};
 use crate::dockerfile::ImageUse;
 use crate::graph::Platform;
+use crate::schedule::{BuildError, internal};
 use crate::store::Store;
 
 /// The name of the cache as a session content store (a valid image name, as BuildKit needs).
@@ -87,7 +87,7 @@ pub(crate) fn platform_index(store: &Store, full: &str) -> Result<Option<ImageIn
                 }
             }
         } else if layout::is_manifest_media_type(&top.media_type) {
-            manifests.push(with_platform(store, top)?);
+            manifests.push(store.with_platform(top)?);
         }
     }
     for arch in arches {
@@ -98,7 +98,7 @@ pub(crate) fn platform_index(store: &Store, full: &str) -> Result<Option<ImageIn
         if !layout::is_manifest_media_type(&desc.media_type) {
             continue;
         }
-        let desc = with_platform(store, desc)?;
+        let desc = store.with_platform(desc)?;
         manifests.retain(|m| match (&m.platform, &desc.platform) {
             (Some(a), Some(b)) => !a.same_slot(b),
             _ => true,
@@ -122,18 +122,6 @@ pub(crate) fn platform_index(store: &Store, full: &str) -> Result<Option<ImageIn
     }))
 }
 
-/// A manifest descriptor with its platform, read from the config when the descriptor lacks it.
-pub(crate) fn with_platform(store: &Store, mut desc: Descriptor) -> Result<Descriptor, BuildError> {
-    if desc.platform.is_none() {
-        let manifest = store.read_manifest(&desc.digest)?;
-        let config: ImageConfigSummary =
-            serde_json::from_slice(&store.read_blob(&manifest.config.digest)?)
-                .map_err(super::internal)?;
-        desc.platform = Some(config.platform());
-    }
-    Ok(desc)
-}
-
 /// The named contexts of a build: every image its Dockerfile names that the cache holds
 /// (another package's output, an imported image) becomes `oci-layout://` of the session's
 /// content store, with an index made for the build that lists exactly the platforms the cache
@@ -155,7 +143,7 @@ impl NamedContexts {
             let Some(index) = platform_index(store, &full)? else {
                 continue; // not in the cache: the builder resolves it (a registry)
             };
-            let bytes = canonical_json::to_vec(&index).map_err(super::internal)?;
+            let bytes = canonical_json::to_vec(&index).map_err(internal)?;
             let digest = Digest::of(&bytes);
             named
                 .contexts

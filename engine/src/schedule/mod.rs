@@ -33,10 +33,12 @@
 //! the host-architecture image into the default engine from the cache. The engine never
 //! prints: progress leaves as [`Event`]s.
 
-pub mod builders;
-pub mod context;
-pub mod docker;
-pub(crate) mod executor;
+pub(crate) mod inputs;
+mod reason;
+#[cfg(test)]
+mod tests;
+
+pub use reason::{BuildReason, Freshness, SkipReason};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -44,17 +46,58 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use lkpkg_cache_format::build_record::BuildRecord;
-use lkpkg_cache_format::layout::{Descriptor, Platform as OciPlatform};
+use lkpkg_cache_format::layout::Descriptor;
 use petgraph::graph::NodeIndex;
 use petgraph::visit::EdgeRef;
 use tokio::sync::Semaphore;
 
+use crate::executor::docker::EngineError;
 use crate::fingerprint::{self, Inputs, content};
 use crate::graph::{BuildGraph, Edge, Node, Platform};
 use crate::store::Store;
 use crate::workspace::Workspace;
-use builders::{Builder, Builders};
-use docker::EngineError;
+
+/// A boxed future, as the [`Executor`]'s methods return (the trait is used as an object).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What the scheduler asks of whoever builds images: one unit at a time. The BuildKit
+/// implementation is [`crate::executor::BuildkitExecutor`]; the scheduler's tests use a fake.
+pub trait Executor: Send + Sync {
+    /// Builds `job`'s unit into the cache (its per-arch name) and returns its manifest.
+    fn build<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Descriptor, ExecError>>;
+    /// `--docker`: loads a package's host-platform image into the default engine.
+    fn load_into_engine(&self, package: usize) -> BoxFuture<'_, Result<(), BuildError>>;
+}
+
+/// One unit to build.
+pub struct Job<'a> {
+    /// The package's index in the graph.
+    pub package: usize,
+    pub platform: &'a Platform,
+    /// The unit's display name (`base/amd64`).
+    pub unit: &'a str,
+    /// Build arguments and labels, in linuxkit's order (hashed into the build key).
+    pub args: &'a BTreeMap<String, String>,
+    pub labels: &'a BTreeMap<String, String>,
+    pub network: bool,
+    pub no_cache: bool,
+    /// Called once the builder is chosen and free, with its name (the build starts).
+    pub started: Box<dyn Fn(&str) + Send + Sync + 'a>,
+    /// Each line of the build's progress.
+    pub log: Arc<dyn Fn(String) + Send + Sync>,
+}
+
+/// How a unit's build failed.
+#[derive(Debug)]
+pub enum ExecError {
+    /// The build failed; others may go on.
+    Failed {
+        message: String,
+        log_tail: Vec<String>,
+    },
+    /// Its builder cannot be reached or chosen: the whole build stops.
+    Environment(EngineError),
+}
 
 /// What the user asked of a build.
 #[derive(Debug, Clone, Default)]
@@ -79,24 +122,6 @@ pub struct BuildOptions {
     pub epoch: i64,
 }
 
-/// Why a unit did not build.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SkipReason {
-    /// A unit it consumes failed or was skipped.
-    DependencyFailed(String),
-    /// The build stopped after a failure (no `--keep-going`).
-    Stopped,
-}
-
-impl std::fmt::Display for SkipReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SkipReason::DependencyFailed(d) => write!(f, "dependency {d} did not build"),
-            SkipReason::Stopped => f.write_str("not started: an earlier unit failed"),
-        }
-    }
-}
-
 /// Progress of a build, in the order things happen.
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -104,16 +129,16 @@ pub enum Event {
     Fresh {
         unit: String,
         digest: String,
-        reason: String,
+        reason: Freshness,
     },
     /// With `--dry-run`: the unit would build, for `reason`.
     WouldBuild {
         unit: String,
-        reason: String,
+        reason: BuildReason,
     },
     Started {
         unit: String,
-        reason: String,
+        reason: BuildReason,
         builder: String,
     },
     Log {
@@ -166,10 +191,13 @@ pub enum BuildError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Package(#[from] crate::error::Error),
+    /// lkpkg's own fault (a task that panicked, a value that cannot be encoded).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
-fn internal(e: impl std::fmt::Display) -> BuildError {
-    BuildError::Package(crate::error::Error::Usage(e.to_string()))
+pub(crate) fn internal(e: impl std::fmt::Display) -> BuildError {
+    BuildError::Internal(e.to_string())
 }
 
 /// A package's build arguments and labels, computed once per package.
@@ -191,10 +219,10 @@ struct Unit {
 enum Decision {
     Fresh {
         descriptor: Descriptor,
-        reason: String,
+        freshness: Freshness,
     },
     Build {
-        reason: String,
+        reason: BuildReason,
         inputs: Inputs,
         key: [u8; 32],
         /// The package's files, recorded for later explanations.
@@ -206,7 +234,7 @@ enum Decision {
 struct Shared {
     graph: Arc<BuildGraph>,
     store: Arc<Store>,
-    builders: Arc<Builders>,
+    executor: Arc<dyn Executor>,
     args: HashMap<usize, ArgsAndLabels>,
     events: Arc<dyn Fn(Event) + Send + Sync>,
     options: BuildOptions,
@@ -255,8 +283,8 @@ fn plan_units(
         .into_iter()
         .map(|p| {
             let gp = &graph.packages[p];
-            let args = context::build_args(gp, workspace);
-            (p, (args, context::labels(gp, workspace)))
+            let args = inputs::build_args(gp, workspace);
+            (p, (args, inputs::labels(gp, workspace)))
         })
         .collect();
     (units, by_node, args)
@@ -279,7 +307,7 @@ pub async fn build(
     graph: Arc<BuildGraph>,
     workspace: Option<&Workspace>,
     store: Arc<Store>,
-    builders: Arc<Builders>,
+    executor: Arc<dyn Executor>,
     options: &BuildOptions,
     base: &Path,
     events: Arc<dyn Fn(Event) + Send + Sync>,
@@ -288,7 +316,7 @@ pub async fn build(
     let shared = Arc::new(Shared {
         graph: graph.clone(),
         store,
-        builders,
+        executor,
         args,
         events: events.clone(),
         options: options.clone(),
@@ -297,7 +325,7 @@ pub async fn build(
             .packages
             .iter()
             .enumerate()
-            .map(|(i, p)| (i, context::index_annotations(p, workspace)))
+            .map(|(i, p)| (i, inputs::index_annotations(p, workspace)))
             .collect(),
     });
 
@@ -361,15 +389,18 @@ pub async fn build(
                     &deps_rebuilt,
                 )?;
                 match decision {
-                    Decision::Fresh { descriptor, reason } => {
+                    Decision::Fresh {
+                        descriptor,
+                        freshness,
+                    } => {
                         summary.fresh += 1;
-                        if reason != "fresh" && reason.starts_with("fresh (reused") {
+                        if freshness.repointed() {
                             package_changed.insert(unit.package);
                         }
                         events(Event::Fresh {
                             unit: unit.name.clone(),
                             digest: descriptor.digest.to_string(),
-                            reason,
+                            reason: freshness,
                         });
                         done.insert(unit.node, Some(descriptor));
                         finish_package(&shared, &units, &done, &package_changed, unit.package)
@@ -416,18 +447,15 @@ pub async fn build(
             // Report dependents of would-build units instead of skipping them silently.
             for index in pending.drain(..) {
                 let unit = &units[index];
-                let waits: Vec<&str> = unit
+                let waits: Vec<String> = unit
                     .deps
                     .iter()
                     .filter(|d| !done.contains_key(d))
-                    .map(|d| units[by_node[d]].name.as_str())
+                    .map(|d| units[by_node[d]].name.clone())
                     .collect();
                 events(Event::WouldBuild {
                     unit: unit.name.clone(),
-                    reason: format!(
-                        "if {} changes its output (decided after it builds)",
-                        waits.join(", ")
-                    ),
+                    reason: BuildReason::AfterDependencies(waits),
                 });
                 summary.built += 1;
             }
@@ -446,7 +474,7 @@ pub async fn build(
                 done.insert(node, Some(descriptor));
                 finish_package(&shared, &units, &done, &package_changed, package).await?;
             }
-            Err(UnitFailure::Builder(e)) => {
+            Err(UnitFailure::Environment(e)) => {
                 running.abort_all();
                 return Err(BuildError::Engine(e));
             }
@@ -578,7 +606,7 @@ fn decide(
     let inputs = unit_inputs(shared, workspace, unit, units, by_node, dep_digests)?;
     let key = fingerprint::key(&inputs);
     let package_dir = &shared.graph.packages[unit.package].package.dir;
-    let build = |reason: String| Decision::Build {
+    let build = |reason: BuildReason| Decision::Build {
         reason,
         inputs: inputs.clone(),
         key,
@@ -589,7 +617,7 @@ fn decide(
         },
     };
     if shared.options.force {
-        return Ok(build("forced (--force)".into()));
+        return Ok(build(BuildReason::Forced));
     }
     let name = lkpkg_cache_format::reference::per_arch(
         &shared.graph.packages[unit.package].package.tag.full_tag(),
@@ -614,18 +642,18 @@ fn decide(
         }
     }) {
         let record = record.clone();
-        let reason = if named(&record) {
-            "fresh".to_owned()
+        let freshness = if named(&record) {
+            Freshness::UpToDate
         } else {
             store.point_name(&name, &record.manifest)?;
-            "fresh (reused the recorded build of these inputs)".to_owned()
+            Freshness::Reused
         };
         if state.last_key != Some(key) {
             store.set_last_build(&unit.id, &key)?;
         }
         return Ok(Decision::Fresh {
             descriptor: record.manifest,
-            reason,
+            freshness,
         });
     }
     let last = store.last_build(&unit.id)?;
@@ -640,12 +668,11 @@ fn decide(
         if deps_rebuilt.is_empty() {
             return Ok(Decision::Fresh {
                 descriptor,
-                reason: "cached (no build record: imported or built by another tool), used as linuxkit would".into(),
+                freshness: Freshness::Foreign,
             });
         }
-        return Ok(build(format!(
-            "rebuilt: dependency {} was rebuilt, and the cached image has no build record",
-            deps_rebuilt.join(", ")
+        return Ok(build(BuildReason::DependencyRebuilt(
+            deps_rebuilt.iter().map(|d| (*d).to_owned()).collect(),
         )));
     }
     match last {
@@ -654,14 +681,12 @@ fn decide(
             let reasons =
                 fingerprint::explain(&record.inputs, &inputs, &record.files, files.as_ref());
             if reasons.is_empty() {
-                Ok(build(
-                    "rebuilt: the recorded image is no longer in the cache".into(),
-                ))
+                Ok(build(BuildReason::RecordedImageGone))
             } else {
-                Ok(build(format!("rebuilt: {}", reasons.join("; "))))
+                Ok(build(BuildReason::Changed(reasons)))
             }
         }
-        None => Ok(build("built (no previous record)".into())),
+        None => Ok(build(BuildReason::FirstBuild)),
     }
 }
 
@@ -716,7 +741,7 @@ async fn finish_package(
         .iter()
         .filter_map(|u| done.get(&u.node).cloned().flatten())
     {
-        manifests.push(executor::with_platform(&shared.store, descriptor)?);
+        manifests.push(shared.store.with_platform(descriptor)?);
     }
     if manifests.is_empty()
         || (!changed.contains(&package) && shared.store.lookup(&name)?.is_some())
@@ -741,64 +766,9 @@ async fn finish_package(
         digest: descriptor.digest.to_string(),
     });
     if shared.options.docker {
-        load_into_default_engine(shared, package).await?;
+        shared.executor.load_into_engine(package).await?;
     }
     Ok(())
-}
-
-/// `--docker`: loads the host-architecture image from the cache into the default engine as
-/// `org/image:tag`.
-async fn load_into_default_engine(shared: &Arc<Shared>, package: usize) -> Result<(), BuildError> {
-    let gp = &shared.graph.packages[package];
-    let host = Platform::linux(docker::goarch(std::env::consts::ARCH));
-    if !gp.platforms.contains(&host) {
-        return Ok(()); // linuxkit skips the host tag when the host arch was not built
-    }
-    let builder = shared.builders.for_platform(&host).await?;
-    let tar = export_docker(
-        &shared.store,
-        &gp.package.tag.full_tag(),
-        &host,
-        &gp.package.tag.tag(),
-    )
-    .await?;
-    builder.engine.load(tar).await?;
-    Ok(())
-}
-
-async fn export_docker(
-    store: &Arc<Store>,
-    source: &str,
-    platform: &Platform,
-    name: &str,
-) -> Result<Vec<u8>, BuildError> {
-    let store = store.clone();
-    let source = source.to_owned();
-    let name = name.to_owned();
-    let platform = oci_platform(platform);
-    tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        store
-            .export(
-                &source,
-                crate::store::export::ExportFormat::Docker,
-                &platform,
-                Some(&name),
-                &mut out,
-            )
-            .map(|()| out)
-    })
-    .await
-    .map_err(internal)?
-    .map_err(BuildError::from)
-}
-
-fn oci_platform(p: &Platform) -> OciPlatform {
-    OciPlatform {
-        architecture: p.arch.clone(),
-        os: p.os.clone(),
-        ..Default::default()
-    }
 }
 
 struct UnitTask {
@@ -807,7 +777,7 @@ struct UnitTask {
     platform: Platform,
     name: String,
     id: String,
-    reason: String,
+    reason: BuildReason,
     inputs: Inputs,
     key: [u8; 32],
     files: BTreeMap<String, String>,
@@ -818,206 +788,118 @@ enum UnitFailure {
     /// The unit failed (reported as an event); others may go on.
     Failed,
     /// Its builder cannot be reached or chosen: the whole build stops (exit code 3 or 2).
-    Builder(EngineError),
+    Environment(EngineError),
 }
 
 impl UnitTask {
     async fn run(self) -> Result<Descriptor, UnitFailure> {
-        let events = self.shared.events.clone();
-        let builder = self
-            .shared
-            .builders
-            .for_platform(&self.platform)
-            .await
-            .map_err(UnitFailure::Builder)?;
-        let _limit = builder.limit.clone().acquire_owned().await;
-        let started = Instant::now();
-        let started_at = SystemTime::now();
-        events(Event::Started {
-            unit: self.name.clone(),
-            reason: self.reason.clone(),
-            builder: builder.engine.endpoint().to_owned(),
-        });
-        match self.build(&builder).await {
-            Ok(descriptor) => {
-                let duration = started.elapsed();
-                let record = BuildRecord {
-                    unit: self.id.clone(),
-                    manifest: descriptor.clone(),
-                    inputs: self.inputs.clone(),
-                    files: self.files.clone(),
-                    builder: builder.engine.endpoint().to_owned(),
-                    started_unix_ms: started_at
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64),
-                    duration_ms: duration.as_millis() as u64,
-                };
-                let store = self.shared.store.clone();
-                let key = self.key;
-                let written =
-                    tokio::task::spawn_blocking(move || store.put_build_record(&key, &record))
-                        .await;
-                if let Err(e) = written
-                    .map_err(internal)
-                    .and_then(|r| r.map_err(BuildError::from))
-                {
-                    events(Event::Failed {
-                        unit: self.name.clone(),
-                        error: e.to_string(),
-                        log_tail: Vec::new(),
-                    });
-                    return Err(UnitFailure::Failed);
-                }
-                events(Event::Finished {
-                    unit: self.name.clone(),
-                    digest: descriptor.digest.to_string(),
-                    duration,
-                });
-                Ok(descriptor)
-            }
-            Err((error, log_tail)) => {
-                events(Event::Failed {
-                    unit: self.name.clone(),
-                    error,
-                    log_tail,
-                });
-                Err(UnitFailure::Failed)
-            }
-        }
-    }
-
-    async fn build(&self, builder: &Builder) -> Result<Descriptor, (String, Vec<String>)> {
-        let plain = |e: &dyn std::fmt::Display| (e.to_string(), Vec::new());
-        let shared = &self.shared;
-        let gp = &shared.graph.packages[self.package];
-        let package = &gp.package;
-        let full = package.tag.full_tag();
-        builder
-            .engine
-            .check_buildkit()
-            .await
-            .map_err(|e| plain(&e))?;
-        let generated = self
-            .depends_archives(builder)
-            .await
-            .map_err(|e| plain(&e))?;
-        let (context, (dockerfile, filename)) = {
-            let graph = shared.graph.clone();
-            let index = self.package;
-            tokio::task::spawn_blocking(move || {
-                let gp = &graph.packages[index];
-                Ok::<_, crate::error::Error>((
-                    context::context_tree(gp, generated)?,
-                    context::dockerfile_tree(&gp.dockerfile_path)?,
-                ))
-            })
-            .await
-            .map_err(|e| plain(&e))?
-            .map_err(|e| plain(&e))?
-        };
-        let no_cache = shared
-            .options
-            .disable_cache
-            .unwrap_or(package.yml.disable_cache);
-        let network = shared.options.network.unwrap_or(package.yml.network);
-        let (args, labels) = &shared.args[&self.package];
-        let named = executor::NamedContexts::of(&shared.store, &gp.dockerfile.images)
-            .map_err(|e| plain(&e))?;
-        let solve = executor::solve_for(executor::UnitSolve {
-            unit: &self.name,
-            shared_key: &package.dir.display().to_string(),
-            platform: &self.platform,
-            context,
-            dockerfile,
-            filename,
-            args,
-            labels,
-            epoch: shared.options.epoch,
-            network,
-            no_cache,
-            named,
-            cache_root: shared.store.root(),
-        });
+        let shared = self.shared.clone();
         let events = shared.events.clone();
-        let unit = self.name.clone();
-        let tail = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-        let progress = {
-            let tail = tail.clone();
-            Arc::new(move |line: crate::buildkit::ProgressLine| {
-                if let Ok(mut tail) = tail.lock() {
-                    tail.push(line.text.clone());
-                    if tail.len() > 20 {
-                        tail.remove(0);
-                    }
-                }
+        let package = &shared.graph.packages[self.package].package;
+        let (args, labels) = &shared.args[&self.package];
+        let started = std::sync::Mutex::new(None::<(Instant, SystemTime, String)>);
+        let log = {
+            let events = events.clone();
+            let unit = self.name.clone();
+            Arc::new(move |line: String| {
                 events(Event::Log {
                     unit: unit.clone(),
-                    line: line.text,
+                    line,
                 })
             })
         };
-        let result = crate::buildkit::build_image(
-            builder.engine.target(),
-            solve,
-            shared.store.clone(),
-            &full,
-            &oci_platform(&self.platform),
-            progress,
-        )
-        .await;
-        let log_tail = tail.lock().map(|t| t.clone()).unwrap_or_default();
-        result.map_err(|e| {
-            let text = executor::explain_failure(&e, &gp.dockerfile.syntax);
-            (format!("build of {} failed: {text}", self.name), log_tail)
+        let job = Job {
+            package: self.package,
+            platform: &self.platform,
+            unit: &self.name,
+            args,
+            labels,
+            network: shared.options.network.unwrap_or(package.yml.network),
+            no_cache: shared
+                .options
+                .disable_cache
+                .unwrap_or(package.yml.disable_cache),
+            started: Box::new(|builder: &str| {
+                events(Event::Started {
+                    unit: self.name.clone(),
+                    reason: self.reason.clone(),
+                    builder: builder.to_owned(),
+                });
+                if let Ok(mut started) = started.lock() {
+                    *started = Some((Instant::now(), SystemTime::now(), builder.to_owned()));
+                }
+            }),
+            log,
+        };
+        let result = shared.executor.build(job).await;
+        let (since, started_at, builder) = started
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take())
+            .unwrap_or_else(|| (Instant::now(), SystemTime::now(), String::new()));
+        let descriptor = match result {
+            Ok(descriptor) => descriptor,
+            Err(ExecError::Environment(e)) => return Err(UnitFailure::Environment(e)),
+            Err(ExecError::Failed { message, log_tail }) => {
+                events(Event::Failed {
+                    unit: self.name.clone(),
+                    error: message,
+                    log_tail,
+                });
+                return Err(UnitFailure::Failed);
+            }
+        };
+        let duration = since.elapsed();
+        let record = BuildRecord {
+            unit: self.id.clone(),
+            manifest: descriptor.clone(),
+            inputs: self.inputs.clone(),
+            files: self.files.clone(),
+            builder,
+            started_unix_ms: started_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            duration_ms: duration.as_millis() as u64,
+        };
+        let store = shared.store.clone();
+        let key = self.key;
+        let written =
+            tokio::task::spawn_blocking(move || store.put_build_record(&key, &record)).await;
+        if let Err(e) = written
+            .map_err(internal)
+            .and_then(|r| r.map_err(BuildError::from))
+        {
+            events(Event::Failed {
+                unit: self.name.clone(),
+                error: e.to_string(),
+                log_tail: Vec::new(),
+            });
+            return Err(UnitFailure::Failed);
+        }
+        events(Event::Finished {
+            unit: self.name.clone(),
+            digest: descriptor.digest.to_string(),
+            duration,
+        });
+        Ok(descriptor)
+    }
+}
+
+/// Stands in for the executor where nothing builds (`explain`).
+struct NoExecutor;
+
+impl Executor for NoExecutor {
+    fn build<'a>(&'a self, _job: Job<'a>) -> BoxFuture<'a, Result<Descriptor, ExecError>> {
+        Box::pin(async {
+            Err(ExecError::Failed {
+                message: "nothing builds here".into(),
+                log_tail: Vec::new(),
+            })
         })
     }
 
-    /// The `depends.docker-images` archives, at their paths in the context: each image from
-    /// the lkpkg cache when it is there (by digest), else saved from the builder's engine.
-    async fn depends_archives(
-        &self,
-        builder: &Builder,
-    ) -> Result<Vec<(String, Vec<u8>)>, BuildError> {
-        use crate::build_yml::DependsTarget;
-        let package = &self.shared.graph.packages[self.package].package;
-        let depends = &package.yml.depends;
-        let Some(target) = &depends.target else {
-            return Ok(Vec::new());
-        };
-        let mut archives = Vec::new();
-        for image in &depends.images {
-            let full = lkpkg_cache_format::reference::expand(&image.locator);
-            let by_digest = format!("{full}@{}", image.digest);
-            let (name, tag) = lkpkg_cache_format::reference::split_tag(
-                image.reference.split('@').next().unwrap_or_default(),
-            );
-            let archive_name = match tag {
-                Some(tag) => format!("{name}:{tag}"),
-                None => name.to_owned(),
-            };
-            let archive = match self.shared.store.resolve(&by_digest) {
-                Ok((stored, _)) => {
-                    export_docker(&self.shared.store, &stored, &self.platform, &archive_name)
-                        .await?
-                }
-                Err(_) => builder.engine.save(&image.reference).await?,
-            };
-            let basename = image.locator.rsplit('/').next().unwrap_or(&image.locator);
-            archives.push((format!("{basename}@{}.tar", image.digest), archive));
-        }
-        Ok(match target {
-            DependsTarget::Dir(dir) => archives
-                .into_iter()
-                .map(|(file, bytes)| (dir.join(file).to_string_lossy().into_owned(), bytes))
-                .collect(),
-            DependsTarget::File(file) => {
-                let all: Vec<Vec<u8>> = archives.into_iter().map(|(_, b)| b).collect();
-                vec![(
-                    file.to_string_lossy().into_owned(),
-                    context::merge_docker_archives(&all)?,
-                )]
-            }
-        })
+    fn load_into_engine(&self, _package: usize) -> BoxFuture<'_, Result<(), BuildError>> {
+        Box::pin(async { Err(internal("nothing loads here")) })
     }
 }
 
@@ -1050,7 +932,7 @@ pub fn explain(
     let shared = Shared {
         graph: graph.clone(),
         store: store.clone(),
-        builders: Arc::new(Builders::new(builders::BuilderSpec::default())),
+        executor: Arc::new(NoExecutor),
         args,
         events: Arc::new(|_| {}),
         options: options.clone(),
