@@ -177,6 +177,10 @@ pub struct BuildArgs {
     /// Progress output: auto, plain, tty
     #[arg(long, default_value = "auto")]
     pub progress: String,
+    /// Forward an ssh agent to `RUN --mount=type=ssh`: `default` (SSH_AUTH_SOCK) or
+    /// `ID=SOCKET` (repeatable)
+    #[arg(long, value_name = "default|ID[=SOCKET]")]
+    pub ssh: Vec<String>,
     /// Print what would be built, and why, without building
     #[arg(long)]
     pub dry_run: bool,

@@ -12,6 +12,7 @@
 //! `failed` (`unit`, `error`, `log_tail`), `indexed` (`package`, `name`, `digest`),
 //! `index-kept` (`package`, `name`, `reason`: a platform failed, the index was left as it was).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -140,6 +141,7 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
         store.clone(),
         builders,
         build_options.epoch,
+        ssh_agents(&args.ssh)?,
     ));
     // Ctrl-C drops the build: running tasks are aborted, which closes their connections to the
     // engines, and BuildKit cancels those solves (and ends their steps).
@@ -204,6 +206,45 @@ fn engine_error(e: lkpkg_engine::executor::docker::EngineError) -> anyhow::Error
         message: e.to_string(),
     }
     .into()
+}
+
+/// `--ssh` values as agents by id: `default` is `SSH_AUTH_SOCK`, `ID=SOCKET` a socket path
+/// (a key file is refused: lkpkg forwards agents, never keys).
+fn ssh_agents(values: &[String]) -> Result<std::collections::BTreeMap<String, PathBuf>> {
+    let mut agents = std::collections::BTreeMap::new();
+    for value in values {
+        let (id, path) = match value.split_once('=') {
+            Some((id, path)) => (id.trim(), PathBuf::from(path.trim())),
+            None => {
+                let socket = std::env::var_os("SSH_AUTH_SOCK")
+                    .filter(|s| !s.is_empty())
+                    .ok_or_else(|| {
+                        bad_input(format!(
+                            "--ssh {value}: SSH_AUTH_SOCK is not set (start an ssh agent, or \
+                             give its socket: --ssh {value}=SOCKET)"
+                        ))
+                    })?;
+                (value.trim(), PathBuf::from(socket))
+            }
+        };
+        if id.is_empty() || id.contains(',') {
+            return Err(bad_input(format!(
+                "--ssh `{value}`: expected default or ID[=SOCKET]"
+            )));
+        }
+        let is_socket = std::fs::metadata(&path)
+            .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            .unwrap_or(false);
+        if !is_socket {
+            return Err(bad_input(format!(
+                "--ssh {id}: `{}` is not an ssh agent socket (lkpkg forwards agents, not key \
+                 files: `ssh-add` the key to an agent and pass its socket)",
+                path.display()
+            )));
+        }
+        agents.insert(id.to_owned(), path);
+    }
+    Ok(agents)
 }
 
 /// The time stamped into outputs: `SOURCE_DATE_EPOCH`, else 0 (see

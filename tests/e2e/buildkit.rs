@@ -1062,3 +1062,63 @@ fn a_failed_platform_never_leaves_an_index_mixing_new_and_stale_manifests() {
     let (code, _, stderr) = run(t.lkpkg().args(["cache", "verify"]));
     assert_eq!(code, 0, "{stderr}");
 }
+
+#[test]
+fn ssh_forwards_an_agent_to_run_mount_ssh_and_refuses_without_one() {
+    let t = Test::new("ssh");
+    t.build_yml("ssh", "arches: [amd64]\n");
+    t.repo.busybox_bin("ssh", &t.prefix);
+    t.repo.write(
+        "ssh/Dockerfile",
+        "FROM scratch\nCOPY bin/ /bin/\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+         RUN --mount=type=ssh,required=true test -S \"$SSH_AUTH_SOCK\" && echo \"agent at $SSH_AUTH_SOCK\" > /ssh\n",
+    );
+    t.repo.commit_all("ssh");
+    // Without --ssh: a step that requires an agent fails, and the error says how to give one.
+    let outcome = t.build(&["ssh"]);
+    assert_eq!(outcome.code, 1, "{}", outcome.dump());
+    assert!(outcome.stdout.contains("--ssh"), "{}", outcome.dump());
+    // With an agent of this machine's.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let agent = Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent (openssh-client, from scripts/dev-env.sh)");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _agent = Kill(agent);
+    let start = std::time::Instant::now();
+    while !socket.exists() {
+        assert!(start.elapsed().as_secs() < 10, "ssh-agent did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let ssh = format!("default={}", socket.display());
+    t.build_ok(&["--ssh", &ssh, "ssh"]);
+    let tag = t.tag("ssh", &[]);
+    let fs = t.export(&tag, "amd64");
+    assert!(
+        fs.text("/ssh")
+            .starts_with("agent at /run/buildkit/ssh_agent"),
+        "{}",
+        fs.text("/ssh")
+    );
+    // A key file is not an agent.
+    let key = dir.path().join("id_ed25519");
+    std::fs::write(&key, "not a socket").unwrap();
+    let outcome = t.build(&["--ssh", &format!("default={}", key.display()), "ssh"]);
+    assert_eq!(outcome.code, 2, "{}", outcome.dump());
+    assert!(
+        outcome.stderr.contains("not an ssh agent socket"),
+        "{}",
+        outcome.dump()
+    );
+}

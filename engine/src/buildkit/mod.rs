@@ -10,7 +10,8 @@
 //! - [`content`]: the linuxkit cache as the session's content store, which is how
 //!   `oci-layout://` named contexts give a build another package's image, per platform;
 //! - [`context_tree`], [`patterns`]: what a context holds, and `.dockerignore` semantics;
-//! - [`solve`]: the `Solve` call and its `Status` progress stream.
+//! - [`solve`]: the `Solve` call and its `Status` progress stream;
+//! - [`sshforward`]: `--ssh` agents for `RUN --mount=type=ssh`.
 //!
 //! What came from where: the protobuf messages and tonic stubs of BuildKit's control API, the
 //! file sync, health and fsutil types are `bollard-buildkit-proto`'s (generated from BuildKit's
@@ -30,6 +31,7 @@ pub(crate) mod filesync;
 pub(crate) mod patterns;
 pub(crate) mod session;
 pub(crate) mod solve;
+pub(crate) mod sshforward;
 
 use std::sync::Arc;
 

@@ -9,7 +9,8 @@
 //! - `moby.filesync.v1.FileSync`: the context and the Dockerfile ([`super::filesync`]);
 //! - `moby.filesync.v1.FileSend`: the exporter's archive ([`super::filesync`]);
 //! - `containerd.services.content.v1.Content`: the linuxkit cache, read-only, for named
-//!   contexts ([`super::content`]).
+//!   contexts ([`super::content`]);
+//! - `moby.sshforward.v1.SSH`: the ssh agents `--ssh` forwards ([`super::sshforward`]).
 //!
 //! Requests are routed by their path's service name to one of these (tonic's own router would
 //! bring axum in for five string comparisons).
@@ -32,7 +33,9 @@ use tonic::{Request, Response, Status};
 use super::content::{self, ContentServer};
 use super::dial;
 use super::filesync::{ExportSink, SyncedDirs};
+use super::sshforward::Agents;
 use crate::executor::docker::{Endpoint, EngineError};
+use bollard_buildkit_proto::moby::sshforward::v1::ssh_server::SshServer;
 
 /// The largest message either side sends (BuildKit's own limit).
 const MAX_MESSAGE: usize = 16 << 20;
@@ -78,6 +81,7 @@ pub(crate) struct Services {
     pub dirs: SyncedDirs,
     pub export: Arc<ExportSink>,
     pub blobs: content::Blobs,
+    pub agents: Agents,
 }
 
 /// The session's router; see the module docs.
@@ -87,6 +91,7 @@ struct Router {
     sync: FileSyncServer<SyncedDirs>,
     send: FileSendServer<ExportSinkRef>,
     content: ContentServer,
+    ssh: SshServer<Agents>,
 }
 
 /// The export sink, shared with the solve that reads it.
@@ -121,6 +126,7 @@ impl Router {
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
             content: ContentServer::new(services.blobs),
+            ssh: SshServer::new(services.agents),
         }
     }
 
@@ -136,6 +142,10 @@ impl Router {
         ));
         all.extend(of(FileSendServer::<ExportSinkRef>::NAME, &["DiffCopy"]));
         all.extend(of(content::SERVICE, &["Info", "Read"]));
+        all.extend(of(
+            SshServer::<Agents>::NAME,
+            &["CheckAgent", "ForwardAgent"],
+        ));
         all
     }
 }
@@ -166,6 +176,8 @@ impl Service<http::Request<tonic::body::Body>> for Router {
             self.send.call(request)
         } else if service == content::SERVICE {
             self.content.call(request)
+        } else if service == SshServer::<Agents>::NAME {
+            self.ssh.call(request)
         } else {
             Box::pin(async move {
                 Ok(Status::unimplemented(format!("`{service}` is not offered")).into_http())

@@ -36,6 +36,8 @@ pub(crate) struct Solve {
     pub exporter_attrs: BTreeMap<String, String>,
     /// What named contexts read from the session.
     pub blobs: Blobs,
+    /// `--ssh`: agent sockets by id.
+    pub ssh: BTreeMap<String, std::path::PathBuf>,
 }
 
 /// One line of a build's progress, for people.
@@ -76,6 +78,7 @@ pub(crate) async fn run(
             dirs,
             export: export.clone(),
             blobs: solve.blobs,
+            agents: super::sshforward::Agents { sockets: solve.ssh },
         },
     )
     .await?;

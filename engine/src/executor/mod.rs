@@ -14,6 +14,8 @@ pub(crate) mod context;
 pub mod docker;
 pub(crate) mod solve;
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use lkpkg_cache_format::layout::{Descriptor, Platform as OciPlatform};
@@ -35,6 +37,8 @@ pub struct BuildkitExecutor {
     builders: Arc<Builders>,
     /// The time stamped into outputs (see [`crate::schedule::BuildOptions::epoch`]).
     epoch: i64,
+    /// `--ssh`: agent sockets by id.
+    ssh: BTreeMap<String, PathBuf>,
 }
 
 impl BuildkitExecutor {
@@ -43,12 +47,14 @@ impl BuildkitExecutor {
         store: Arc<Store>,
         builders: Arc<Builders>,
         epoch: i64,
+        ssh: BTreeMap<String, PathBuf>,
     ) -> BuildkitExecutor {
         BuildkitExecutor {
             graph,
             store,
             builders,
             epoch,
+            ssh,
         }
     }
 
@@ -116,6 +122,7 @@ impl BuildkitExecutor {
             no_cache: job.no_cache,
             named,
             cache_root: self.store.root(),
+            ssh: self.ssh.clone(),
         });
         let log = job.log.clone();
         let progress = Arc::new(move |line: crate::buildkit::ProgressLine| {

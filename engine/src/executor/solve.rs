@@ -169,6 +169,8 @@ pub(crate) struct UnitSolve<'a> {
     pub no_cache: bool,
     pub named: NamedContexts,
     pub cache_root: &'a Path,
+    /// `--ssh`: agent sockets by id.
+    pub ssh: BTreeMap<String, std::path::PathBuf>,
 }
 
 /// The solve of a unit; see the module docs.
@@ -213,6 +215,7 @@ pub(crate) fn solve_for(unit: UnitSolve<'_>) -> Solve {
             cache: Some(unit.cache_root.to_owned()),
             made: unit.named.blobs,
         },
+        ssh: unit.ssh,
     }
 }
 
