@@ -64,13 +64,8 @@ pub(crate) async fn connect(endpoint: &Endpoint) -> Result<Box<dyn Stream>, Engi
     }
     if host.starts_with("ssh://") {
         let target = SshTarget::parse(host).map_err(unreachable)?;
-        let mut child = tokio::process::Command::new("ssh")
-            .args(target.args())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
+        let mut child = target
+            .spawn(std::process::Stdio::null())
             .map_err(|e| unreachable(format!("cannot run `ssh`: {e}")))?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(unreachable("`ssh` started without its pipes".to_owned()));

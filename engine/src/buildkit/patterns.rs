@@ -23,18 +23,10 @@ const OPTIONS: glob::MatchOptions = glob::MatchOptions {
     require_literal_leading_dot: false,
 };
 
+/// A pattern with `.`, `..` and empty segments resolved (a leading `/` dropped), as
+/// `filepath.Clean` leaves it.
 fn clean(pattern: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in pattern.trim().split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    parts.join("/")
+    crate::store::ingest::normalize(pattern.trim())
 }
 
 impl Pattern {

@@ -418,6 +418,21 @@ impl SshTarget {
         })
     }
 
+    /// `ssh … docker system dial-stdio` with piped stdin and stdout (the connection), stderr
+    /// as given; the child dies with its handle.
+    pub(crate) fn spawn(
+        &self,
+        stderr: std::process::Stdio,
+    ) -> std::io::Result<tokio::process::Child> {
+        tokio::process::Command::new("ssh")
+            .args(self.args())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+    }
+
     /// The `ssh` arguments, as the docker CLI passes them.
     pub(crate) fn args(&self) -> Vec<String> {
         let mut args = vec!["-o".to_owned(), "BatchMode=yes".to_owned()];
@@ -444,13 +459,8 @@ async fn ssh_request(
     let io_error = |message: String| bollard::errors::Error::IOError {
         err: std::io::Error::other(message),
     };
-    let mut child = tokio::process::Command::new("ssh")
-        .args(target.args())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
+    let mut child = target
+        .spawn(std::process::Stdio::piped())
         .map_err(|e| io_error(format!("cannot run `ssh`: {e}")))?;
     let (Some(stdin), Some(stdout), Some(mut stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
