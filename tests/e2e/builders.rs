@@ -773,3 +773,98 @@ fn tls_context_is_reached_with_its_certificates() {
     assert_eq!(row["answers"], false, "{row}");
     assert!(row["error"].as_str().unwrap().contains("cert.pem"), "{row}");
 }
+
+/// A dockerd of its own, without the containerd image store (the classic one of older
+/// installs), on a unix socket; stopped and removed when dropped.
+struct ClassicEngine {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl ClassicEngine {
+    fn start() -> ClassicEngine {
+        // Under the dev-env state directory: overlay storage wants a real file system.
+        let dir = tempfile::Builder::new()
+            .prefix("classic-engine")
+            .tempdir_in("/var/lib/lkpkg-dev")
+            .expect("/var/lib/lkpkg-dev (scripts/dev-env.sh makes it)");
+        let d = dir.path();
+        std::fs::write(d.join("daemon.json"), "{}").unwrap();
+        let log = std::fs::File::create(d.join("log")).unwrap();
+        let child = Command::new("dockerd")
+            .arg("--config-file")
+            .arg(d.join("daemon.json"))
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", d.join("docker.sock").display()))
+            .args(["--bridge", "none", "--iptables=false"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd");
+        let engine = ClassicEngine { child, dir };
+        let start = std::time::Instant::now();
+        while run(Command::new("docker")
+            .env("DOCKER_HOST", engine.host())
+            .args(["version"]))
+        .0 != 0
+        {
+            assert!(
+                start.elapsed().as_secs() < 60,
+                "the classic engine did not start: {}",
+                std::fs::read_to_string(engine.dir.path().join("log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        engine
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.dir.path().join("docker.sock").display())
+    }
+}
+
+impl Drop for ClassicEngine {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        let _ = Command::new("umount")
+            .arg("-R")
+            .arg(self.dir.path().join("exec"))
+            .status();
+    }
+}
+
+#[test]
+fn an_engine_without_the_containerd_image_store_is_refused_saying_what_to_enable() {
+    let engine = ClassicEngine::start();
+    let image = unique("classic");
+    let cleanup = Cleanup::new(&image);
+    let repo = arch_repo(&image);
+    let cache = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(lkpkg_in(&repo, &cleanup)
+        .arg("--cache")
+        .arg(cache.path())
+        .args(["pkg", "build", "--platforms", "linux/amd64", "--builders"])
+        .arg(format!("linux/amd64={}", engine.host()))
+        .arg("arch"));
+    assert_eq!(code, 3, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        err.contains(&engine.host()) && err.contains("containerd-snapshotter"),
+        "{err}"
+    );
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    // Nothing reached the cache.
+    let listed = ok(lkpkg_in(&repo, &cleanup)
+        .arg("--cache")
+        .arg(cache.path())
+        .args(["cache", "ls"]));
+    assert!(!listed.contains(&image), "{listed}");
+}

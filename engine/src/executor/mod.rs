@@ -65,6 +65,13 @@ impl BuildkitExecutor {
             .await
             .map_err(ExecError::Environment)?;
         let _limit = builder.limit.clone().acquire_owned().await;
+        // An engine whose BuildKit cannot export images fails every unit sent to it: the
+        // build stops with what to enable.
+        builder
+            .engine
+            .check_buildkit()
+            .await
+            .map_err(ExecError::Environment)?;
         (job.started)(builder.engine.endpoint());
         let tail = Arc::new(Mutex::new(Vec::<String>::new()));
         let result = self.solve_unit(&job, &builder, tail.clone()).await;
@@ -83,11 +90,6 @@ impl BuildkitExecutor {
         let text = |e: &dyn std::fmt::Display| e.to_string();
         let gp = &self.graph.packages[job.package];
         let package = &gp.package;
-        builder
-            .engine
-            .check_buildkit()
-            .await
-            .map_err(|e| text(&e))?;
         let generated = self
             .depends_archives(job.package, job.platform, builder)
             .await

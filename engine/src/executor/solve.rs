@@ -241,6 +241,59 @@ pub(crate) fn explain_failure(error: &ImageBuildError, syntax: &Option<String>) 
 mod tests {
     use super::*;
 
+    fn unit<'a>(
+        args: &'a BTreeMap<String, String>,
+        labels: &'a BTreeMap<String, String>,
+        platform: &'a Platform,
+        network: bool,
+    ) -> UnitSolve<'a> {
+        UnitSolve {
+            unit: "pkg/arm64",
+            shared_key: "/repo/pkg",
+            platform,
+            context: ContextTree::new(),
+            dockerfile: ContextTree::new(),
+            filename: "Dockerfile.alt".into(),
+            args,
+            labels,
+            epoch: 0,
+            network,
+            no_cache: true,
+            named: NamedContexts {
+                contexts: BTreeMap::from([(
+                    "linuxkit/base:abc".to_owned(),
+                    format!("oci-layout://{STORE_ID}@sha256:{}", "0".repeat(64)),
+                )]),
+                blobs: HashMap::new(),
+            },
+            cache_root: Path::new("/cache"),
+            ssh: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_unit_becomes_the_frontend_attributes_linuxkit_passes() {
+        let args = BTreeMap::from([("BASE".to_owned(), "linuxkit/base:abc".to_owned())]);
+        let labels = BTreeMap::from([("org.mobyproject.config".to_owned(), "{}".to_owned())]);
+        let platform = Platform::linux("arm64");
+        let solve = solve_for(unit(&args, &labels, &platform, false));
+        let attrs = &solve.frontend_attrs;
+        assert_eq!(attrs["filename"], "Dockerfile.alt");
+        assert_eq!(attrs["platform"], "linux/arm64");
+        assert_eq!(attrs["build-arg:BASE"], "linuxkit/base:abc");
+        assert_eq!(attrs["build-arg:SOURCE_DATE_EPOCH"], "0");
+        assert_eq!(attrs["label:org.mobyproject.config"], "{}");
+        assert_eq!(attrs["force-network-mode"], "none");
+        assert_eq!(attrs["no-cache"], "");
+        assert!(attrs["context:linuxkit/base:abc"].starts_with("oci-layout://lkpkg-cache@sha256:"));
+        assert_eq!(solve.exporter, "oci");
+        assert_eq!(solve.exporter_attrs["rewrite-timestamp"], "true");
+        assert_eq!(solve.exporter_attrs["compression"], "uncompressed");
+        // `network: true` is BuildKit's own sandbox network: no mode forced.
+        let solve = solve_for(unit(&args, &labels, &platform, true));
+        assert!(!solve.frontend_attrs.contains_key("force-network-mode"));
+    }
+
     #[test]
     fn familiar_names_are_buildkits() {
         assert_eq!(familiar("docker.io/library/alpine:latest"), "alpine");
