@@ -168,6 +168,8 @@ pub struct BuildArgs {
     /// Builders per platform, `platform=context,…` [env: LINUXKIT_BUILDERS]
     #[arg(long)]
     pub builders: Option<String>,
+    #[command(flatten)]
+    pub builder_container: BuilderContainerArgs,
     /// Dockerfile to use, relative to the package (overrides build.yml)
     #[arg(long)]
     pub dockerfile: Option<String>,
@@ -216,11 +218,32 @@ pub enum BuilderCommand {
     Prune(BuilderArgs),
 }
 
+/// linuxkit's `linuxkit-builder` container flags. lkpkg builds with each engine's own
+/// BuildKit and runs no builder container (yet): these are refused with a message, never
+/// silently ignored.
+#[derive(Args, Debug, Clone, Default)]
+pub struct BuilderContainerArgs {
+    /// linuxkit's builder container name; not used: lkpkg builds with the engine's BuildKit
+    #[arg(long, value_name = "NAME")]
+    pub builder_name: Option<String>,
+    /// linuxkit's builder container image; not used: lkpkg builds with the engine's BuildKit
+    #[arg(long, value_name = "IMAGE")]
+    pub builder_image: Option<String>,
+    /// linuxkit's buildkitd.toml for its builder container; not used (see --builder-image)
+    #[arg(long, value_name = "FILE")]
+    pub builder_config: Option<PathBuf>,
+    /// Recreate linuxkit's builder container; not used (see --builder-image)
+    #[arg(long)]
+    pub builder_restart: bool,
+}
+
 #[derive(Args, Debug)]
 pub struct BuilderArgs {
     /// Builders per platform, `platform=context,…` [env: LINUXKIT_BUILDERS]
     #[arg(long)]
     pub builders: Option<String>,
+    #[command(flatten)]
+    pub builder_container: BuilderContainerArgs,
     /// Platforms whose builders to act on [default: linux/amd64,linux/arm64,linux/riscv64]
     #[arg(long, value_delimiter = ',')]
     pub platforms: Vec<String>,

@@ -26,6 +26,7 @@ use crate::args::{BuildArgs, GlobalArgs, MessageFormat, PkgOptions};
 use crate::exit::{Classified, bad_input};
 
 pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result<()> {
+    crate::pkg::refuse_builder_container(&args.builder_container)?;
     if options.hash_commit != "HEAD" {
         return Err(bad_input("cannot build from commit hash != HEAD"));
     }

@@ -84,3 +84,34 @@ fn show_tag(options: &PkgOptions, args: ShowTagArgs) -> Result<()> {
     std::io::stdout().lock().write_all(out.as_bytes())?;
     Ok(())
 }
+
+/// Refuses linuxkit's builder-container flags, and says that its variables have no effect:
+/// lkpkg builds with each engine's own BuildKit.
+pub fn refuse_builder_container(args: &crate::args::BuilderContainerArgs) -> anyhow::Result<()> {
+    let given = [
+        ("--builder-name", args.builder_name.is_some()),
+        ("--builder-image", args.builder_image.is_some()),
+        ("--builder-config", args.builder_config.is_some()),
+        ("--builder-restart", args.builder_restart),
+    ];
+    if let Some((flag, _)) = given.iter().find(|(_, set)| *set) {
+        return Err(crate::exit::bad_input(format!(
+            "{flag}: lkpkg runs no `linuxkit-builder` container; it builds with each engine's own \
+             BuildKit (Docker 23 or newer with the containerd image store). Leave out {flag}, \
+             and enable the containerd image store where an engine lacks it"
+        )));
+    }
+    for var in [
+        "LINUXKIT_BUILDER_NAME",
+        "LINUXKIT_BUILDER_IMAGE",
+        "LINUXKIT_BUILDER_CONFIG",
+    ] {
+        if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
+            eprintln!(
+                "note: {var} is set, but lkpkg runs no builder container (it builds with each \
+                 engine's own BuildKit): it has no effect"
+            );
+        }
+    }
+    Ok(())
+}

@@ -868,3 +868,26 @@ fn an_engine_without_the_containerd_image_store_is_refused_saying_what_to_enable
         .args(["cache", "ls"]));
     assert!(!listed.contains(&image), "{listed}");
 }
+
+#[test]
+fn linuxkit_builder_container_flags_are_refused_with_what_to_do() {
+    let image = unique("container-flags");
+    let cleanup = Cleanup::new(&image);
+    let repo = arch_repo(&image);
+    for (command, flag) in [
+        (
+            ["pkg", "build"],
+            vec!["--builder-image", "moby/buildkit:v0.26.3", "arch"],
+        ),
+        (["pkg", "build"], vec!["--builder-restart", "arch"]),
+        (["pkg", "builder"], vec!["ls", "--builder-name", "mine"]),
+    ] {
+        let (code, _, err) = run(lkpkg_in(&repo, &cleanup).args(command).args(&flag));
+        assert_eq!(code, 2, "{flag:?}: {err}");
+        assert!(
+            err.contains(flag.iter().find(|f| f.starts_with("--")).unwrap())
+                && err.contains("containerd image store"),
+            "{err}"
+        );
+    }
+}
