@@ -62,7 +62,7 @@ impl GlobalArgs {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Package commands: build, show-tag, push, …
-    Pkg(PkgCommand),
+    Pkg(Box<PkgCommand>),
     /// Inspect and manage the linuxkit cache
     #[command(subcommand)]
     Cache(CacheCommand),

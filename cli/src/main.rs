@@ -18,7 +18,7 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = args::Cli::parse();
     let result = match cli.command {
-        args::Command::Pkg(pkg) => pkg::run(pkg, &cli.global),
+        args::Command::Pkg(pkg) => pkg::run(*pkg, &cli.global),
         args::Command::Cache(cmd) => cache_cmd::run(cmd, &cli.global.cache_dir(), cli.global.quiet),
         args::Command::Graph(graph) => graph_cmd::run(graph, &cli.global),
         args::Command::Explain(explain) => explain_cmd::run(explain, &cli.global),
