@@ -60,7 +60,7 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
     let graph = BuildGraph::build(&loader, &dirs, &graph_options)?;
     for warning in &graph.warnings {
         if !global.quiet {
-            eprintln!("warning: {warning}");
+            crate::output::errln!("warning: {warning}");
         }
     }
     let store = Arc::new(lkpkg_engine::store::Store::open(&global.cache_dir())?);
@@ -117,7 +117,7 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
     let view = live.clone();
     let events: Arc<dyn Fn(Event) + Send + Sync> = Arc::new(move |event| {
         if json_output {
-            println!("{}", event_json(&event));
+            crate::output::outln!("{}", event_json(&event));
         } else if quiet {
         } else if let Some(view) = &view {
             let line = human_line(&event, verbose);
@@ -130,7 +130,7 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
             };
             view.print(line.as_deref(), started, ended);
         } else if let Some(line) = human_line(&event, verbose) {
-            eprintln!("{line}");
+            crate::output::errln!("{line}");
         }
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -175,7 +175,7 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
         Err(e) => return Err(e.into()),
     };
     if !quiet && !json_output {
-        eprintln!(
+        crate::output::errln!(
             "    Finished {} {}, {} fresh, {} failed, {} skipped",
             summary.built,
             if args.dry_run { "to build" } else { "built" },

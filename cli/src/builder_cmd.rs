@@ -125,7 +125,7 @@ async fn ls(args: BuilderArgs, global: &GlobalArgs) -> Result<()> {
         }
         out.push_str(&format!("    chosen:   {}\n", selection.reason));
     }
-    print!("{out}");
+    crate::output::out(&out);
     Ok(())
 }
 
@@ -146,15 +146,15 @@ async fn prune(args: BuilderArgs, global: &GlobalArgs) -> Result<()> {
             .map_err(classify)?;
         for item in pruned {
             match item.result {
-                Ok(()) => println!("{}\t{}", endpoint, item.name),
+                Ok(()) => crate::output::outln!("{}\t{}", endpoint, item.name),
                 Err(e) => {
                     failed += 1;
-                    eprintln!("warning: cannot remove `{}`: {e}", item.name);
+                    crate::output::errln!("warning: cannot remove `{}`: {e}", item.name);
                 }
             }
         }
         if !global.quiet && args.dry_run {
-            eprintln!("(dry run: nothing was removed from `{endpoint}`)");
+            crate::output::errln!("(dry run: nothing was removed from `{endpoint}`)");
         }
     }
     if failed > 0 {

@@ -157,7 +157,7 @@ fn short_type(media_type: &str) -> &str {
 pub fn run(cmd: CacheCommand, cache_dir: &Path, quiet: bool) -> anyhow::Result<()> {
     let say = |message: String| {
         if !quiet {
-            eprintln!("{message}");
+            crate::output::errln!("{message}");
         }
     };
     // Refuse unsupported flags before touching the cache.
@@ -343,15 +343,49 @@ pub fn run(cmd: CacheCommand, cache_dir: &Path, quiet: bool) -> anyhow::Result<(
                 store.export(&reference, format, &platform, name.as_deref(), &mut out)?;
             } else {
                 let path = Path::new(&outfile);
-                let file = std::fs::File::create(path)
-                    .with_context(|| format!("cannot create `{outfile}`"))?;
-                let mut writer = io::BufWriter::new(file);
-                store.export(&reference, format, &platform, name.as_deref(), &mut writer)?;
-                writer
-                    .into_inner()
-                    .map_err(|e| e.into_error())
-                    .and_then(|f| f.sync_all())
-                    .with_context(|| format!("cannot write `{outfile}`"))?;
+                // A regular file (or none yet) is replaced atomically; anything else (a pipe,
+                // a device, a link such as /dev/stdout) is written where it points.
+                let regular = match std::fs::symlink_metadata(path) {
+                    Ok(meta) => meta.is_file(),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("cannot write `{outfile}`"));
+                    }
+                };
+                if regular {
+                    // A file appears whole or not at all: written beside it, synced, renamed.
+                    let dir = path
+                        .parent()
+                        .filter(|d| !d.as_os_str().is_empty())
+                        .unwrap_or(Path::new("."));
+                    let tmp = tempfile::Builder::new()
+                        .prefix(".lkpkg-export-")
+                        .tempfile_in(dir)
+                        .with_context(|| format!("cannot create a file beside `{outfile}`"))?;
+                    let mut writer = io::BufWriter::new(tmp);
+                    store.export(&reference, format, &platform, name.as_deref(), &mut writer)?;
+                    let tmp = writer
+                        .into_inner()
+                        .map_err(|e| e.into_error())
+                        .with_context(|| format!("cannot write `{outfile}`"))?;
+                    tmp.as_file()
+                        .sync_all()
+                        .with_context(|| format!("cannot write `{outfile}`"))?;
+                    tmp.persist(path)
+                        .map_err(|e| e.error)
+                        .with_context(|| format!("cannot write `{outfile}`"))?;
+                } else {
+                    // Written as it goes; nothing to sync on a pipe or a terminal.
+                    let file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(path)
+                        .with_context(|| format!("cannot open `{outfile}`"))?;
+                    let mut writer = io::BufWriter::new(file);
+                    store.export(&reference, format, &platform, name.as_deref(), &mut writer)?;
+                    writer
+                        .flush()
+                        .with_context(|| format!("cannot write `{outfile}`"))?;
+                }
             }
         }
         CacheCommand::Import { file } => {

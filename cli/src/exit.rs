@@ -78,10 +78,10 @@ fn kind_of(error: &anyhow::Error) -> ErrorKind {
 /// Prints `error` with its causes and returns its exit code.
 pub fn report(error: &anyhow::Error) -> ExitCode {
     if error.downcast_ref::<Interrupted>().is_some() {
-        eprintln!("error: {error}");
+        crate::output::errln!("error: {error}");
         return ExitCode::from(INTERRUPTED);
     }
-    eprintln!("error: {error:#}");
+    crate::output::errln!("error: {error:#}");
     ExitCode::from(match kind_of(error) {
         ErrorKind::BadInput => BAD_INPUT,
         ErrorKind::Environment => ENVIRONMENT,

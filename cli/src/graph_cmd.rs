@@ -58,7 +58,7 @@ pub fn run(args: GraphArgs, global: &GlobalArgs) -> Result<()> {
     let graph = BuildGraph::build(&loader, &dirs, &options)?;
     if !global.quiet {
         for warning in &graph.warnings {
-            eprintln!("warning: {warning}");
+            crate::output::errln!("warning: {warning}");
         }
     }
     let base = std::env::current_dir()?;

@@ -1,7 +1,7 @@
 //! `lkpkg`: the binary is glue. It parses the command line ([`args`]), calls the engine, prints
 //! what comes back, and classifies failures once ([`exit`]) into exit codes:
 //! 0 success, 1 a build failed, 2 bad input or usage, 3 environment (engine, registry, git),
-//! 130 interrupted.
+//! 70 internal error, 130 interrupted, 141 stdout closed (as `cat`: [`output`]).
 
 mod args;
 mod build_cmd;
@@ -10,6 +10,7 @@ mod cache_cmd;
 mod exit;
 mod explain_cmd;
 mod graph_cmd;
+mod output;
 mod pkg;
 mod progress;
 
@@ -25,6 +26,10 @@ fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // `lkpkg … | head`: the reader is gone, nothing more to say (as `cat`).
+        Err(error) if output::is_closed_pipe(&error) => {
+            std::process::ExitCode::from(output::CLOSED_PIPE as u8)
+        }
         Err(error) => exit::report(&error),
     }
 }

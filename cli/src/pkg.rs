@@ -107,7 +107,7 @@ pub fn refuse_builder_container(args: &crate::args::BuilderContainerArgs) -> any
         "LINUXKIT_BUILDER_CONFIG",
     ] {
         if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
-            eprintln!(
+            crate::output::errln!(
                 "note: {var} is set, but lkpkg runs no builder container (it builds with each \
                  engine's own BuildKit): it has no effect"
             );

@@ -309,3 +309,67 @@ fn eight_processes_share_one_cache() {
         ok(Command::new("skopeo").args(["inspect", "--raw", &oci]));
     }
 }
+
+/// A cache with one built package (the examples' base), for output tests.
+fn built_example(cache: &Path) -> String {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let (code, _, err) = crate::support::run(
+        crate::support::lkpkg(&examples)
+            .arg("--cache")
+            .arg(cache)
+            .args(["pkg", "build", "base"]),
+    );
+    assert_eq!(code, 0, "{err}");
+    ok(crate::support::lkpkg(&examples).args(["pkg", "show-tag", "base"]))
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly_and_outfile_may_be_dev_stdout() {
+    let cache = tempfile::tempdir().unwrap();
+    let tag = built_example(cache.path());
+    // stdout and stderr are pipes whose readers are gone before lkpkg writes.
+    for args in [
+        vec!["cache", "ls"],
+        vec!["cache", "export", tag.as_str(), "--outfile", "-"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let (err_reader, err_writer) = std::io::pipe().unwrap();
+        drop(err_reader);
+        let status = cache_cmd(cache.path())
+            .args(&args[1..])
+            .stdout(writer)
+            .stderr(err_writer)
+            .status()
+            .unwrap();
+        // 141: what a shell reports for `cat` ended by a closed pipe; 101 would be a panic.
+        assert_eq!(status.code(), Some(141), "{args:?}");
+    }
+    // `--outfile /dev/stdout` writes the archive there and succeeds.
+    let out = tempfile::tempdir().unwrap();
+    let file = std::fs::File::create(out.path().join("via-stdout.tar")).unwrap();
+    let status = cache_cmd(cache.path())
+        .args(["export", &tag, "--outfile", "/dev/stdout"])
+        .stdout(file)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let listing = ok(Command::new("tar")
+        .arg("-tf")
+        .arg(out.path().join("via-stdout.tar")));
+    assert!(listing.contains("index.json"), "{listing}");
+    // A file is written whole, beside its final name, then renamed: no leftovers.
+    let target = out.path().join("image.tar");
+    ok(cache_cmd(cache.path()).args(["export", &tag, "-o", target.to_str().unwrap()]));
+    let names: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with(".lkpkg-export-")),
+        "{names:?}"
+    );
+    assert!(target.is_file());
+}
