@@ -218,23 +218,44 @@ pub enum BuilderCommand {
     Prune(BuilderArgs),
 }
 
-/// linuxkit's `linuxkit-builder` container flags. lkpkg builds with each engine's own
-/// BuildKit and runs no builder container (yet): these are refused with a message, never
-/// silently ignored.
+/// Which BuildKit builds, and linuxkit's `linuxkit-builder` container.
 #[derive(Args, Debug, Clone, Default)]
 pub struct BuilderContainerArgs {
-    /// linuxkit's builder container name; not used: lkpkg builds with the engine's BuildKit
-    #[arg(long, value_name = "NAME")]
-    pub builder_name: Option<String>,
-    /// linuxkit's builder container image; not used: lkpkg builds with the engine's BuildKit
-    #[arg(long, value_name = "IMAGE")]
-    pub builder_image: Option<String>,
-    /// linuxkit's buildkitd.toml for its builder container; not used (see --builder-image)
-    #[arg(long, value_name = "FILE")]
+    /// Which BuildKit builds on each engine: the engine's own when it can export images, else
+    /// an existing builder container (auto); the engine's own only (engine); the builder
+    /// container, created privileged as linuxkit creates it (container)
+    #[arg(long, value_enum, default_value_t = BuilderModeArg::Auto)]
+    pub builder_mode: BuilderModeArg,
+    /// The builder container's name
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "LINUXKIT_BUILDER_NAME",
+        default_value = "linuxkit-builder"
+    )]
+    pub builder_name: String,
+    /// The builder container's image
+    #[arg(
+        long,
+        value_name = "IMAGE",
+        env = "LINUXKIT_BUILDER_IMAGE",
+        default_value = "moby/buildkit:v0.26.3"
+    )]
+    pub builder_image: String,
+    /// A buildkitd.toml for the builder container
+    #[arg(long, value_name = "FILE", env = "LINUXKIT_BUILDER_CONFIG")]
     pub builder_config: Option<PathBuf>,
-    /// Recreate linuxkit's builder container; not used (see --builder-image)
+    /// Recreate the builder container
     #[arg(long)]
     pub builder_restart: bool,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BuilderModeArg {
+    #[default]
+    Auto,
+    Engine,
+    Container,
 }
 
 #[derive(Args, Debug)]
@@ -242,8 +263,6 @@ pub struct BuilderArgs {
     /// Builders per platform, `platform=context,…` [env: LINUXKIT_BUILDERS]
     #[arg(long)]
     pub builders: Option<String>,
-    #[command(flatten)]
-    pub builder_container: BuilderContainerArgs,
     /// Platforms whose builders to act on [default: linux/amd64,linux/arm64,linux/riscv64]
     #[arg(long, value_delimiter = ',')]
     pub platforms: Vec<String>,

@@ -26,7 +26,7 @@ use crate::args::{BuildArgs, GlobalArgs, MessageFormat, PkgOptions};
 use crate::exit::{Classified, bad_input};
 
 pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result<()> {
-    crate::pkg::refuse_builder_container(&args.builder_container)?;
+    let (builder_mode, builder_container) = crate::pkg::builder_mode(&args.builder_container)?;
     if options.hash_commit != "HEAD" {
         return Err(bad_input("cannot build from commit hash != HEAD"));
     }
@@ -137,13 +137,16 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
         .enable_all()
         .build()?;
     let graph = Arc::new(graph);
-    let executor = Arc::new(BuildkitExecutor::new(
-        graph.clone(),
-        store.clone(),
-        builders,
-        build_options.epoch,
-        ssh_agents(&args.ssh)?,
-    ));
+    let executor = Arc::new(
+        BuildkitExecutor::new(
+            graph.clone(),
+            store.clone(),
+            builders,
+            build_options.epoch,
+            ssh_agents(&args.ssh)?,
+        )
+        .with_builder_mode(builder_mode, builder_container),
+    );
     // Ctrl-C drops the build: running tasks are aborted, which closes their connections to the
     // engines, and BuildKit cancels those solves (and ends their steps).
     // Ingests already under way run to completion when the runtime shuts down, and the store

@@ -40,7 +40,6 @@ pub fn run(command: BuilderCommand, global: &GlobalArgs) -> Result<()> {
 
 /// `--builders` (over `LINUXKIT_BUILDERS`, which `Builders::new` reads) and the platforms.
 fn builders_and_platforms(args: &BuilderArgs) -> Result<(Builders, Vec<Platform>)> {
-    crate::pkg::refuse_builder_container(&args.builder_container)?;
     let builders = Builders::new(BuilderSpec {
         builders: args.builders.clone(),
         per_builder_limit: 1,

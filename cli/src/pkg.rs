@@ -85,33 +85,35 @@ fn show_tag(options: &PkgOptions, args: ShowTagArgs) -> Result<()> {
     Ok(())
 }
 
-/// Refuses linuxkit's builder-container flags, and says that its variables have no effect:
-/// lkpkg builds with each engine's own BuildKit.
-pub fn refuse_builder_container(args: &crate::args::BuilderContainerArgs) -> anyhow::Result<()> {
-    let given = [
-        ("--builder-name", args.builder_name.is_some()),
-        ("--builder-image", args.builder_image.is_some()),
-        ("--builder-config", args.builder_config.is_some()),
-        ("--builder-restart", args.builder_restart),
-    ];
-    if let Some((flag, _)) = given.iter().find(|(_, set)| *set) {
-        return Err(crate::exit::bad_input(format!(
-            "{flag}: lkpkg runs no `linuxkit-builder` container; it builds with each engine's own \
-             BuildKit (Docker 23 or newer with the containerd image store). Leave out {flag}, \
-             and enable the containerd image store where an engine lacks it"
+/// `--builder-mode` and the builder container, as the engine wants them.
+pub fn builder_mode(
+    args: &crate::args::BuilderContainerArgs,
+) -> anyhow::Result<(
+    lkpkg_engine::executor::container::BuilderMode,
+    lkpkg_engine::executor::container::ContainerSpec,
+)> {
+    use crate::args::BuilderModeArg;
+    use lkpkg_engine::executor::container::{BuilderMode, ContainerSpec};
+    if let Some(config) = &args.builder_config
+        && !config.is_file()
+    {
+        return Err(bad_input(format!(
+            "--builder-config `{}`: no such file",
+            config.display()
         )));
     }
-    for var in [
-        "LINUXKIT_BUILDER_NAME",
-        "LINUXKIT_BUILDER_IMAGE",
-        "LINUXKIT_BUILDER_CONFIG",
-    ] {
-        if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
-            crate::output::errln!(
-                "note: {var} is set, but lkpkg runs no builder container (it builds with each \
-                 engine's own BuildKit): it has no effect"
-            );
-        }
-    }
-    Ok(())
+    let mode = match args.builder_mode {
+        BuilderModeArg::Auto => BuilderMode::Auto,
+        BuilderModeArg::Engine => BuilderMode::Engine,
+        BuilderModeArg::Container => BuilderMode::Container,
+    };
+    Ok((
+        mode,
+        ContainerSpec {
+            name: args.builder_name.clone(),
+            image: args.builder_image.clone(),
+            config: args.builder_config.clone(),
+            restart: args.builder_restart,
+        },
+    ))
 }

@@ -233,7 +233,7 @@ impl Closer {
         self.inner.waker.wake();
     }
 
-    fn is_closed(&self, cx: &mut Context<'_>) -> bool {
+    pub(crate) fn is_closed(&self, cx: &mut Context<'_>) -> bool {
         self.inner.waker.register(cx.waker());
         self.inner.closed.load(std::sync::atomic::Ordering::SeqCst)
     }

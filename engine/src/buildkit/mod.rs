@@ -4,6 +4,8 @@
 //! `docker buildx` or `buildctl` binary at run time:
 //! - [`dial`]: the engine's `/grpc` and `/session` HTTP upgrades over each transport lkpkg
 //!   knows (unix, TCP, TLS, ssh);
+//! - [`hijack`]: buildkitd in a container (linuxkit's `linuxkit-builder`): `buildctl
+//!   dial-stdio` for the control API, `Control.Session` for the session;
 //! - [`session`]: the services the builder calls back during a solve;
 //! - [`filesync`]: the context and Dockerfile (fsutil's DiffCopy, lkpkg sending) and the
 //!   exporter's archive (FileSend, lkpkg receiving);
@@ -28,6 +30,7 @@ pub(crate) mod content;
 pub(crate) mod context_tree;
 pub(crate) mod dial;
 pub(crate) mod filesync;
+pub(crate) mod hijack;
 pub(crate) mod patterns;
 pub(crate) mod session;
 pub(crate) mod solve;
@@ -38,9 +41,8 @@ use std::sync::Arc;
 use futures_util::Stream;
 use lkpkg_cache_format::layout::{Descriptor, Platform};
 
-use crate::executor::docker::Endpoint;
 use crate::store::Store;
-pub(crate) use solve::{ProgressLine, Solve, SolveError};
+pub(crate) use solve::{ProgressLine, Solve, SolveError, Target};
 
 /// A stream over a channel's receiver.
 pub(crate) fn receiver_stream<T: Send + 'static>(
@@ -85,7 +87,7 @@ pub(crate) enum ImageBuildError {
 /// Builds one image for `platform` and ingests it under `<full_name>-<arch>`; returns its
 /// manifest descriptor (with the platform).
 pub(crate) async fn build_image(
-    endpoint: &Endpoint,
+    target: &Target,
     solve: Solve,
     store: Arc<Store>,
     full_name: &str,
@@ -106,7 +108,7 @@ pub(crate) async fn build_image(
             store.ingest_oci_archive(reader, &full_name, &platform)
         })
     };
-    let solved = solve::run(endpoint, solve, tx, progress).await;
+    let solved = solve::run(target, solve, tx, progress).await;
     let ingested = ingest
         .await
         .map_err(|e| ImageBuildError::Internal(format!("the ingest task failed: {e}")))?;

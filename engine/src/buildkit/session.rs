@@ -24,6 +24,7 @@ use bollard_buildkit_proto::health::health_server::{Health, HealthServer};
 use bollard_buildkit_proto::health::{
     HealthCheckRequest, HealthCheckResponse, HealthListRequest, HealthListResponse,
 };
+use bollard_buildkit_proto::moby::buildkit::v1::control_client::ControlClient;
 use bollard_buildkit_proto::moby::filesync::v1::file_send_server::FileSendServer;
 use bollard_buildkit_proto::moby::filesync::v1::file_sync_server::FileSyncServer;
 use tonic::codegen::{BoxFuture, Service, http};
@@ -220,9 +221,16 @@ pub(crate) fn new_id() -> String {
     hasher.finalize().to_hex()[..25].to_owned()
 }
 
-/// Opens a session on the engine and serves `services` on it.
+/// Where a session is opened: the engine's `/session` endpoint, or `Control.Session` of a
+/// buildkitd reached through the control client ([`super::hijack`]).
+pub(crate) enum Opener<'a> {
+    Engine(&'a Endpoint),
+    Control(&'a mut ControlClient<tonic::transport::Channel>),
+}
+
+/// Opens a session and serves `services` on it.
 pub(crate) async fn start(
-    endpoint: &Endpoint,
+    opener: Opener<'_>,
     name: &str,
     shared_key: &str,
     services: Services,
@@ -236,14 +244,36 @@ pub(crate) async fn start(
     for method in Router::methods() {
         headers.push(("X-Docker-Expose-Session-Grpc-Method", method));
     }
-    let upgraded = dial::upgrade(endpoint, "/session", &headers).await?;
-    let (io, closer) = dial::Upgraded::new(upgraded);
     let router = Router::new(services);
-    let server = tokio::spawn(async move {
+    let (server, closer) = match opener {
+        Opener::Engine(endpoint) => {
+            let upgraded = dial::upgrade(endpoint, "/session", &headers).await?;
+            let (io, closer) = dial::Upgraded::new(upgraded);
+            (serve(router, io), closer)
+        }
+        Opener::Control(client) => {
+            let closer = dial::Closer::default();
+            let io = super::hijack::open_session(client, &headers, closer.clone()).await?;
+            (serve(router, io), closer)
+        }
+    };
+    Ok(Session { id, server, closer })
+}
+
+/// Serves the session's router on its one connection.
+fn serve<IO>(router: Router, io: IO) -> tokio::task::JoinHandle<()>
+where
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+{
+    tokio::spawn(async move {
         let incoming = futures_util::stream::iter([Ok::<_, std::io::Error>(io)]);
         let _ = tonic::transport::Server::builder()
             .serve_with_incoming(router, incoming)
             .await;
-    });
-    Ok(Session { id, server, closer })
+    })
 }

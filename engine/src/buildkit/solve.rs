@@ -57,9 +57,37 @@ pub(crate) enum SolveError {
     Failed { message: String },
 }
 
+/// Where a solve's BuildKit is.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// The engine's own BuildKit, through its `/grpc` and `/session` endpoints.
+    Engine(Endpoint),
+    /// buildkitd in a container of the engine (linuxkit's `linuxkit-builder`), through
+    /// `buildctl dial-stdio` ([`super::hijack`]).
+    Container {
+        docker: bollard::Docker,
+        container: String,
+        /// The engine's endpoint, for messages.
+        endpoint: String,
+    },
+}
+
+impl Target {
+    fn describe(&self) -> String {
+        match self {
+            Target::Engine(endpoint) => endpoint.host.clone(),
+            Target::Container {
+                container,
+                endpoint,
+                ..
+            } => format!("container `{container}` on {endpoint}"),
+        }
+    }
+}
+
 /// Runs a solve; the exporter's archive goes to `sink` as it arrives.
 pub(crate) async fn run(
-    endpoint: &Endpoint,
+    target: &Target,
     solve: Solve,
     sink: tokio::sync::mpsc::Sender<bytes::Bytes>,
     progress: Arc<dyn Fn(ProgressLine) + Send + Sync>,
@@ -70,30 +98,44 @@ pub(crate) async fn run(
     dirs.dirs.insert("context".into(), Arc::new(solve.context));
     dirs.dirs
         .insert("dockerfile".into(), Arc::new(solve.dockerfile));
-    let session = session::start(
-        endpoint,
-        &solve.name,
-        &solve.shared_key,
-        Services {
-            dirs,
-            export: export.clone(),
-            blobs: solve.blobs,
-            agents: super::sshforward::Agents { sockets: solve.ssh },
-        },
-    )
-    .await?;
-    let channel = tonic::transport::Endpoint::from_static("http://buildkit.invalid")
-        .connect_with_connector(GrpcConnector {
-            endpoint: endpoint.clone(),
-        })
-        .await
-        .map_err(|e| EngineError::Api {
-            endpoint: endpoint.host.clone(),
-            message: format!("BuildKit control channel: {e}"),
-        })?;
-    let client = ControlClient::new(channel)
+    let endpoint = tonic::transport::Endpoint::from_static("http://buildkit.invalid");
+    let channel = match target {
+        Target::Engine(engine) => {
+            endpoint
+                .connect_with_connector(GrpcConnector {
+                    endpoint: engine.clone(),
+                })
+                .await
+        }
+        Target::Container {
+            docker, container, ..
+        } => {
+            endpoint
+                .connect_with_connector(super::hijack::ExecConnector {
+                    docker: docker.clone(),
+                    container: container.clone(),
+                })
+                .await
+        }
+    }
+    .map_err(|e| EngineError::Api {
+        endpoint: target.describe(),
+        message: format!("BuildKit control channel: {e}"),
+    })?;
+    let mut client = ControlClient::new(channel)
         .max_decoding_message_size(16 << 20)
         .max_encoding_message_size(16 << 20);
+    let services = Services {
+        dirs,
+        export: export.clone(),
+        blobs: solve.blobs,
+        agents: super::sshforward::Agents { sockets: solve.ssh },
+    };
+    let opener = match target {
+        Target::Engine(engine) => session::Opener::Engine(engine),
+        Target::Container { .. } => session::Opener::Control(&mut client),
+    };
+    let session = session::start(opener, &solve.name, &solve.shared_key, services).await?;
     let reference = session::new_id();
     let request = WireSolve {
         r#ref: reference.clone(),
@@ -125,17 +167,17 @@ pub(crate) async fn run(
     }
     match result {
         Ok(response) => Ok(response.into_inner().exporter_response),
-        Err(status) => Err(failure(endpoint, status)),
+        Err(status) => Err(failure(&target.describe(), status)),
     }
 }
 
 /// Classifies a solve's gRPC failure: transport problems are the environment's, the rest is
 /// the build's.
-fn failure(endpoint: &Endpoint, status: tonic::Status) -> SolveError {
+fn failure(endpoint: &str, status: tonic::Status) -> SolveError {
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::Unimplemented => {
             SolveError::Engine(EngineError::Api {
-                endpoint: endpoint.host.clone(),
+                endpoint: endpoint.to_owned(),
                 message: format!("BuildKit: {}", status.message()),
             })
         }

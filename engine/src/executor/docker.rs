@@ -73,6 +73,18 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// The error's own words, without where it happened.
+    pub fn message(&self) -> String {
+        match self {
+            EngineError::Unreachable { message, .. }
+            | EngineError::Api { message, .. }
+            | EngineError::NoBuildKit { message, .. }
+            | EngineError::Config { message, .. }
+            | EngineError::BadBuilder { message } => message.clone(),
+            EngineError::BuildFailed { message, .. } => message.clone(),
+        }
+    }
+
     /// Whether the user's input is at fault (exit 2), not the environment (exit 3).
     pub fn is_user_error(&self) -> bool {
         matches!(self, EngineError::BadBuilder { .. })
@@ -232,6 +244,11 @@ impl Engine {
     /// Where the engine listens.
     pub fn target(&self) -> &Endpoint {
         &self.target
+    }
+
+    /// The engine's API client.
+    pub(crate) fn client(&self) -> &Docker {
+        &self.docker
     }
 
     /// Checks that the engine's BuildKit can export images: Docker 23 or newer, with the

@@ -2,29 +2,34 @@
 //! ([`crate::schedule::Executor`]).
 //!
 //! For a unit it chooses the platform's builder ([`builders`]: `--builders` >
-//! `LINUXKIT_BUILDERS` > context `linuxkit-<os>-<arch>` > default context), checks that the
-//! builder's BuildKit can export images ([`docker::Engine::check_buildkit`]), assembles the
+//! `LINUXKIT_BUILDERS` > context `linuxkit-<os>-<arch>` > default context), decides once per
+//! engine which BuildKit builds there (the engine's own when it can export images,
+//! [`docker::Engine::check_buildkit`]; else linuxkit's builder container, [`container`]), assembles the
 //! context ([`context`]: the package, its extra sources, its `depends.docker-images`
 //! archives), turns the unit into a solve ([`solve`]: attributes, named contexts from the cache,
 //! reproducible outputs) and runs it with [`crate::buildkit::build_image`], which ingests the
 //! result into the cache. `--docker` loads an image from the cache into the default engine.
 
 pub mod builders;
+pub mod container;
 pub(crate) mod context;
 pub mod docker;
 pub(crate) mod solve;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use lkpkg_cache_format::layout::{Descriptor, Platform as OciPlatform};
 
 use crate::build_yml::DependsTarget;
+use crate::buildkit::Target;
 use crate::graph::{BuildGraph, Platform};
 use crate::schedule::{BoxFuture, BuildError, ExecError, Executor, Job};
 use crate::store::Store;
 use builders::{Builder, Builders};
+use container::{BuilderMode, ContainerSpec};
+use docker::EngineError;
 
 /// Lines of a failed build's log kept for its error report.
 const LOG_TAIL: usize = 20;
@@ -39,6 +44,11 @@ pub struct BuildkitExecutor {
     epoch: i64,
     /// `--ssh`: agent sockets by id.
     ssh: BTreeMap<String, PathBuf>,
+    /// `--builder-mode` and the builder container wanted.
+    mode: BuilderMode,
+    container: ContainerSpec,
+    /// Which BuildKit each engine builds with, decided once per engine.
+    targets: tokio::sync::Mutex<HashMap<String, Target>>,
 }
 
 impl BuildkitExecutor {
@@ -55,7 +65,61 @@ impl BuildkitExecutor {
             builders,
             epoch,
             ssh,
+            mode: BuilderMode::Auto,
+            container: ContainerSpec::default(),
+            targets: tokio::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// With `--builder-mode` and the builder container's settings.
+    pub fn with_builder_mode(mut self, mode: BuilderMode, container: ContainerSpec) -> Self {
+        self.mode = mode;
+        self.container = container;
+        self
+    }
+
+    /// Which BuildKit builds on `builder`'s engine (see [`container`]): decided once per
+    /// engine, with the container made ready at most once.
+    async fn target(&self, builder: &Builder) -> Result<Target, EngineError> {
+        let engine = &builder.engine;
+        let mut targets = self.targets.lock().await;
+        if let Some(target) = targets.get(engine.endpoint()) {
+            return Ok(target.clone());
+        }
+        let in_container = |name: String| Target::Container {
+            docker: engine.client().clone(),
+            container: name,
+            endpoint: engine.endpoint().to_owned(),
+        };
+        let target = match self.mode {
+            BuilderMode::Engine => {
+                engine.check_buildkit().await?;
+                Target::Engine(engine.target().clone())
+            }
+            BuilderMode::Container => {
+                in_container(container::ensure(engine, &self.container).await?)
+            }
+            BuilderMode::Auto => match engine.check_buildkit().await {
+                Ok(()) => Target::Engine(engine.target().clone()),
+                Err(own) => match container::inspect(engine, &self.container).await? {
+                    Some(None) => in_container(self.container.name.clone()),
+                    _ => {
+                        return Err(EngineError::NoBuildKit {
+                            endpoint: engine.endpoint().to_owned(),
+                            message: format!(
+                                "{}; or pass `--builder-mode container` to let lkpkg create \
+                                 linuxkit's privileged `{}` container from `{}`",
+                                own.message(),
+                                self.container.name,
+                                self.container.image
+                            ),
+                        });
+                    }
+                },
+            },
+        };
+        targets.insert(engine.endpoint().to_owned(), target.clone());
+        Ok(target)
     }
 
     async fn build_unit(&self, job: Job<'_>) -> Result<Descriptor, ExecError> {
@@ -65,16 +129,15 @@ impl BuildkitExecutor {
             .await
             .map_err(ExecError::Environment)?;
         let _limit = builder.limit.clone().acquire_owned().await;
-        // An engine whose BuildKit cannot export images fails every unit sent to it: the
-        // build stops with what to enable.
-        builder
-            .engine
-            .check_buildkit()
+        // An engine with no BuildKit lkpkg can use fails every unit sent to it: the build
+        // stops with what to enable.
+        let target = self
+            .target(&builder)
             .await
             .map_err(ExecError::Environment)?;
         (job.started)(builder.engine.endpoint());
         let tail = Arc::new(Mutex::new(Vec::<String>::new()));
-        let result = self.solve_unit(&job, &builder, tail.clone()).await;
+        let result = self.solve_unit(&job, &builder, &target, tail.clone()).await;
         result.map_err(|message| ExecError::Failed {
             message: format!("build of {} failed: {message}", job.unit),
             log_tail: tail.lock().map(|t| t.clone()).unwrap_or_default(),
@@ -85,6 +148,7 @@ impl BuildkitExecutor {
         &self,
         job: &Job<'_>,
         builder: &Builder,
+        target: &Target,
         tail: Arc<Mutex<Vec<String>>>,
     ) -> Result<Descriptor, String> {
         let text = |e: &dyn std::fmt::Display| e.to_string();
@@ -137,7 +201,7 @@ impl BuildkitExecutor {
             log(line.text)
         });
         crate::buildkit::build_image(
-            builder.engine.target(),
+            target,
             spec,
             self.store.clone(),
             &package.tag.full_tag(),
