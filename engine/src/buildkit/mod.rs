@@ -115,3 +115,77 @@ pub(crate) async fn build_image(
     solved?;
     Ok(ingested?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The session inside `Control.Session` (how a buildkitd in a container is reached),
+    /// against the engine's own BuildKit, which serves that call too. Needs the engine of
+    /// `scripts/dev-env.sh` (fails without it, as every engine test).
+    #[test]
+    fn a_session_inside_control_session_builds_an_image() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hello"), "hijacked\n").unwrap();
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            "FROM scratch\nCOPY hello /\n",
+        )
+        .unwrap();
+        let mut context = context_tree::ContextTree::new();
+        context.add_dir(dir.path(), "", &[]).unwrap();
+        let mut dockerfile = context_tree::ContextTree::new();
+        dockerfile
+            .add_file(&dir.path().join("Dockerfile"), "Dockerfile")
+            .unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(cache.path()).unwrap());
+        let solve = Solve {
+            name: "lkpkg hijack test".into(),
+            shared_key: "hijack-test".into(),
+            context,
+            dockerfile,
+            frontend_attrs: [
+                ("filename", "Dockerfile"),
+                ("platform", "linux/amd64"),
+                ("force-network-mode", "none"),
+                ("no-cache", ""),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            exporter: "oci".into(),
+            exporter_attrs: [("compression".to_owned(), "uncompressed".to_owned())].into(),
+            blobs: content::Blobs::default(),
+            ssh: Default::default(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        solve::HIJACK_ENGINE_SESSIONS.with(|h| h.set(true));
+        let target = Target::Engine(crate::executor::docker::Endpoint::new(
+            "unix:///var/run/docker.sock",
+        ));
+        let built = runtime.block_on(build_image(
+            &target,
+            solve,
+            store.clone(),
+            "docker.io/lkpkgtest/hijack:t",
+            &Platform::linux("amd64"),
+            Arc::new(|_| {}),
+        ));
+        let descriptor = built.expect("a build through Control.Session");
+        let manifest = store.read_manifest(&descriptor.digest).unwrap();
+        let layer = store.read_blob(&manifest.layers[0].digest).unwrap();
+        let mut archive = tar::Archive::new(&layer[..]);
+        let mut found = String::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry.path().unwrap().to_string_lossy() == "hello" {
+                std::io::Read::read_to_string(&mut entry, &mut found).unwrap();
+            }
+        }
+        assert_eq!(found, "hijacked\n");
+    }
+}
