@@ -3,7 +3,7 @@
 #
 # What it provides, and the variables it writes to "$LKPKG_DEV_STATE/env" (source it):
 #   - dockerd 26.1 (trixie's docker.io, containerd image store), the default engine at unix:///var/run/docker.sock;
-#   - a second dockerd: unix://$STATE/docker2/docker.sock and tcp://127.0.0.1:$LKPKG_DOCKER2_PORT
+#   - a second dockerd (its own bridge lkpkg-d2): unix://$STATE/docker2/docker.sock and tcp://127.0.0.1:$LKPKG_DOCKER2_PORT
 #     (LKPKG_TEST_DOCKER2_HOST, LKPKG_TEST_DOCKER2_TCP);
 #   - qemu-user-static + binfmt-support, binfmt_misc mounted, qemu-aarch64 enabled;
 #   - docker-registry on 127.0.0.1:$LKPKG_REGISTRY_PORT (LKPKG_TEST_REGISTRY);
@@ -119,12 +119,6 @@ if ! docker version >/dev/null 2>&1; then
   log "starting dockerd"
   mkdir -p "$STATE/docker1"
   echo "$DAEMON_JSON" >"$STATE/docker1/daemon.json"
-  # A network state kept from an earlier boot can name a `docker0` that no longer exists, and
-  # dockerd then never recreates it (builds with the network fail with "adding interface … to
-  # bridge docker0 failed"). Without the device, the state is dropped and rebuilt.
-  if ! ip link show docker0 >/dev/null 2>&1; then
-    rm -f /var/lib/docker/network/files/local-kv.db
-  fi
   nohup dockerd --config-file "$STATE/docker1/daemon.json" --iptables=false \
     >"$STATE/docker1/log" 2>&1 &
   started $!
@@ -138,8 +132,16 @@ if ! DOCKER_HOST="$D2_SOCK" docker version >/dev/null 2>&1; then
   log "starting the second dockerd on $D2_SOCK and tcp://127.0.0.1:$DOCKER2_PORT"
   mkdir -p "$D2"
   echo "$DAEMON_JSON" >"$D2/daemon.json"
+  # A bridge of its own: a dockerd started with `--bridge none` deletes the host's `docker0`
+  # (moby removes the default bridge interface when the bridge is disabled), which leaves the
+  # default engine unable to give builds a network.
+  if ! ip link show lkpkg-d2 >/dev/null 2>&1; then
+    ip link add lkpkg-d2 type bridge
+    ip addr add 172.30.255.1/24 dev lkpkg-d2
+    ip link set lkpkg-d2 up
+  fi
   nohup dockerd --config-file "$D2/daemon.json" --data-root "$D2/data" --exec-root "$D2/exec" --pidfile "$D2/pid" \
-    -H "$D2_SOCK" -H "tcp://127.0.0.1:$DOCKER2_PORT" --bridge none --iptables=false \
+    -H "$D2_SOCK" -H "tcp://127.0.0.1:$DOCKER2_PORT" --bridge lkpkg-d2 --iptables=false \
     >"$D2/log" 2>&1 &
   started $!
   wait_for 60 env DOCKER_HOST="$D2_SOCK" docker version \
@@ -198,6 +200,8 @@ Host lkpkg-test-ssh
   LogLevel ERROR
 CFG
 
+ip link show docker0 >/dev/null 2>&1 \
+  || log "warning: the default engine's bridge docker0 is missing (builds with network: true will fail; restart that dockerd)"
 for host in "unix:///var/run/docker.sock" "$D2_SOCK"; do
   driver=$(DOCKER_HOST=$host docker info --format '{{.DriverStatus}}' 2>/dev/null || true)
   case "$driver" in

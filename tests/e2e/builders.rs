@@ -791,7 +791,11 @@ impl ClassicEngine {
         let d = dir.path();
         std::fs::write(d.join("daemon.json"), "{}").unwrap();
         let log = std::fs::File::create(d.join("log")).unwrap();
-        let child = Command::new("dockerd")
+        // In a network namespace of its own: with `--bridge none` a dockerd deletes the host's
+        // `docker0`, which the default engine's builds need. The socket is a file: reachable
+        // from here all the same.
+        let child = Command::new("unshare")
+            .args(["--net", "dockerd"])
             .arg("--config-file")
             .arg(d.join("daemon.json"))
             .arg("--data-root")
