@@ -899,9 +899,9 @@ fn inspect_container(name: &str, config: &Path) -> serde_json::Value {
 #[test]
 fn builder_container_is_created_found_and_recreated_as_linuxkit_does() {
     // No BuildKit image can be had here: a stand-in (busybox that ignores buildkitd's
-    // arguments) shows how lkpkg finds, creates and recreates the container. Privileged
-    // containers cannot start on these machines, so the build itself stops at the start (or,
-    // where they can, at `buildctl dial-stdio`, which the stand-in lacks): exit 3 either way.
+    // arguments) shows how lkpkg finds, creates and recreates the container. The build stops
+    // where the stand-in cannot be buildkitd: at the start where privileged containers cannot
+    // run, else at `buildctl dial-stdio`, which it lacks (said at once): exit 3 either way.
     let image = unique("bkcontainer");
     let cleanup = Cleanup::new(&image);
     let name = format!("lkpkg-test-builder-{}", std::process::id());

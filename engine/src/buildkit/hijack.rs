@@ -9,7 +9,9 @@
 //!   `grpchijack`). The session's headers travel as the stream's gRPC metadata, lower-cased.
 
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard_buildkit_proto::moby::buildkit::v1::BytesMessage;
@@ -28,6 +30,10 @@ pub(crate) struct ExecStream {
     >,
     input: Pin<Box<dyn AsyncWrite + Send>>,
     pending: bytes::Bytes,
+    /// Bytes of stdout seen, up to the first 256 (kept for errors).
+    seen: usize,
+    /// What the exec said on stderr, and the start of its stdout (why a connection failed).
+    stderr: Arc<Mutex<String>>,
 }
 
 impl AsyncRead for ExecStream {
@@ -46,9 +52,29 @@ impl AsyncRead for ExecStream {
             match self.output.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(bollard::container::LogOutput::StdOut { message })))
                 | Poll::Ready(Some(Ok(bollard::container::LogOutput::Console { message }))) => {
+                    // The runtime says why an exec could not start on the exec's stdout: the
+                    // first bytes are kept for the error (binary HTTP/2 otherwise).
+                    if self.seen < 256 {
+                        let take = message.len().min(256 - self.seen);
+                        self.seen += take;
+                        let text: String = String::from_utf8_lossy(&message[..take])
+                            .chars()
+                            .filter(|c| !c.is_control() || *c == '\n')
+                            .collect();
+                        if let Ok(mut said) = self.stderr.lock() {
+                            said.push_str(&text);
+                        }
+                    }
                     self.pending = message;
                 }
-                // buildctl's own complaints are not part of the connection.
+                // buildctl's (or the runtime's) complaints are not part of the connection.
+                Poll::Ready(Some(Ok(bollard::container::LogOutput::StdErr { message }))) => {
+                    if let Ok(mut said) = self.stderr.lock()
+                        && said.len() < 4096
+                    {
+                        said.push_str(&String::from_utf8_lossy(&message));
+                    }
+                }
                 Poll::Ready(Some(Ok(_))) => {}
                 Poll::Ready(Some(Err(e))) => {
                     return Poll::Ready(Err(std::io::Error::other(e.to_string())));
@@ -80,6 +106,7 @@ impl AsyncWrite for ExecStream {
 pub(crate) async fn dial_stdio(
     docker: &bollard::Docker,
     container: &str,
+    stderr: Arc<Mutex<String>>,
 ) -> Result<ExecStream, EngineError> {
     let api = |e: bollard::errors::Error| EngineError::Api {
         endpoint: format!("container `{container}`"),
@@ -114,6 +141,8 @@ pub(crate) async fn dial_stdio(
             output,
             input,
             pending: bytes::Bytes::new(),
+            seen: 0,
+            stderr,
         }),
         StartExecResults::Detached => Err(EngineError::Api {
             endpoint: format!("container `{container}`"),
@@ -127,6 +156,8 @@ pub(crate) async fn dial_stdio(
 pub(crate) struct ExecConnector {
     pub docker: bollard::Docker,
     pub container: String,
+    /// What the execs said on stderr.
+    pub stderr: Arc<Mutex<String>>,
 }
 
 impl tower_service::Service<hyper::Uri> for ExecConnector {
@@ -142,8 +173,9 @@ impl tower_service::Service<hyper::Uri> for ExecConnector {
     fn call(&mut self, _uri: hyper::Uri) -> Self::Future {
         let docker = self.docker.clone();
         let container = self.container.clone();
+        let stderr = self.stderr.clone();
         Box::pin(async move {
-            dial_stdio(&docker, &container)
+            dial_stdio(&docker, &container, stderr)
                 .await
                 .map(hyper_util::rt::TokioIo::new)
         })
@@ -260,4 +292,55 @@ pub(crate) async fn open_session(
         pending: bytes::Bytes::new(),
         closer,
     })
+}
+
+/// How long a started builder container has to answer (linuxkit waits as long).
+const READY_WITHIN: Duration = Duration::from_secs(30);
+
+/// Waits until buildkitd in `container` answers `Info` through `buildctl dial-stdio`, polling
+/// every second as linuxkit does; a container that cannot run `buildctl` fails at once.
+pub(crate) async fn wait_ready(
+    docker: &bollard::Docker,
+    container: &str,
+    endpoint: &str,
+) -> Result<(), EngineError> {
+    let deadline = Instant::now() + READY_WITHIN;
+    loop {
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let connector = ExecConnector {
+            docker: docker.clone(),
+            container: container.to_owned(),
+            stderr: stderr.clone(),
+        };
+        let attempt = async {
+            let channel = tonic::transport::Endpoint::from_static("http://buildkit.invalid")
+                .connect_with_connector(connector)
+                .await
+                .map_err(|e| e.to_string())?;
+            ControlClient::new(channel)
+                .info(bollard_buildkit_proto::moby::buildkit::v1::InfoRequest {})
+                .await
+                .map_err(|s| s.message().to_owned())
+        };
+        let failure = match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => e,
+            Err(_) => "no answer within 5 s".to_owned(),
+        };
+        let said = stderr
+            .lock()
+            .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default();
+        let hopeless = said.contains("executable file not found") || said.contains("no such file");
+        if hopeless || Instant::now() >= deadline {
+            return Err(EngineError::NoBuildKit {
+                endpoint: endpoint.to_owned(),
+                message: format!(
+                    "the builder container `{container}` does not answer as buildkitd ({})",
+                    if said.is_empty() { failure } else { said }
+                ),
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }

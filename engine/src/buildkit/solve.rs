@@ -121,6 +121,7 @@ pub(crate) async fn run(
                 .connect_with_connector(super::hijack::ExecConnector {
                     docker: docker.clone(),
                     container: container.clone(),
+                    stderr: Default::default(),
                 })
                 .await
         }

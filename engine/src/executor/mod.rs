@@ -86,10 +86,13 @@ impl BuildkitExecutor {
         if let Some(target) = targets.get(engine.endpoint()) {
             return Ok(target.clone());
         }
-        let in_container = |name: String| Target::Container {
-            docker: engine.client().clone(),
-            container: name,
-            endpoint: engine.endpoint().to_owned(),
+        let in_container = |name: String| async move {
+            crate::buildkit::hijack::wait_ready(engine.client(), &name, engine.endpoint()).await?;
+            Ok::<_, EngineError>(Target::Container {
+                docker: engine.client().clone(),
+                container: name,
+                endpoint: engine.endpoint().to_owned(),
+            })
         };
         let target = match self.mode {
             BuilderMode::Engine => {
@@ -97,12 +100,12 @@ impl BuildkitExecutor {
                 Target::Engine(engine.target().clone())
             }
             BuilderMode::Container => {
-                in_container(container::ensure(engine, &self.container).await?)
+                in_container(container::ensure(engine, &self.container).await?).await?
             }
             BuilderMode::Auto => match engine.check_buildkit().await {
                 Ok(()) => Target::Engine(engine.target().clone()),
                 Err(own) => match container::inspect(engine, &self.container).await? {
-                    Some(None) => in_container(self.container.name.clone()),
+                    Some(None) => in_container(self.container.name.clone()).await?,
                     _ => {
                         return Err(EngineError::NoBuildKit {
                             endpoint: engine.endpoint().to_owned(),
@@ -138,9 +141,12 @@ impl BuildkitExecutor {
         (job.started)(builder.engine.endpoint());
         let tail = Arc::new(Mutex::new(Vec::<String>::new()));
         let result = self.solve_unit(&job, &builder, &target, tail.clone()).await;
-        result.map_err(|message| ExecError::Failed {
-            message: format!("build of {} failed: {message}", job.unit),
-            log_tail: tail.lock().map(|t| t.clone()).unwrap_or_default(),
+        result.map_err(|failure| match failure {
+            UnitFailure::Environment(e) => ExecError::Environment(e),
+            UnitFailure::Build(message) => ExecError::Failed {
+                message: format!("build of {} failed: {message}", job.unit),
+                log_tail: tail.lock().map(|t| t.clone()).unwrap_or_default(),
+            },
         })
     }
 
@@ -150,8 +156,8 @@ impl BuildkitExecutor {
         builder: &Builder,
         target: &Target,
         tail: Arc<Mutex<Vec<String>>>,
-    ) -> Result<Descriptor, String> {
-        let text = |e: &dyn std::fmt::Display| e.to_string();
+    ) -> Result<Descriptor, UnitFailure> {
+        let text = |e: &dyn std::fmt::Display| UnitFailure::Build(e.to_string());
         let gp = &self.graph.packages[job.package];
         let package = &gp.package;
         let generated = self
@@ -209,7 +215,13 @@ impl BuildkitExecutor {
             progress,
         )
         .await
-        .map_err(|e| solve::explain_failure(&e, &gp.dockerfile.syntax))
+        .map_err(|e| match e {
+            // The builder itself failed (its BuildKit, its session): not the package's fault.
+            crate::buildkit::ImageBuildError::Solve(crate::buildkit::SolveError::Engine(e)) => {
+                UnitFailure::Environment(e)
+            }
+            other => UnitFailure::Build(solve::explain_failure(&other, &gp.dockerfile.syntax)),
+        })
     }
 
     /// The `depends.docker-images` archives, at their paths in the context: each image from
@@ -289,6 +301,14 @@ impl Executor for BuildkitExecutor {
     fn load_into_engine(&self, package: usize) -> BoxFuture<'_, Result<(), BuildError>> {
         Box::pin(self.load_host_image(package))
     }
+}
+
+/// How one unit's solve failed.
+enum UnitFailure {
+    /// The builder (its BuildKit, the session) failed: the build stops.
+    Environment(EngineError),
+    /// The build failed, as BuildKit said.
+    Build(String),
 }
 
 /// A docker archive of `source`'s image for `platform`, named `name`, from the cache.
