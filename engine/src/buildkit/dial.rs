@@ -296,25 +296,51 @@ impl AsyncWrite for Upgraded {
     }
 }
 
-/// A tonic connector that upgrades a fresh connection to the engine's `/grpc` each time the
-/// channel needs one.
+/// A tonic connector that makes each connection the channel needs with `connect` (an upgrade
+/// of the engine's `/grpc`, a `buildctl dial-stdio` in a container).
 #[derive(Clone)]
-pub(crate) struct GrpcConnector {
-    pub endpoint: Endpoint,
-}
+pub(crate) struct Connector<F>(pub F);
 
-impl tower_service::Service<hyper::Uri> for GrpcConnector {
-    type Response = hyper::upgrade::Upgraded;
+impl<F, Fut, IO> tower_service::Service<hyper::Uri> for Connector<F>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<IO, EngineError>> + Send + 'static,
+{
+    type Response = IO;
     type Error = EngineError;
-    type Future =
-        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<IO, EngineError>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, _uri: hyper::Uri) -> Self::Future {
-        let endpoint = self.endpoint.clone();
-        Box::pin(async move { upgrade(&endpoint, "/grpc", &[]).await })
+        Box::pin((self.0)())
     }
+}
+
+/// A connection being made.
+pub(crate) type Connecting<IO> =
+    Pin<Box<dyn std::future::Future<Output = Result<IO, EngineError>> + Send>>;
+
+/// A connector to the engine's own BuildKit: each connection upgrades `/grpc`.
+pub(crate) fn grpc_connector(
+    endpoint: Endpoint,
+) -> Connector<impl Fn() -> Connecting<hyper::upgrade::Upgraded> + Clone> {
+    Connector(move || {
+        let endpoint = endpoint.clone();
+        Box::pin(async move { upgrade(&endpoint, "/grpc", &[]).await })
+            as Connecting<hyper::upgrade::Upgraded>
+    })
+}
+
+/// Copies what is left of `pending` into `buf`; false when nothing was left.
+pub(crate) fn drain_pending(pending: &mut bytes::Bytes, buf: &mut ReadBuf<'_>) -> bool {
+    if pending.is_empty() {
+        return false;
+    }
+    let n = buf.remaining().min(pending.len());
+    buf.put_slice(&pending[..n]);
+    bytes::Buf::advance(pending, n);
+    true
 }

@@ -19,7 +19,9 @@ use bollard_buildkit_proto::moby::buildkit::v1::control_client::ControlClient;
 use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::dial::{Connecting, Connector};
 use crate::executor::docker::EngineError;
+use hyper_util::rt::TokioIo;
 
 /// A stream to buildkitd through `buildctl dial-stdio` in a container.
 pub(crate) struct ExecStream {
@@ -43,10 +45,7 @@ impl AsyncRead for ExecStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         loop {
-            if !self.pending.is_empty() {
-                let n = buf.remaining().min(self.pending.len());
-                buf.put_slice(&self.pending[..n]);
-                bytes::Buf::advance(&mut self.pending, n);
+            if super::dial::drain_pending(&mut self.pending, buf) {
                 return Poll::Ready(Ok(()));
             }
             match self.output.as_mut().poll_next(cx) {
@@ -151,35 +150,21 @@ pub(crate) async fn dial_stdio(
     }
 }
 
-/// A tonic connector: each connection is a fresh `buildctl dial-stdio`.
-#[derive(Clone)]
-pub(crate) struct ExecConnector {
-    pub docker: bollard::Docker,
-    pub container: String,
-    /// What the execs said on stderr.
-    pub stderr: Arc<Mutex<String>>,
-}
-
-impl tower_service::Service<hyper::Uri> for ExecConnector {
-    type Response = hyper_util::rt::TokioIo<ExecStream>;
-    type Error = EngineError;
-    type Future =
-        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _uri: hyper::Uri) -> Self::Future {
-        let docker = self.docker.clone();
-        let container = self.container.clone();
-        let stderr = self.stderr.clone();
+/// A connector whose every connection is a fresh `buildctl dial-stdio` in `container`; what the
+/// execs say on stderr goes to `stderr`.
+pub(crate) fn exec_connector(
+    docker: bollard::Docker,
+    container: String,
+    stderr: Arc<Mutex<String>>,
+) -> Connector<impl Fn() -> Connecting<TokioIo<ExecStream>> + Clone> {
+    Connector(move || {
+        let (docker, container, stderr) = (docker.clone(), container.clone(), stderr.clone());
         Box::pin(async move {
             dial_stdio(&docker, &container, stderr)
                 .await
-                .map(hyper_util::rt::TokioIo::new)
-        })
-    }
+                .map(TokioIo::new)
+        }) as Connecting<TokioIo<ExecStream>>
+    })
 }
 
 /// A session's connection inside `Control.Session`: reads are the messages BuildKit sends,
@@ -206,10 +191,7 @@ impl AsyncRead for SessionStream {
             return Poll::Ready(Ok(()));
         }
         loop {
-            if !self.pending.is_empty() {
-                let n = buf.remaining().min(self.pending.len());
-                buf.put_slice(&self.pending[..n]);
-                bytes::Buf::advance(&mut self.pending, n);
+            if super::dial::drain_pending(&mut self.pending, buf) {
                 return Poll::Ready(Ok(()));
             }
             match self.inbound.poll_next_unpin(cx) {
@@ -307,11 +289,7 @@ pub(crate) async fn wait_ready(
     let deadline = Instant::now() + READY_WITHIN;
     loop {
         let stderr = Arc::new(Mutex::new(String::new()));
-        let connector = ExecConnector {
-            docker: docker.clone(),
-            container: container.to_owned(),
-            stderr: stderr.clone(),
-        };
+        let connector = exec_connector(docker.clone(), container.to_owned(), stderr.clone());
         let attempt = async {
             let channel = tonic::transport::Endpoint::from_static("http://buildkit.invalid")
                 .connect_with_connector(connector)

@@ -16,7 +16,6 @@ use futures_util::StreamExt;
 
 use super::content::Blobs;
 use super::context_tree::ContextTree;
-use super::dial::GrpcConnector;
 use super::filesync::{ExportSink, SyncedDirs};
 use super::session::{self, Services};
 use crate::executor::docker::{Endpoint, EngineError};
@@ -109,20 +108,18 @@ pub(crate) async fn run(
     let channel = match target {
         Target::Engine(engine) => {
             endpoint
-                .connect_with_connector(GrpcConnector {
-                    endpoint: engine.clone(),
-                })
+                .connect_with_connector(super::dial::grpc_connector(engine.clone()))
                 .await
         }
         Target::Container {
             docker, container, ..
         } => {
             endpoint
-                .connect_with_connector(super::hijack::ExecConnector {
-                    docker: docker.clone(),
-                    container: container.clone(),
-                    stderr: Default::default(),
-                })
+                .connect_with_connector(super::hijack::exec_connector(
+                    docker.clone(),
+                    container.clone(),
+                    Default::default(),
+                ))
                 .await
         }
     }

@@ -736,6 +736,9 @@ async fn finish_package(
         });
         return Ok(());
     }
+    if !changed.contains(&package) && shared.store.lookup(&name)?.is_some() {
+        return Ok(());
+    }
     let mut manifests: Vec<Descriptor> = Vec::new();
     for descriptor in mine
         .iter()
@@ -743,9 +746,7 @@ async fn finish_package(
     {
         manifests.push(shared.store.with_platform(descriptor)?);
     }
-    if manifests.is_empty()
-        || (!changed.contains(&package) && shared.store.lookup(&name)?.is_some())
-    {
+    if manifests.is_empty() {
         return Ok(());
     }
     let store = shared.store.clone();
