@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lkpkg_benches::{list_secs, lkpkg_bin, load_average, median_of, run, timed};
+use lkpkg_benches::{git_commit_all, list_secs, lkpkg_bin, load_average, median_of, run, timed};
 
 const DEV_ENV: &str = "/var/lib/lkpkg-dev/env";
 const SLEEP: &str = r#"RUN ["/bin/busybox","sleep","2"]"#;
@@ -187,25 +187,7 @@ impl Bench {
             dockerfile.push('\n');
             std::fs::write(path.join("Dockerfile"), dockerfile).unwrap();
         }
-        // Stored, not deflated: a big file commits in seconds.
-        let git = |args: &[&str]| {
-            run(Command::new("git")
-                .args(["-c", "core.fsync=none", "-c", "core.compression=0"])
-                .args(args)
-                .current_dir(repo.path()));
-        };
-        git(&["init", "-q", "-b", "main"]);
-        git(&["add", "-A"]);
-        git(&[
-            "-c",
-            "user.email=b@example.invalid",
-            "-c",
-            "user.name=b",
-            "commit",
-            "-q",
-            "-m",
-            "generated",
-        ]);
+        git_commit_all(repo.path());
         repo
     }
 
