@@ -37,9 +37,7 @@
 
 use std::path::PathBuf;
 
-use bollard::query_parameters::{
-    ImportImageOptions, ListImagesOptions, RemoveImageOptions, TagImageOptions,
-};
+use bollard::query_parameters::{ImportImageOptions, ListImagesOptions, RemoveImageOptions};
 use bollard::{BollardRequest, Docker};
 use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
@@ -54,11 +52,6 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 pub enum EngineError {
     #[error("the Docker engine at `{endpoint}` does not answer: {message}")]
     Unreachable { endpoint: String, message: String },
-    #[error("build failed: {message}")]
-    BuildFailed {
-        message: String,
-        log_tail: Vec<String>,
-    },
     #[error("Docker engine at `{endpoint}`: {message}")]
     Api { endpoint: String, message: String },
     /// The engine has no BuildKit lkpkg can use.
@@ -81,7 +74,6 @@ impl EngineError {
             | EngineError::NoBuildKit { message, .. }
             | EngineError::Config { message, .. }
             | EngineError::BadBuilder { message } => message.clone(),
-            EngineError::BuildFailed { message, .. } => message.clone(),
         }
     }
 
@@ -316,24 +308,6 @@ impl Engine {
             }
         }
         Ok(())
-    }
-
-    /// Whether the engine has an image of that name.
-    pub async fn has_image(&self, name: &str) -> bool {
-        self.docker.inspect_image(name).await.is_ok()
-    }
-
-    /// `docker tag SOURCE REPO:TAG`.
-    pub async fn tag(&self, source: &str, target: &str) -> Result<(), EngineError> {
-        let (repo, tag) = lkpkg_cache_format::reference::split_tag(target);
-        let options = TagImageOptions {
-            repo: Some(repo.to_owned()),
-            tag: Some(tag.unwrap_or("latest").to_owned()),
-        };
-        self.docker
-            .tag_image(source, Some(options))
-            .await
-            .map_err(|e| self.api(e))
     }
 }
 
