@@ -1122,3 +1122,72 @@ fn ssh_forwards_an_agent_to_run_mount_ssh_and_refuses_without_one() {
         outcome.dump()
     );
 }
+
+/// linuxkit's own packages and edge cases, their build.yml `config` verbatim: the image's
+/// `org.mobyproject.config` label is byte for byte the one linuxkit writes (the expected labels
+/// in `tests/compat/config-label` come from linuxkit's own decoder and encoder), so
+/// `linuxkit build` accepts the images: `mode: 0666` is a string, `containerID` keeps Go's
+/// name, `<` is escaped. A key linuxkit refuses is refused, naming file, field and line.
+#[test]
+fn the_config_label_is_byte_for_byte_linuxkits() {
+    let t = Test::new("label");
+    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/compat/config-label");
+    let vector = |name: &str, file: &str| {
+        std::fs::read_to_string(vectors.join(name).join(file))
+            .unwrap_or_else(|e| panic!("{name}/{file}: {e}"))
+    };
+    // The vector's keys, but this test's image name and one platform.
+    let package = |dir: &str, name: &str| {
+        let rest: String = vector(name, "build.yml")
+            .lines()
+            .filter(|l| {
+                !["image:", "org:", "arches:"]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        t.build_yml(dir, &format!("arches: [amd64]\n{rest}"));
+        t.repo.write(
+            &format!("{dir}/Dockerfile"),
+            "FROM scratch\nCOPY build.yml /\n",
+        );
+    };
+    let good = [
+        ("getty", "linuxkit-pkg-getty"),
+        ("kmsg", "linuxkit-pkg-kmsg"),
+        ("dhcpcd", "linuxkit-pkg-dhcpcd"),
+        ("sshd", "linuxkit-pkg-sshd"),
+        ("mapped", "edge-uidMappings-lowercase-keys"),
+        ("escaped", "edge-json-escaping"),
+        ("mode", "edge-device-mode-octal-unquoted"),
+        ("stamp", "edge-uid-timestamp"),
+    ];
+    for (dir, name) in good {
+        package(dir, name);
+    }
+    t.repo.commit_all("packages");
+    let dirs: Vec<&str> = good.iter().map(|(dir, _)| *dir).collect();
+    t.build_ok(&dirs);
+    for (dir, name) in good {
+        let tag = t.tag(dir, &[]);
+        let manifests = platforms(t.cache(), &tag, AMD64);
+        let config = config_of(t.cache(), &manifests["amd64"]);
+        let label = config["config"]["Labels"]["org.mobyproject.config"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{dir}: no config label: {config}"));
+        assert_eq!(label, vector(name, "label.json"), "{name}");
+    }
+    // `containerID:` is not a YAML key of runtime-spec's LinuxIDMapping.
+    package("wrong", "edge-uidMappings-containerID-error");
+    t.repo.commit_all("wrong key");
+    let outcome = t.build(&["wrong"]);
+    assert_eq!(outcome.code, 2, "{}", outcome.dump());
+    assert!(
+        outcome.stderr.contains(
+            "wrong/build.yml`:6: field `config.uidMappings[0].containerID`: field containerID not found in type specs.LinuxIDMapping"
+        ),
+        "{}",
+        outcome.dump()
+    );
+}

@@ -1,288 +1,360 @@
-//! The `config` field of build.yml: moby's `ImageConfig`, which linuxkit marshals with Go's
-//! `encoding/json` into the `org.mobyproject.config` label.
+//! The `config` field of build.yml: moby's `ImageConfig`, which linuxkit decodes with yaml.v3
+//! and marshals with `encoding/json` into the `org.mobyproject.config` label.
 //!
-//! Unknown keys are an error, as in linuxkit's strict decoding. The label must be the bytes Go
-//! would produce, because it is part of the image config (and so of its digest): fields in the
-//! Go struct's order, empty ones omitted, map keys sorted, `<`, `>` and `&` escaped as `\u003c`
-//! and friends. Nested OCI structures (`mounts`, `resources`, …) are kept as generic values; the
-//! known ones (`Mount`, `Device`, `LinuxIDMapping`) are emitted in Go's field order, any other
-//! nested map with sorted keys (where Go would use a struct's order, this may differ: `resources`
-//! and `runtime.interfaces` are the known cases, documented in ARCHITECTURE.md).
+//! `linuxkit build` reads the label back into the same Go struct, so the label must be the bytes
+//! linuxkit writes: it is part of the image config, and so of the image's digest. Rather than
+//! mimic the output, lkpkg describes the Go structs themselves — linuxkit's
+//! `src/cmd/linuxkit/moby/config.go` and runtime-spec v1.2.1's `specs-go/config.go`, as vendored
+//! by linuxkit 3bf33c3a — and decodes and encodes over that description with yaml.v3's and
+//! `encoding/json`'s rules ([`super::go_value`], [`super::go_json`]). Two consequences users
+//! meet:
+//! - string fields keep their YAML text (`mode: 0666` is `"0666"`), integer fields take Go's
+//!   integer syntax (`0666` is 438);
+//! - runtime-spec's structs have no `yaml` tags, so their YAML keys are the lowercased Go
+//!   field names (`uidMappings: [{containerid: 0, hostid: 1000, size: 1}]`), while the label
+//!   uses their JSON names (`containerID`); `containerID:` in YAML is an unknown field, as in
+//!   linuxkit.
+//!
+//! `tests/compat/config-label/` holds vectors produced by linuxkit's own decoder and encoder.
 
-use serde::Deserialize;
-use serde_json::Value;
+use super::go_value::{GoField as F, GoStruct, GoType as T, GoValue};
 
-/// moby's `ImageConfig`, field for field, in the Go struct's order.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+const STRINGS: T = T::Slice(&T::String);
+const OPT_STRINGS: T = T::Ptr(&STRINGS);
+const OPT_STRING: T = T::Ptr(&T::String);
+const OPT_BOOL: T = T::Ptr(&T::Bool);
+const OPT_I64: T = T::Ptr(&T::Int(64));
+const OPT_U64: T = T::Ptr(&T::Uint(64));
+const OPT_U32: T = T::Ptr(&T::Uint(32));
+const OPT_U16: T = T::Ptr(&T::Uint(16));
+const STRING_MAP: T = T::Map(&T::String);
+
+/// `moby.ImageConfig`.
+pub(crate) static IMAGE_CONFIG: GoStruct = GoStruct {
+    name: "moby.ImageConfig",
+    fields: &[
+        F::new("capabilities", true, OPT_STRINGS),
+        F::new("capabilities.add", true, OPT_STRINGS),
+        F::new("ambient", true, OPT_STRINGS),
+        F::new("mounts", true, T::Ptr(&T::Slice(&T::Struct(&MOUNT)))),
+        F::new("binds", true, OPT_STRINGS),
+        F::new("binds.add", true, OPT_STRINGS),
+        F::new("devices", true, T::Ptr(&T::Slice(&T::Struct(&DEVICE)))),
+        F::new("tmpfs", true, OPT_STRINGS),
+        F::new("command", true, OPT_STRINGS),
+        F::new("env", true, OPT_STRINGS),
+        F::new("cwd", true, T::String),
+        F::new("net", true, T::String),
+        F::new("pid", true, T::String),
+        F::new("ipc", true, T::String),
+        F::new("uts", true, T::String),
+        F::new("userns", true, T::String),
+        F::new("hostname", true, T::String),
+        F::new("readonly", true, OPT_BOOL),
+        F::new("maskedPaths", true, OPT_STRINGS),
+        F::new("readonlyPaths", true, OPT_STRINGS),
+        F::new("uid", true, T::Ptr(&T::Interface)),
+        F::new("gid", true, T::Ptr(&T::Interface)),
+        F::new("additionalGids", true, T::Ptr(&T::Slice(&T::Interface))),
+        F::new("noNewPrivileges", true, OPT_BOOL),
+        F::new("oomScoreAdj", true, T::Ptr(&T::Int(64))),
+        F::new("rootfsPropagation", true, OPT_STRING),
+        F::new("cgroupsPath", true, OPT_STRING),
+        F::new("resources", true, T::Ptr(&T::Struct(&LINUX_RESOURCES))),
+        F::new("sysctl", true, T::Ptr(&STRING_MAP)),
+        F::new("rlimits", true, OPT_STRINGS),
+        F::new(
+            "uidMappings",
+            true,
+            T::Ptr(&T::Slice(&T::Struct(&LINUX_ID_MAPPING))),
+        ),
+        F::new(
+            "gidMappings",
+            true,
+            T::Ptr(&T::Slice(&T::Struct(&LINUX_ID_MAPPING))),
+        ),
+        F::new("annotations", true, T::Ptr(&STRING_MAP)),
+        F::new("runtime", true, T::Ptr(&T::Struct(&RUNTIME))),
+    ],
+};
+
+/// `moby.Device`.
+static DEVICE: GoStruct = GoStruct {
+    name: "moby.Device",
+    fields: &[
+        F::new("path", false, T::String),
+        F::new("type", false, T::String),
+        F::new("major", false, T::Int(64)),
+        F::new("minor", false, T::Int(64)),
+        F::new("mode", true, T::String),
+    ],
+};
+
+/// `moby.Runtime`.
+static RUNTIME: GoStruct = GoStruct {
+    name: "moby.Runtime",
+    fields: &[
+        F::new("cgroups", true, OPT_STRINGS),
+        F::new("mounts", true, T::Ptr(&T::Slice(&T::Struct(&MOUNT)))),
+        F::new("mkdir", true, OPT_STRINGS),
+        F::new(
+            "interfaces",
+            true,
+            T::Ptr(&T::Slice(&T::Struct(&INTERFACE))),
+        ),
+        // A struct, not a pointer: `omitempty` never omits it, so `"bindNS":{}` is always there.
+        F::new("bindNS", true, T::Struct(&NAMESPACES)),
+        F::new("namespace", true, OPT_STRING),
+    ],
+};
+
+/// `moby.Namespaces`.
+static NAMESPACES: GoStruct = GoStruct {
+    name: "moby.Namespaces",
+    fields: &[
+        F::new("cgroup", true, OPT_STRING),
+        F::new("ipc", true, OPT_STRING),
+        F::new("mnt", true, OPT_STRING),
+        F::new("net", true, OPT_STRING),
+        F::new("pid", true, OPT_STRING),
+        F::new("user", true, OPT_STRING),
+        F::new("uts", true, OPT_STRING),
+    ],
+};
+
+/// `moby.Interface`.
+static INTERFACE: GoStruct = GoStruct {
+    name: "moby.Interface",
+    fields: &[
+        F::new("name", true, T::String),
+        F::new("add", true, T::String),
+        F::new("peer", true, T::String),
+        F::new("createInRoot", false, T::Bool),
+    ],
+};
+
+// runtime-spec: no `yaml` tags, so the YAML key is the lowercased Go field name.
+
+/// `specs.Mount`.
+static MOUNT: GoStruct = GoStruct {
+    name: "specs.Mount",
+    fields: &[
+        F::new("destination", false, T::String),
+        F::new("type", true, T::String),
+        F::new("source", true, T::String),
+        F::new("options", true, STRINGS),
+        F::named(
+            "uidmappings",
+            "uidMappings",
+            true,
+            T::Slice(&T::Struct(&LINUX_ID_MAPPING)),
+        ),
+        F::named(
+            "gidmappings",
+            "gidMappings",
+            true,
+            T::Slice(&T::Struct(&LINUX_ID_MAPPING)),
+        ),
+    ],
+};
+
+/// `specs.LinuxIDMapping`.
+static LINUX_ID_MAPPING: GoStruct = GoStruct {
+    name: "specs.LinuxIDMapping",
+    fields: &[
+        F::named("containerid", "containerID", false, T::Uint(32)),
+        F::named("hostid", "hostID", false, T::Uint(32)),
+        F::new("size", false, T::Uint(32)),
+    ],
+};
+
+/// `specs.LinuxResources`.
+static LINUX_RESOURCES: GoStruct = GoStruct {
+    name: "specs.LinuxResources",
+    fields: &[
+        F::new("devices", true, T::Slice(&T::Struct(&LINUX_DEVICE_CGROUP))),
+        F::new("memory", true, T::Ptr(&T::Struct(&LINUX_MEMORY))),
+        F::new("cpu", true, T::Ptr(&T::Struct(&LINUX_CPU))),
+        F::new("pids", true, T::Ptr(&T::Struct(&LINUX_PIDS))),
+        F::named(
+            "blockio",
+            "blockIO",
+            true,
+            T::Ptr(&T::Struct(&LINUX_BLOCK_IO)),
+        ),
+        F::named(
+            "hugepagelimits",
+            "hugepageLimits",
+            true,
+            T::Slice(&T::Struct(&LINUX_HUGEPAGE_LIMIT)),
+        ),
+        F::new("network", true, T::Ptr(&T::Struct(&LINUX_NETWORK))),
+        F::new("rdma", true, T::Map(&T::Struct(&LINUX_RDMA))),
+        F::new("unified", true, STRING_MAP),
+    ],
+};
+
+static LINUX_DEVICE_CGROUP: GoStruct = GoStruct {
+    name: "specs.LinuxDeviceCgroup",
+    fields: &[
+        F::new("allow", false, T::Bool),
+        F::new("type", true, T::String),
+        F::new("major", true, OPT_I64),
+        F::new("minor", true, OPT_I64),
+        F::new("access", true, T::String),
+    ],
+};
+
+static LINUX_MEMORY: GoStruct = GoStruct {
+    name: "specs.LinuxMemory",
+    fields: &[
+        F::new("limit", true, OPT_I64),
+        F::new("reservation", true, OPT_I64),
+        F::new("swap", true, OPT_I64),
+        F::new("kernel", true, OPT_I64),
+        F::named("kerneltcp", "kernelTCP", true, OPT_I64),
+        F::new("swappiness", true, OPT_U64),
+        F::named("disableoomkiller", "disableOOMKiller", true, OPT_BOOL),
+        F::named("usehierarchy", "useHierarchy", true, OPT_BOOL),
+        F::named("checkbeforeupdate", "checkBeforeUpdate", true, OPT_BOOL),
+    ],
+};
+
+static LINUX_CPU: GoStruct = GoStruct {
+    name: "specs.LinuxCPU",
+    fields: &[
+        F::new("shares", true, OPT_U64),
+        F::new("quota", true, OPT_I64),
+        F::new("burst", true, OPT_U64),
+        F::new("period", true, OPT_U64),
+        F::named("realtimeruntime", "realtimeRuntime", true, OPT_I64),
+        F::named("realtimeperiod", "realtimePeriod", true, OPT_U64),
+        F::new("cpus", true, T::String),
+        F::new("mems", true, T::String),
+        F::new("idle", true, OPT_I64),
+    ],
+};
+
+static LINUX_PIDS: GoStruct = GoStruct {
+    name: "specs.LinuxPids",
+    fields: &[F::new("limit", false, T::Int(64))],
+};
+
+static LINUX_BLOCK_IO: GoStruct = GoStruct {
+    name: "specs.LinuxBlockIO",
+    fields: &[
+        F::new("weight", true, OPT_U16),
+        F::named("leafweight", "leafWeight", true, OPT_U16),
+        F::named(
+            "weightdevice",
+            "weightDevice",
+            true,
+            T::Slice(&T::Struct(&LINUX_WEIGHT_DEVICE)),
+        ),
+        F::named(
+            "throttlereadbpsdevice",
+            "throttleReadBpsDevice",
+            true,
+            T::Slice(&T::Struct(&LINUX_THROTTLE_DEVICE)),
+        ),
+        F::named(
+            "throttlewritebpsdevice",
+            "throttleWriteBpsDevice",
+            true,
+            T::Slice(&T::Struct(&LINUX_THROTTLE_DEVICE)),
+        ),
+        F::named(
+            "throttlereadiopsdevice",
+            "throttleReadIOPSDevice",
+            true,
+            T::Slice(&T::Struct(&LINUX_THROTTLE_DEVICE)),
+        ),
+        F::named(
+            "throttlewriteiopsdevice",
+            "throttleWriteIOPSDevice",
+            true,
+            T::Slice(&T::Struct(&LINUX_THROTTLE_DEVICE)),
+        ),
+    ],
+};
+
+static LINUX_BLOCK_IO_DEVICE: GoStruct = GoStruct {
+    name: "specs.LinuxBlockIODevice",
+    fields: &[
+        F::new("major", false, T::Int(64)),
+        F::new("minor", false, T::Int(64)),
+    ],
+};
+
+static LINUX_WEIGHT_DEVICE: GoStruct = GoStruct {
+    name: "specs.LinuxWeightDevice",
+    fields: &[
+        F::embedded("linuxblockiodevice", T::Struct(&LINUX_BLOCK_IO_DEVICE)),
+        F::new("weight", true, OPT_U16),
+        F::named("leafweight", "leafWeight", true, OPT_U16),
+    ],
+};
+
+static LINUX_THROTTLE_DEVICE: GoStruct = GoStruct {
+    name: "specs.LinuxThrottleDevice",
+    fields: &[
+        F::embedded("linuxblockiodevice", T::Struct(&LINUX_BLOCK_IO_DEVICE)),
+        F::new("rate", false, T::Uint(64)),
+    ],
+};
+
+static LINUX_HUGEPAGE_LIMIT: GoStruct = GoStruct {
+    name: "specs.LinuxHugepageLimit",
+    fields: &[
+        F::named("pagesize", "pageSize", false, T::String),
+        F::new("limit", false, T::Uint(64)),
+    ],
+};
+
+static LINUX_NETWORK: GoStruct = GoStruct {
+    name: "specs.LinuxNetwork",
+    fields: &[
+        F::named("classid", "classID", true, OPT_U32),
+        F::new(
+            "priorities",
+            true,
+            T::Slice(&T::Struct(&LINUX_INTERFACE_PRIORITY)),
+        ),
+    ],
+};
+
+static LINUX_INTERFACE_PRIORITY: GoStruct = GoStruct {
+    name: "specs.LinuxInterfacePriority",
+    fields: &[
+        F::new("name", false, T::String),
+        F::new("priority", false, T::Uint(32)),
+    ],
+};
+
+static LINUX_RDMA: GoStruct = GoStruct {
+    name: "specs.LinuxRdma",
+    fields: &[
+        F::named("hcahandles", "hcaHandles", true, OPT_U32),
+        F::named("hcaobjects", "hcaObjects", true, OPT_U32),
+    ],
+};
+
+/// A decoded `config`: what linuxkit would hold in `pkgInfo.Config`, and its label.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ImageConfig {
-    capabilities: Option<Vec<String>>,
-    #[serde(rename = "capabilities.add")]
-    capabilities_add: Option<Vec<String>>,
-    ambient: Option<Vec<String>>,
-    mounts: Option<Vec<Value>>,
-    binds: Option<Vec<String>>,
-    #[serde(rename = "binds.add")]
-    binds_add: Option<Vec<String>>,
-    devices: Option<Vec<Value>>,
-    tmpfs: Option<Vec<String>>,
-    command: Option<Vec<String>>,
-    env: Option<Vec<String>>,
-    cwd: Option<String>,
-    net: Option<String>,
-    pid: Option<String>,
-    ipc: Option<String>,
-    uts: Option<String>,
-    userns: Option<String>,
-    hostname: Option<String>,
-    readonly: Option<bool>,
-    #[serde(rename = "maskedPaths")]
-    masked_paths: Option<Vec<String>>,
-    #[serde(rename = "readonlyPaths")]
-    readonly_paths: Option<Vec<String>>,
-    uid: Option<Value>,
-    gid: Option<Value>,
-    #[serde(rename = "additionalGids")]
-    additional_gids: Option<Vec<Value>>,
-    #[serde(rename = "noNewPrivileges")]
-    no_new_privileges: Option<bool>,
-    #[serde(rename = "oomScoreAdj")]
-    oom_score_adj: Option<i64>,
-    #[serde(rename = "rootfsPropagation")]
-    rootfs_propagation: Option<String>,
-    #[serde(rename = "cgroupsPath")]
-    cgroups_path: Option<String>,
-    resources: Option<Value>,
-    sysctl: Option<std::collections::BTreeMap<String, String>>,
-    rlimits: Option<Vec<String>>,
-    #[serde(rename = "uidMappings")]
-    uid_mappings: Option<Vec<Value>>,
-    #[serde(rename = "gidMappings")]
-    gid_mappings: Option<Vec<Value>>,
-    annotations: Option<std::collections::BTreeMap<String, String>>,
-    runtime: Option<Value>,
+    label: String,
 }
-
-/// A field of the label: its JSON name, its value when set, the key order of nested objects.
-type FieldSpec<'a> = (&'a str, Option<Value>, Option<&'a [&'a str]>);
-
-const MOUNT_ORDER: &[&str] = &[
-    "destination",
-    "type",
-    "source",
-    "options",
-    "uidMappings",
-    "gidMappings",
-];
-const DEVICE_ORDER: &[&str] = &["path", "type", "major", "minor", "mode"];
-const ID_MAPPING_ORDER: &[&str] = &["containerID", "hostID", "size"];
-const RUNTIME_ORDER: &[&str] = &[
-    "cgroups",
-    "mounts",
-    "mkdir",
-    "interfaces",
-    "bindNS",
-    "namespace",
-];
 
 impl ImageConfig {
-    /// The `org.mobyproject.config` label: what Go's `json.Marshal` gives for this config.
-    pub fn label_json(&self) -> String {
-        let mut out = GoJson::default();
-        out.open('{');
-        let strings = |v: &Option<Vec<String>>| {
-            v.as_ref()
-                .map(|v| Value::Array(v.iter().cloned().map(Value::String).collect()))
-        };
-        let string = |v: &Option<String>| {
-            v.as_ref()
-                .filter(|s| !s.is_empty())
-                .map(|s| Value::String(s.clone()))
-        };
-        // Pointer fields (`*[]string`, `*bool`, …) are emitted when set, even if empty;
-        // plain strings only when non-empty (`omitempty`).
-        let fields: Vec<FieldSpec> = vec![
-            ("capabilities", strings(&self.capabilities), None),
-            ("capabilities.add", strings(&self.capabilities_add), None),
-            ("ambient", strings(&self.ambient), None),
-            (
-                "mounts",
-                self.mounts.clone().map(Value::Array),
-                Some(MOUNT_ORDER),
-            ),
-            ("binds", strings(&self.binds), None),
-            ("binds.add", strings(&self.binds_add), None),
-            (
-                "devices",
-                self.devices.clone().map(Value::Array),
-                Some(DEVICE_ORDER),
-            ),
-            ("tmpfs", strings(&self.tmpfs), None),
-            ("command", strings(&self.command), None),
-            ("env", strings(&self.env), None),
-            ("cwd", string(&self.cwd), None),
-            ("net", string(&self.net), None),
-            ("pid", string(&self.pid), None),
-            ("ipc", string(&self.ipc), None),
-            ("uts", string(&self.uts), None),
-            ("userns", string(&self.userns), None),
-            ("hostname", string(&self.hostname), None),
-            ("readonly", self.readonly.map(Value::Bool), None),
-            ("maskedPaths", strings(&self.masked_paths), None),
-            ("readonlyPaths", strings(&self.readonly_paths), None),
-            ("uid", self.uid.clone(), None),
-            ("gid", self.gid.clone(), None),
-            (
-                "additionalGids",
-                self.additional_gids.clone().map(Value::Array),
-                None,
-            ),
-            (
-                "noNewPrivileges",
-                self.no_new_privileges.map(Value::Bool),
-                None,
-            ),
-            ("oomScoreAdj", self.oom_score_adj.map(Value::from), None),
-            (
-                "rootfsPropagation",
-                self.rootfs_propagation.clone().map(Value::String),
-                None,
-            ),
-            (
-                "cgroupsPath",
-                self.cgroups_path.clone().map(Value::String),
-                None,
-            ),
-            ("resources", self.resources.clone(), None),
-            (
-                "sysctl",
-                self.sysctl
-                    .as_ref()
-                    .map(|m| serde_json::to_value(m).unwrap_or_default()),
-                None,
-            ),
-            ("rlimits", strings(&self.rlimits), None),
-            (
-                "uidMappings",
-                self.uid_mappings.clone().map(Value::Array),
-                Some(ID_MAPPING_ORDER),
-            ),
-            (
-                "gidMappings",
-                self.gid_mappings.clone().map(Value::Array),
-                Some(ID_MAPPING_ORDER),
-            ),
-            (
-                "annotations",
-                self.annotations
-                    .as_ref()
-                    .map(|m| serde_json::to_value(m).unwrap_or_default()),
-                None,
-            ),
-            ("runtime", self.runtime.clone(), Some(RUNTIME_ORDER)),
-        ];
-        for (name, value, order) in fields {
-            if let Some(value) = value {
-                out.key(name);
-                out.value(&value, order);
-            }
-        }
-        out.close('}');
-        out.0
+    /// The config decoded into a non-nil `*moby.ImageConfig`, marshalled as linuxkit does; the
+    /// error is `encoding/json`'s (a NaN `uid`, a mapping with a non-string key).
+    pub(crate) fn from_value(value: &GoValue) -> Result<Self, String> {
+        let label = super::go_json::marshal(value, &T::Struct(&IMAGE_CONFIG))?;
+        Ok(ImageConfig { label })
     }
-}
 
-/// A writer of JSON as Go's `encoding/json` formats it (compact, HTML-escaped).
-#[derive(Default)]
-struct GoJson(String, Vec<bool>);
-
-impl GoJson {
-    fn open(&mut self, c: char) {
-        self.0.push(c);
-        self.1.push(true);
-    }
-    fn close(&mut self, c: char) {
-        self.0.push(c);
-        self.1.pop();
-    }
-    fn separator(&mut self) {
-        if let Some(first) = self.1.last_mut() {
-            if !*first {
-                self.0.push(',');
-            }
-            *first = false;
-        }
-    }
-    fn key(&mut self, k: &str) {
-        self.separator();
-        self.string(k);
-        self.0.push(':');
-        // The value that follows must not add a separator.
-        if let Some(first) = self.1.last_mut() {
-            *first = true;
-        }
-    }
-    fn value(&mut self, v: &Value, order: Option<&[&str]>) {
-        self.separator();
-        match v {
-            Value::Null => self.0.push_str("null"),
-            Value::Bool(b) => self.0.push_str(if *b { "true" } else { "false" }),
-            Value::Number(n) => self.0.push_str(&n.to_string()),
-            Value::String(s) => self.string(s),
-            Value::Array(items) => {
-                self.open('[');
-                for item in items {
-                    self.value(item, order);
-                }
-                self.close(']');
-            }
-            Value::Object(map) => {
-                self.open('{');
-                let mut keys: Vec<&String> = map.keys().collect();
-                if let Some(order) = order {
-                    keys.sort_by_key(|k| order.iter().position(|o| o == k).unwrap_or(usize::MAX));
-                }
-                for k in keys {
-                    self.key(k);
-                    self.value(&map[k], None);
-                }
-                self.close('}');
-            }
-        }
-    }
-    fn string(&mut self, s: &str) {
-        self.0.push('"');
-        for c in s.chars() {
-            match c {
-                '"' => self.0.push_str("\\\""),
-                '\\' => self.0.push_str("\\\\"),
-                '\n' => self.0.push_str("\\n"),
-                '\r' => self.0.push_str("\\r"),
-                '\t' => self.0.push_str("\\t"),
-                '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
-                    self.0.push_str(&format!("\\u{:04x}", c as u32))
-                }
-                c if (c as u32) < 0x20 => self.0.push_str(&format!("\\u{:04x}", c as u32)),
-                c => self.0.push(c),
-            }
-        }
-        self.0.push('"');
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn label_matches_go_json() {
-        let config: ImageConfig = serde_saphyr::from_str(
-            "binds:\n - /a:/b\ncapabilities:\n - all\nreadonly: true\nmounts:\n - type: bind\n   source: /x\n   destination: /y\nsysctl:\n  b: '1'\n  a: '<2>'\n",
-        )
-        .unwrap();
-        assert_eq!(
-            config.label_json(),
-            r#"{"capabilities":["all"],"mounts":[{"destination":"/y","type":"bind","source":"/x"}],"binds":["/a:/b"],"readonly":true,"sysctl":{"a":"\u003c2\u003e","b":"1"}}"#
-        );
+    /// The `org.mobyproject.config` label: `json.Marshal` of linuxkit's `ImageConfig`.
+    pub fn label_json(&self) -> &str {
+        &self.label
     }
 }

@@ -1,30 +1,36 @@
 //! `build.yml`, read exactly as linuxkit reads it.
 //!
-//! linuxkit decodes build.yml with Go's yaml.v3 and `KnownFields(true)` over a struct that
-//! already holds the defaults (`NewPkgInfo`). The quirks that follow from that, and that this
-//! module reproduces:
+//! linuxkit decodes build.yml with Go's yaml.v3 and `KnownFields(true)` into `pkgInfo`, a struct
+//! that already holds the defaults (`NewPkgInfo`). lkpkg decodes into a description of that same
+//! struct with yaml.v3's rules ([`go_value`]), so the quirks follow from the rules rather than
+//! from a table of cases:
 //!
-//! | input                        | linuxkit's result                         | here                 |
-//! |------------------------------|-------------------------------------------|----------------------|
-//! | key absent                   | the default (`org: linuxkit`, `arches: [amd64, arm64, riscv64]`, …) | [`Field::Absent`] → default |
-//! | key with an empty/null value | the zero value: `arches:` → no arches, `org:` → `""` | [`Field::Null`] → zero |
-//! | `mode: 0666` in a string field | the raw text `"0666"`                   | serde-saphyr keeps the scalar's text |
-//! | `network: yes` / `on` / `y`  | `true` (YAML 1.1 booleans in typed bools) | non-strict booleans  |
-//! | unknown key, duplicate key   | an error                                  | an error, with line  |
-//! | empty file or only comments  | `EOF`                                     | an error             |
+//! | input                          | linuxkit's result                                     |
+//! |--------------------------------|-------------------------------------------------------|
+//! | key absent                     | the default (`org: linuxkit`, `arches: [amd64, arm64, riscv64]`, …) |
+//! | a string key null or empty (`org:`, `org: ~`) | the default: yaml.v3 leaves a string alone on null |
+//! | a string key `""`              | `""`                                                  |
+//! | a list key null (`arches:`)    | no items: a nil slice                                 |
+//! | `network:` null                | the default (`false`)                                 |
+//! | `image: 0666` (any scalar in a string field) | the scalar's text, `"0666"`             |
+//! | `network: yes` / `on` / `y`    | `true` (YAML 1.1 words in typed bools)                |
+//! | a null item in a list (`arches: [a, ~]`) | dropped                                     |
+//! | unknown key, duplicate key, wrong type | an error, with its line                       |
+//! | empty file or only comments    | `EOF`                                                 |
+//! | several documents              | the first one                                         |
 //!
 //! Validation that linuxkit does after decoding (`image` required, `extra-sources` format,
 //! `depends.docker-images` rules) lives here too, so every package error is found before any
-//! work starts. Each error names the file, the field and, where the parser gives one, the line.
+//! work starts. Each error names the file, the field and the line.
 //!
-//! The YAML crate is serde-saphyr: pure Rust, maintained, merge keys and alias-bomb limits
-//! built in (see ARCHITECTURE.md for the choice; `tests::yaml_quirks` pins the behaviour).
+//! The parser is granit-parser, the one under serde-saphyr: serde's data model cannot carry
+//! what Go's decoding depends on (a scalar's source text and quoting, a null that is not a
+//! reset), so the decoding is lkpkg's ([`node`], [`go_value`]); ARCHITECTURE.md says why.
 
 use std::path::{Component, Path, PathBuf};
 
-use serde::{Deserialize, Deserializer};
-
 use crate::error::PackageError;
+use go_value::{DecodeError, Decoder, GoField as F, GoStruct, GoType as T, GoValue};
 
 /// linuxkit's default architectures (`NewPkgInfo`).
 pub const DEFAULT_ARCHES: [&str; 3] = ["amd64", "arm64", "riscv64"];
@@ -33,87 +39,70 @@ pub const DEFAULT_GITREPO: &str = "https://github.com/linuxkit/linuxkit";
 /// linuxkit's default organisation.
 pub const DEFAULT_ORG: &str = "linuxkit";
 
-/// A key that may be absent, present with a null value, or present with a value: yaml.v3
-/// treats the first as "keep the default" and the second as "reset to the zero value".
-#[derive(Debug, Clone, Default, PartialEq)]
-pub enum Field<T> {
-    #[default]
-    Absent,
-    Null,
-    Value(T),
-}
+const STRINGS: T = T::Slice(&T::String);
 
-impl<T> Field<T> {
-    /// The value linuxkit ends up with, given its default.
-    fn resolve(self, default: T) -> T
-    where
-        T: Default,
-    {
-        match self {
-            Field::Absent => default,
-            Field::Null => T::default(),
-            Field::Value(v) => v,
+/// `pkglib.pkgInfo`, the struct linuxkit decodes build.yml into.
+static PKG_INFO: GoStruct = GoStruct {
+    name: "pkglib.pkgInfo",
+    fields: &[
+        F::new("image", false, T::String),
+        F::new("org", false, T::String),
+        F::new("tag", true, T::String),
+        F::new("dockerfile", false, T::String),
+        F::new("arches", false, STRINGS),
+        F::new("extra-sources", false, STRINGS),
+        F::new("gitrepo", false, T::String),
+        F::new("network", false, T::Bool),
+        F::new("disable-cache", false, T::Bool),
+        F::new("config", false, T::Ptr(&T::Struct(&config::IMAGE_CONFIG))),
+        F::new("buildArgs", true, T::Ptr(&STRINGS)),
+        F::new("depends", false, T::Struct(&DEPENDS)),
+    ],
+};
+static PKG_INFO_TYPE: T = T::Struct(&PKG_INFO);
+
+/// `pkgInfo.Depends` (an anonymous struct in Go).
+static DEPENDS: GoStruct = GoStruct {
+    name: "pkglib.pkgInfo.Depends",
+    fields: &[F::new("docker-images", false, T::Struct(&DOCKER_IMAGES))],
+};
+
+/// `pkgInfo.Depends.DockerImages`.
+static DOCKER_IMAGES: GoStruct = GoStruct {
+    name: "pkglib.pkgInfo.Depends.DockerImages",
+    fields: &[
+        F::new("target-dir", false, T::String),
+        F::new("target", false, T::String),
+        F::new("from-file", false, T::String),
+        F::new("list", false, STRINGS),
+    ],
+};
+
+/// `NewPkgInfo()`: the value build.yml is decoded over.
+fn defaults() -> GoValue {
+    let strings = |items: &[&str]| {
+        GoValue::Slice(
+            items
+                .iter()
+                .map(|s| GoValue::String((*s).to_owned()))
+                .collect(),
+        )
+    };
+    let mut value = PKG_INFO_TYPE.zero();
+    let GoValue::Struct(fields) = &mut value else {
+        unreachable!("a struct's zero value is a struct")
+    };
+    for (field, slot) in PKG_INFO.fields.iter().zip(fields.iter_mut()) {
+        match field.yaml {
+            "org" => *slot = GoValue::String(DEFAULT_ORG.into()),
+            "tag" => *slot = GoValue::String("{{.Hash}}".into()),
+            "dockerfile" => *slot = GoValue::String("Dockerfile".into()),
+            "gitrepo" => *slot = GoValue::String(DEFAULT_GITREPO.into()),
+            "arches" => *slot = strings(&DEFAULT_ARCHES),
+            _ => {}
         }
     }
-}
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Field<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(match Option::<T>::deserialize(deserializer)? {
-            Some(v) => Field::Value(v),
-            None => Field::Null,
-        })
-    }
-}
-
-/// The document as written; private, turned into [`BuildYml`] by [`parse`].
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    #[serde(default)]
-    image: Field<String>,
-    #[serde(default)]
-    org: Field<String>,
-    #[serde(default)]
-    tag: Field<String>,
-    #[serde(default)]
-    dockerfile: Field<String>,
-    #[serde(default)]
-    arches: Field<Vec<String>>,
-    #[serde(default, rename = "extra-sources")]
-    extra_sources: Field<Vec<String>>,
-    #[serde(default)]
-    gitrepo: Field<String>,
-    #[serde(default)]
-    network: Field<bool>,
-    #[serde(default, rename = "disable-cache")]
-    disable_cache: Field<bool>,
-    #[serde(default)]
-    config: Field<crate::build_yml::config::ImageConfig>,
-    #[serde(default, rename = "buildArgs")]
-    build_args: Field<Vec<String>>,
-    #[serde(default)]
-    depends: Field<RawDepends>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawDepends {
-    #[serde(default, rename = "docker-images")]
-    docker_images: Field<RawDockerImages>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawDockerImages {
-    #[serde(default, rename = "target-dir")]
-    target_dir: Field<String>,
-    #[serde(default)]
-    target: Field<String>,
-    #[serde(default, rename = "from-file")]
-    from_file: Field<String>,
-    #[serde(default)]
-    list: Field<Vec<String>>,
+    value
 }
 
 /// One `extra-sources` entry: a source directory copied to `dst` in the build context.
@@ -176,22 +165,30 @@ pub struct BuildYml {
 
 /// Parses `text`, the content of `file`, for the package in `package_dir` (absolute).
 pub fn parse(file: &Path, package_dir: &Path, text: &str) -> Result<BuildYml, PackageError> {
-    if text.trim().is_empty() || text.lines().all(is_blank_or_comment) {
+    let root = node::parse(text).map_err(|e| PackageError {
+        file: file.to_owned(),
+        field: None,
+        line: e.line,
+        message: e.message,
+    })?;
+    let Some(root) = root else {
         return Err(PackageError::new(
             file,
             None,
             "empty document (linuxkit: EOF)",
         ));
-    }
-    let options = serde_saphyr::options! {
-        duplicate_keys: serde_saphyr::options::DuplicateKeyPolicy::Error,
-        with_snippet: false,
     };
-    let raw: Option<Raw> = serde_saphyr::from_str_with_options(text, options)
-        .map_err(|e| yaml_error(file, text, &e))?;
-    // A document that is only `~` decodes to the defaults, then fails on `image`.
-    let raw = raw.unwrap_or_default();
-    let image = raw.image.resolve(String::new());
+    let mut value = defaults();
+    let mut decoder = Decoder::default();
+    decoder
+        .decode(&root, &PKG_INFO_TYPE, &mut value)
+        .map_err(|e| decode_error(file, e, 0))?;
+    if let Some(first) = decoder.errors.first() {
+        return Err(decode_error(file, first.clone(), decoder.errors.len() - 1));
+    }
+    let field = |name: &str| value.field(&PKG_INFO, name);
+    let string = |name: &str| field(name).as_str().unwrap_or_default().to_owned();
+    let image = string("image");
     if image.is_empty() {
         return Err(PackageError::new(
             file,
@@ -199,95 +196,49 @@ pub fn parse(file: &Path, package_dir: &Path, text: &str) -> Result<BuildYml, Pa
             "Image field is required",
         ));
     }
-    let extra_sources = raw
-        .extra_sources
-        .resolve(Vec::new())
+    let extra_sources = field("extra-sources")
+        .as_strings()
+        .unwrap_or_default()
         .into_iter()
         .map(|spec| extra_source(file, package_dir, spec))
         .collect::<Result<_, _>>()?;
-    let depends = match raw.depends.resolve(RawDepends::default()).docker_images {
-        Field::Value(images) => docker_depends(file, package_dir, images)?,
-        Field::Absent | Field::Null => DockerDepends::default(),
+    let docker_images = field("depends").field(&DEPENDS, "docker-images");
+    let depends = docker_depends(file, package_dir, docker_images)?;
+    let config = match field("config").deref() {
+        None => None,
+        Some(config) => Some(
+            config::ImageConfig::from_value(config)
+                .map_err(|m| PackageError::new(file, Some("config"), m))?,
+        ),
     };
     Ok(BuildYml {
         image,
-        org: raw.org.resolve(DEFAULT_ORG.to_owned()),
-        tag: raw.tag.resolve("{{.Hash}}".to_owned()),
-        dockerfile: raw.dockerfile.resolve("Dockerfile".to_owned()),
-        arches: raw
-            .arches
-            .resolve(DEFAULT_ARCHES.iter().map(|a| a.to_string()).collect()),
+        org: string("org"),
+        tag: string("tag"),
+        dockerfile: string("dockerfile"),
+        arches: field("arches").as_strings().unwrap_or_default(),
         extra_sources,
-        gitrepo: raw.gitrepo.resolve(DEFAULT_GITREPO.to_owned()),
-        network: raw.network.resolve(false),
-        disable_cache: raw.disable_cache.resolve(false),
-        config: match raw.config {
-            Field::Value(c) => Some(c),
-            Field::Absent | Field::Null => None,
-        },
-        build_args: match raw.build_args {
-            Field::Value(v) => Some(v),
-            Field::Absent | Field::Null => None,
-        },
+        gitrepo: string("gitrepo"),
+        network: field("network").as_bool().unwrap_or_default(),
+        disable_cache: field("disable-cache").as_bool().unwrap_or_default(),
+        config,
+        build_args: field("buildArgs").as_strings(),
         depends,
     })
 }
 
-fn is_blank_or_comment(line: &str) -> bool {
-    let t = line.trim();
-    t.is_empty() || t.starts_with('#') || t == "---"
-}
-
-fn yaml_error(file: &Path, text: &str, e: &serde_saphyr::Error) -> PackageError {
-    let line = e.location().map(|l| l.line() as usize);
-    let mut message = e.to_string();
-    // serde-saphyr appends its own "at line X column Y": the line is reported separately.
-    if let Some(i) = message.find(" at line ") {
-        message.truncate(i);
+/// A decoding error as a package error; `more` other errors were found too.
+fn decode_error(file: &Path, e: DecodeError, more: usize) -> PackageError {
+    let mut message = e.message;
+    if more > 0 {
+        message.push_str(&format!(" (and {more} more)"));
     }
-    let field = field_named_in(&message).or_else(|| line.and_then(|l| key_at_line(text, l)));
     PackageError {
         file: file.to_owned(),
-        field,
-        line,
+        field: (!e.path.is_empty()).then_some(e.path),
+        line: Some(e.line),
         message,
     }
-}
-
-/// The mapping key the value at 1-based `line` belongs to: the key on that line, or for a
-/// list item or continuation, the nearest less-indented key above it.
-fn key_at_line(text: &str, line: usize) -> Option<String> {
-    let lines: Vec<&str> = text.lines().collect();
-    let mut index = line.checked_sub(1)?.min(lines.len().checked_sub(1)?);
-    let mut max_indent = usize::MAX;
-    loop {
-        let l = lines[index];
-        let indent = l.len() - l.trim_start().len();
-        let body = l.trim_start().trim_start_matches("- ");
-        if indent < max_indent || (max_indent == usize::MAX) {
-            if let Some((key, _)) = body.split_once(':') {
-                let key = key.trim().trim_matches(['"', '\'']);
-                if !key.is_empty()
-                    && key
-                        .chars()
-                        .all(|c| c.is_alphanumeric() || "-_.".contains(c))
-                {
-                    return Some(key.to_owned());
-                }
-            }
-            if !l.trim().is_empty() {
-                max_indent = indent;
-            }
-        }
-        index = index.checked_sub(1)?;
-    }
-}
-
-/// The field an "unknown field `x`" / "duplicate key `x`" message names, if any.
-fn field_named_in(message: &str) -> Option<String> {
-    let start = message.find('`')? + 1;
-    let len = message[start..].find('`')?;
-    Some(message[start..start + len].to_owned())
 }
 
 fn extra_source(
@@ -326,7 +277,7 @@ fn extra_source(
 fn docker_depends(
     file: &Path,
     package_dir: &Path,
-    raw: RawDockerImages,
+    raw: &GoValue,
 ) -> Result<DockerDepends, PackageError> {
     let field = |name: &str| Some(format!("depends.docker-images.{name}"));
     let err = |name: &str, message: String| PackageError {
@@ -335,10 +286,19 @@ fn docker_depends(
         line: None,
         message,
     };
-    let target_dir = raw.target_dir.resolve(String::new());
-    let target = raw.target.resolve(String::new());
-    let from_file = raw.from_file.resolve(String::new());
-    let mut list = raw.list.resolve(Vec::new());
+    let string = |name: &str| {
+        raw.field(&DOCKER_IMAGES, name)
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let target_dir = string("target-dir");
+    let target = string("target");
+    let from_file = string("from-file");
+    let mut list = raw
+        .field(&DOCKER_IMAGES, "list")
+        .as_strings()
+        .unwrap_or_default();
     if !target_dir.is_empty() && !target.is_empty() {
         return Err(err(
             "target",
@@ -476,6 +436,9 @@ fn clean_unix(p: &str) -> String {
 }
 
 pub mod config;
+mod go_json;
+mod go_value;
+mod node;
 
 #[cfg(test)]
 mod tests;

@@ -29,8 +29,35 @@ fn defaults() {
 fn yaml_quirks() {
     // An empty value resets a list (pkg/bpftrace has `arches:` empty).
     assert!(parse_ok("image: foo\narches:\n").arches.is_empty());
-    // ... and a string to "".
-    assert_eq!(parse_ok("image: foo\norg:\n").org, "");
+    // ... but leaves a string alone (yaml.v3's `null` sets only what can be nil), unless the
+    // value is an explicit empty string.
+    for null in ["", " ~", " null", " Null", " NULL"] {
+        let y = parse_ok(&format!(
+            "image: nul\norg:{null}\ndockerfile:{null}\ngitrepo:{null}\ntag:{null}\nnetwork:{null}\n"
+        ));
+        assert_eq!(y.org, DEFAULT_ORG, "{null:?}");
+        assert_eq!(y.dockerfile, "Dockerfile", "{null:?}");
+        assert_eq!(y.gitrepo, DEFAULT_GITREPO, "{null:?}");
+        assert_eq!(y.tag, "{{.Hash}}", "{null:?}");
+        assert!(!y.network);
+    }
+    assert_eq!(parse_ok("image: foo\norg: \"\"\n").org, "");
+    assert_eq!(parse_ok("image: foo\norg: ''\n").org, "");
+    // A null `image` is no image.
+    assert_eq!(parse_err("image:\n").message, "Image field is required");
+    // A null item of a list is dropped; a null `buildArgs` or `config` is nil.
+    assert_eq!(
+        parse_ok("image: f\narches: [amd64, ~, arm64]\n").arches,
+        ["amd64", "arm64"]
+    );
+    assert_eq!(parse_ok("image: f\nbuildArgs: ~\n").build_args, None);
+    assert_eq!(
+        parse_ok("image: f\nbuildArgs: []\n").build_args,
+        Some(vec![])
+    );
+    assert_eq!(parse_ok("image: f\nconfig:\n").config, None);
+    // A null `depends` leaves the struct as it was.
+    assert!(parse_ok("image: f\ndepends:\n").depends.images.is_empty());
     // YAML 1.1 booleans in typed bools.
     for t in ["yes", "on", "y", "true", "True", "Y"] {
         assert!(
@@ -76,7 +103,20 @@ fn errors_name_file_field_line() {
     let e = parse_err("image: foo\nnetwork: maybe\n");
     assert_eq!(e.line, Some(2), "{e}");
     let e = parse_err("image: foo\nimage: bar\n");
-    assert!(e.message.contains("image"), "{e}");
+    assert_eq!(e.field.as_deref(), Some("image"), "{e}");
+    assert_eq!(e.line, Some(2), "{e}");
+    assert!(e.message.contains("already defined at line 1"), "{e}");
+    let e = parse_err("image: f\ndepends:\n  docker-images:\n    list: x\n");
+    assert_eq!(
+        e.field.as_deref(),
+        Some("depends.docker-images.list"),
+        "{e}"
+    );
+    assert_eq!(e.message, "cannot unmarshal !!str `x` into []string");
+    let e =
+        parse_err("image: f\narches: [a]\nconfig:\n  devices:\n    - path: x\n      major: one\n");
+    assert_eq!(e.field.as_deref(), Some("config.devices[0].major"), "{e}");
+    assert_eq!(e.line, Some(6), "{e}");
     assert!(parse_err("").message.contains("EOF"));
     assert!(parse_err("# only a comment\n").message.contains("EOF"));
 }
@@ -126,7 +166,70 @@ fn extra_sources_format() {
 #[test]
 fn config_is_strict() {
     let e = parse_err("image: f\nconfig:\n  nonsense: 1\n");
-    assert_eq!(e.field.as_deref(), Some("nonsense"), "{e}");
+    assert_eq!(e.field.as_deref(), Some("config.nonsense"), "{e}");
+    assert_eq!(
+        e.message,
+        "field nonsense not found in type moby.ImageConfig"
+    );
     let y = parse_ok("image: f\nconfig:\n  binds: [\"/a:/b\"]\n");
     assert_eq!(y.config.unwrap().label_json(), r#"{"binds":["/a:/b"]}"#);
+}
+
+/// `tests/compat/config-label/`: build.yml files with the label linuxkit's own decoder and
+/// encoder give for them (`label.json`), or that linuxkit rejects (`error.txt`). See the README
+/// there for how they were made.
+#[test]
+fn config_labels_match_linuxkit() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/compat/config-label");
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    assert!(
+        cases.len() > 30,
+        "{} vectors in {}",
+        cases.len(),
+        dir.display()
+    );
+    let mut failures = Vec::new();
+    for case in &cases {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(case.join("build.yml")).unwrap();
+        let got = parse(&case.join("build.yml"), case, &text);
+        // `no-label`: linuxkit decodes a nil config and sets no label.
+        let expected = std::fs::read_to_string(case.join("label.json"))
+            .ok()
+            .or_else(|| case.join("no-label").exists().then(String::new));
+        match (got, expected) {
+            (Ok(y), Some(label)) => {
+                let got = y
+                    .config
+                    .map(|c| c.label_json().to_owned())
+                    .unwrap_or_default();
+                if got != label {
+                    failures.push(format!("{name}:\n  linuxkit: {label}\n  lkpkg:    {got}"));
+                }
+            }
+            (Err(e), Some(label)) => {
+                failures.push(format!("{name}: lkpkg fails ({e}), linuxkit: {label}"))
+            }
+            (Ok(y), None) => failures.push(format!(
+                "{name}: linuxkit fails ({}), lkpkg accepts: {:?}",
+                std::fs::read_to_string(case.join("error.txt"))
+                    .unwrap_or_default()
+                    .trim(),
+                y.config.map(|c| c.label_json().to_owned())
+            )),
+            (Err(_), None) => {}
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} vectors differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }

@@ -123,7 +123,10 @@ pub fn labels(package: &GraphPackage, workspace: Option<&Workspace>) -> BTreeMap
         );
     }
     if let Some(config) = &package.package.yml.config {
-        labels.insert("org.mobyproject.config".to_owned(), config.label_json());
+        labels.insert(
+            "org.mobyproject.config".to_owned(),
+            config.label_json().to_owned(),
+        );
     }
     labels.insert(
         "org.mobyproject.linuxkit.version".to_owned(),
