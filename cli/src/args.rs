@@ -9,6 +9,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::cache_cmd::CacheCommand;
 
+/// A boolean flag's value as linuxkit's flag library (pflag, Go's `strconv.ParseBool`) reads
+/// it: `--force`, `--force=true`, `--manifest=false`, `--x=1`, `--x=F`, …
+pub fn go_bool(value: &str) -> Result<bool, String> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        other => Err(format!("invalid boolean `{other}` (true or false)")),
+    }
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "lkpkg",
@@ -84,17 +94,17 @@ pub struct PkgCommand {
 #[derive(Args, Debug, Clone, Default)]
 pub struct PkgOptions {
     /// Disable build cache
-    #[arg(long, global = true, conflicts_with = "enable_cache")]
-    pub disable_cache: bool,
+    #[arg(long, global = true, conflicts_with = "enable_cache", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
+    pub disable_cache: Option<bool>,
     /// Enable build cache
-    #[arg(long, global = true)]
-    pub enable_cache: bool,
+    #[arg(long, global = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
+    pub enable_cache: Option<bool>,
     /// Disallow network use during build
-    #[arg(long, global = true, conflicts_with = "network")]
-    pub nonetwork: bool,
+    #[arg(long, global = true, conflicts_with = "network", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
+    pub nonetwork: Option<bool>,
     /// Allow network use during build
-    #[arg(long, global = true)]
-    pub network: bool,
+    #[arg(long, global = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
+    pub network: Option<bool>,
     /// Override the hub org [env: LINUXKIT_PKG_ORG]
     #[arg(long, global = true)]
     pub org: Option<String>,
@@ -114,10 +124,10 @@ pub struct PkgOptions {
     #[arg(long, global = true)]
     pub hash_path: Option<PathBuf>,
     /// Force the package to be considered dirty
-    #[arg(long, global = true)]
+    #[arg(long, global = true, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
     pub force_dirty: bool,
     /// Force org and hash to $USER and "dev" respectively
-    #[arg(long, global = true)]
+    #[arg(long, global = true, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
     pub dev: bool,
     /// Registry credentials, `registry=user:pass` or `registry=token` (needs registry support)
     #[arg(long, global = true, value_delimiter = ',')]
@@ -145,7 +155,7 @@ pub enum PkgSubcommand {
 #[derive(Args, Debug)]
 pub struct ShowTagArgs {
     /// Show the canonical name (`docker.io/org/image:tag`)
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
     pub canonical: bool,
     /// Package directories; none means every package below the current directory
     pub dirs: Vec<PathBuf>,
@@ -154,10 +164,10 @@ pub struct ShowTagArgs {
 #[derive(Args, Debug, Clone)]
 pub struct BuildArgs {
     /// Force rebuild even if the image is in the cache
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
     pub force: bool,
     /// Also load the host-architecture image into the Docker engine
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
     pub docker: bool,
     /// Platforms to build, `os/arch,…` (replaces the package's arches)
     #[arg(long, value_delimiter = ',', conflicts_with = "skip_platforms")]
@@ -184,13 +194,13 @@ pub struct BuildArgs {
     #[arg(long, value_name = "default|ID[=SOCKET]")]
     pub ssh: Vec<String>,
     /// Print what would be built, and why, without building
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
     pub dry_run: bool,
     /// Number of units to build at once
     #[arg(short, long, value_name = "N")]
     pub jobs: Option<usize>,
     /// Keep building what does not depend on a failed unit
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
     pub keep_going: bool,
     /// Package directories; none means every package below the current directory
     pub dirs: Vec<PathBuf>,
@@ -246,7 +256,7 @@ pub struct BuilderContainerArgs {
     #[arg(long, value_name = "FILE", env = "LINUXKIT_BUILDER_CONFIG")]
     pub builder_config: Option<PathBuf>,
     /// Recreate the builder container
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
     pub builder_restart: bool,
 }
 
@@ -267,7 +277,7 @@ pub struct BuilderArgs {
     #[arg(long, value_delimiter = ',')]
     pub platforms: Vec<String>,
     /// prune: list what would be removed, remove nothing
-    #[arg(long)]
+    #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
     pub dry_run: bool,
 }
 
@@ -303,4 +313,63 @@ pub struct ExplainArgs {
     pub options: PkgOptions,
     /// Package directories; none means every package below the current directory
     pub dirs: Vec<std::path::PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("lkpkg").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    /// linuxkit's flags are pflag's: `--flag=false` and `--flag=true` as well as `--flag`.
+    #[test]
+    fn boolean_flags_take_pflag_values() {
+        let cli = parse(&[
+            "pkg",
+            "--dev=false",
+            "build",
+            "--force=false",
+            "--docker",
+            "--enable-cache=false",
+            "--network=true",
+            "pkg/a",
+        ]);
+        let Command::Pkg(pkg) = cli.command else {
+            panic!("not pkg")
+        };
+        let PkgSubcommand::Build(build) = pkg.command else {
+            panic!("not build")
+        };
+        assert!(!build.force && build.docker && !pkg.options.dev);
+        assert_eq!(pkg.options.enable_cache, Some(false));
+        assert_eq!(pkg.options.network, Some(true));
+        assert_eq!(build.dirs, [PathBuf::from("pkg/a")]);
+        // A value needs `=`: a bare word after the flag is an argument.
+        let cli = parse(&["pkg", "show-tag", "--canonical", "pkg/a"]);
+        let Command::Pkg(pkg) = cli.command else {
+            panic!("not pkg")
+        };
+        let PkgSubcommand::ShowTag(show) = pkg.command else {
+            panic!("not show-tag")
+        };
+        assert!(show.canonical);
+        assert_eq!(show.dirs, [PathBuf::from("pkg/a")]);
+        for bad in ["--force=maybe", "--force=yes"] {
+            assert!(
+                Cli::try_parse_from(["lkpkg", "pkg", "build", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(
+            parse(&["cache", "verify", "--repair=0"])
+                .global
+                .cache
+                .is_none()
+        );
+    }
 }

@@ -26,6 +26,13 @@ use crate::args::{BuildArgs, GlobalArgs, MessageFormat, PkgOptions};
 use crate::exit::{Classified, bad_input};
 
 pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result<()> {
+    if !options.registry_creds.is_empty() {
+        // linuxkit gives them to the builder for pulling; lkpkg's builds cannot use them yet.
+        return Err(bad_input(
+            "--registry-creds: lkpkg has no registry support yet, and its builds pull base \
+             images anonymously; leave the flag out, or build with linuxkit",
+        ));
+    }
     let (builder_mode, builder_container) = crate::pkg::builder_mode(&args.builder_container)?;
     if options.hash_commit != "HEAD" {
         return Err(bad_input("cannot build from commit hash != HEAD"));
@@ -73,20 +80,10 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
         }),
         keep_going: args.keep_going,
         docker: args.docker,
-        network: if options.network {
-            Some(true)
-        } else if options.nonetwork {
-            Some(false)
-        } else {
-            None
-        },
-        disable_cache: if options.disable_cache {
-            Some(true)
-        } else if options.enable_cache {
-            Some(false)
-        } else {
-            None
-        },
+        network: options.network.or(options.nonetwork.map(|no| !no)),
+        disable_cache: options
+            .disable_cache
+            .or(options.enable_cache.map(|enable| !enable)),
         dry_run: args.dry_run,
         epoch: epoch()?,
     };
@@ -155,7 +152,7 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
         tokio::select! {
             summary = schedule::build(
                 graph,
-                loader.workspace(),
+                loader.workspaces(),
                 store,
                 executor,
                 &build_options,

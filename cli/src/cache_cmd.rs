@@ -20,14 +20,14 @@ pub enum CacheCommand {
     /// List images in the linuxkit cache
     Ls {
         /// Print a JSON array instead of linuxkit's columns
-        #[arg(long)]
+        #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
         json: bool,
     },
     /// Show an image: index → per-platform manifests → config and layers
     Inspect {
         /// The image name (as stored, or expanded like `org/img:tag`)
         reference: String,
-        #[arg(long)]
+        #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
         json: bool,
     },
     /// Remove images from the cache (blobs only when no other name reaches them)
@@ -36,13 +36,13 @@ pub enum CacheCommand {
         #[arg(required = true)]
         names: Vec<String>,
         /// Only remove the names a registry serves with the same digest (asked anonymously)
-        #[arg(long)]
+        #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
         published_only: bool,
     },
     /// Empty the cache
     Clean {
         /// Only remove the names a registry serves with the same digest (asked anonymously)
-        #[arg(long)]
+        #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
         published_only: bool,
     },
     /// Remove blobs no name reaches; optionally trim least recently used names to a size
@@ -56,15 +56,15 @@ pub enum CacheCommand {
     },
     /// Space used per image, unique and shared with other images
     Du {
-        #[arg(long)]
+        #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
         json: bool,
     },
     /// Check every blob's digest, every image's blobs, and the index against index.json
     Verify {
         /// Restore agreement (quarantine corrupt blobs, rebuild the index) without removing names
-        #[arg(long)]
+        #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
         repair: bool,
-        #[arg(long)]
+        #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
         json: bool,
     },
     /// Export an image from the cache

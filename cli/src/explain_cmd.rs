@@ -26,7 +26,7 @@ pub fn run(args: ExplainArgs, global: &GlobalArgs) -> Result<()> {
         .filter(|p| p.requested)
         .map(|p| p.package.display_dir(&base))
         .collect();
-    let reports = schedule::explain(Arc::new(graph), loader.workspace(), store, &options, &base)?;
+    let reports = schedule::explain(Arc::new(graph), loader.workspaces(), store, &options, &base)?;
     let mut out = String::new();
     for report in reports {
         let package = report.unit.rsplit_once('/').map_or("", |(p, _)| p);

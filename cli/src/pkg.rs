@@ -1,6 +1,6 @@
 //! `lkpkg pkg …`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Result;
 use lkpkg_engine::package::Loader;
@@ -32,7 +32,8 @@ pub fn tag_options(options: &PkgOptions) -> TagOptions {
                 .filter(|o| !o.is_empty())
         }),
         hash: options.hash.clone(),
-        tag_template: options.tag.clone(),
+        // linuxkit treats `--tag ''` as not given: build.yml's template stays.
+        tag_template: options.tag.clone().filter(|t| !t.is_empty()),
         hash_commit: options.hash_commit.clone(),
         hash_path: options.hash_path.clone(),
         force_dirty: options.force_dirty,
@@ -44,15 +45,11 @@ pub fn tag_options(options: &PkgOptions) -> TagOptions {
 /// package below the current directory.
 pub fn load_packages(dirs: &[PathBuf], options: &PkgOptions) -> Result<(Loader, Vec<PathBuf>)> {
     let cwd = std::env::current_dir()?;
-    let start = dirs.first().map_or(cwd.as_path(), PathBuf::as_path);
-    let start = if start.exists() {
-        start
-    } else {
-        Path::new(".")
-    };
-    let loader = Loader::new(start, &options.build_yml, tag_options(options))?;
+    // Each package is read in its own repository; the current directory's names the records.
+    let loader = Loader::new(&cwd, &options.build_yml, tag_options(options))?;
     let dirs = if dirs.is_empty() {
-        let found = lkpkg_engine::discover::packages(&cwd, &options.build_yml, loader.workspace())?;
+        let found =
+            lkpkg_engine::discover::packages(&cwd, &options.build_yml, loader.workspaces())?;
         if found.is_empty() {
             return Err(bad_input(format!(
                 "no package (a directory with `{}`) below `{}`",

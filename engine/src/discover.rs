@@ -8,13 +8,13 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::workspace::Workspace;
+use crate::workspace::Workspaces;
 
 /// The package directories below `start` (absolute), sorted.
 pub fn packages(
     start: &Path,
     build_yml_name: &str,
-    workspace: Option<&Workspace>,
+    workspaces: &Workspaces,
 ) -> Result<Vec<PathBuf>> {
     let start = crate::package::absolute(start)?;
     let mut found = Vec::new();
@@ -33,7 +33,11 @@ pub fn packages(
                 continue;
             }
             let path = entry.path();
-            if workspace.is_some_and(|ws| is_ignored(ws, &path)) {
+            // Ignored by the repository it is in (a nested repository has its own rules).
+            if workspaces
+                .for_path(&path)?
+                .is_some_and(|ws| ws.is_ignored(&path))
+            {
                 continue;
             }
             stack.push(path);
@@ -41,8 +45,4 @@ pub fn packages(
     }
     found.sort();
     Ok(found)
-}
-
-fn is_ignored(workspace: &Workspace, dir: &Path) -> bool {
-    workspace.is_ignored(dir)
 }

@@ -1,8 +1,8 @@
 //! A package: a directory with a build.yml, its parsed definition and its tag.
 //!
-//! The [`Loader`] reads packages for one invocation. It owns the (single) [`Workspace`] and
-//! memoizes packages loaded as `@lkt:` references, which linuxkit re-reads (with six git
-//! processes each) every time one is named.
+//! The [`Loader`] reads packages for one invocation. It owns the [`Workspaces`] (each package's
+//! own repository, opened once) and memoizes packages loaded as `@lkt:` references, which
+//! linuxkit re-reads (with six git processes each) every time one is named.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +12,7 @@ use crate::build_args::{self, ArgOrigin, BuildArg};
 use crate::build_yml::{self, BuildYml};
 use crate::error::{Error, PackageError, Result};
 use crate::tag::{self, PackageTag, TagOptions};
-use crate::workspace::Workspace;
+use crate::workspace::Workspaces;
 
 /// linuxkit's default build.yml name (`DefaultPkgBuildYML`).
 pub const DEFAULT_BUILD_YML: &str = "build.yml";
@@ -72,7 +72,7 @@ impl Package {
 /// Loads packages for one invocation.
 #[derive(Debug)]
 pub struct Loader {
-    workspace: Option<Workspace>,
+    workspaces: Workspaces,
     build_yml_name: String,
     options: TagOptions,
     references: Mutex<HashMap<PathBuf, Arc<Package>>>,
@@ -82,15 +82,15 @@ impl Loader {
     /// A loader for packages under `start` (the repository is discovered from there).
     pub fn new(start: &Path, build_yml_name: &str, options: TagOptions) -> Result<Loader> {
         Ok(Loader {
-            workspace: Workspace::discover(start)?,
+            workspaces: Workspaces::discover(start)?,
             build_yml_name: build_yml_name.to_owned(),
             options,
             references: Mutex::new(HashMap::new()),
         })
     }
 
-    pub fn workspace(&self) -> Option<&Workspace> {
-        self.workspace.as_ref()
+    pub fn workspaces(&self) -> &Workspaces {
+        &self.workspaces
     }
 
     pub fn build_yml_name(&self) -> &str {
@@ -135,13 +135,7 @@ impl Loader {
             ))
         })?;
         let yml = build_yml::parse(&build_yml_path, &dir, &text)?;
-        let tag = tag::compute(
-            self.workspace.as_ref(),
-            &dir,
-            &build_yml_path,
-            &yml,
-            options,
-        )?;
+        let tag = tag::compute(&self.workspaces, &dir, &build_yml_path, &yml, options)?;
         Ok(Package {
             dir,
             build_yml_path,

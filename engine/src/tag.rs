@@ -19,7 +19,7 @@ use sha1::{Digest, Sha1};
 
 use crate::build_yml::BuildYml;
 use crate::error::{Error, Result};
-use crate::workspace::Workspace;
+use crate::workspace::Workspaces;
 
 /// linuxkit's `pkg` flags that change tags (`PkglibConfig`).
 #[derive(Debug, Clone)]
@@ -102,7 +102,7 @@ impl PackageTag {
 
 /// Computes the tag of the package in `dir` (absolute) described by `yml`.
 pub fn compute(
-    workspace: Option<&Workspace>,
+    workspaces: &Workspaces,
     dir: &Path,
     build_yml_path: &Path,
     yml: &BuildYml,
@@ -135,7 +135,7 @@ pub fn compute(
 
     let mut source_hashes = String::new();
     for source in &yml.extra_sources {
-        let ws = match workspace.filter(|w| w.relative(&source.src).is_some()) {
+        let ws = match workspaces.for_path(&source.src)? {
             Some(ws) => ws,
             None => {
                 return Err(crate::error::PackageError::new(
@@ -158,7 +158,7 @@ pub fn compute(
     }
 
     let mut dirty = false;
-    if let Some(ws) = workspace.filter(|w| w.relative(dir).is_some()) {
+    if let Some(ws) = workspaces.for_path(dir)? {
         let git_dirty = options.hash_commit == "HEAD" && ws.is_dirty(&hash_path)?;
         dirty = options.force_dirty || git_dirty;
         if hash.is_empty() {

@@ -1,4 +1,10 @@
-//! The git repository the packages live in, opened once per invocation.
+//! The git repositories the packages live in, each opened once per invocation.
+//!
+//! linuxkit asks git in each package's own directory, so a package belongs to the innermost
+//! repository that contains it: one given on the command line from another clone, one in a
+//! nested repository (a directory with its own `.git` inside the outer work tree), and the
+//! targets of `@lkt:` arguments alike. [`Workspaces`] finds that repository for any path
+//! (one `stat` per directory, memoized) and keeps one [`Workspace`] open per repository.
 //!
 //! linuxkit asks git about every package with subprocesses (`rev-parse`, `ls-tree`, `diff
 //! --quiet`, `ls-files --others`, `ls-files` again for the dirty hash): about six per package
@@ -66,15 +72,83 @@ fn git_err(context: impl Into<String>) -> impl FnOnce(git2::Error) -> Error {
     move |source| Error::Git(GitError { context, source })
 }
 
-impl Workspace {
-    /// Opens the repository containing `path`, or `None` when `path` is not in a git work tree
-    /// (linuxkit then uses an empty hash, which makes the tag `latest`).
-    pub fn discover(path: &Path) -> Result<Option<Workspace>> {
-        let repo = match Repository::discover(path) {
+/// Every repository an invocation meets, each opened once, found by path.
+#[derive(Debug, Default)]
+pub struct Workspaces {
+    /// The repository of the directory the command runs for (record names are relative to it).
+    primary: Option<Arc<Workspace>>,
+    /// The repository of each directory asked about (or of an ancestor), `None` outside any.
+    by_dir: Mutex<HashMap<PathBuf, Option<Arc<Workspace>>>>,
+    /// Open repositories by the directory holding their `.git`.
+    by_root: Mutex<HashMap<PathBuf, Arc<Workspace>>>,
+}
+
+impl Workspaces {
+    /// The repositories, starting with the one containing `start`.
+    pub fn discover(start: &Path) -> Result<Workspaces> {
+        let mut workspaces = Workspaces::default();
+        let start = crate::package::absolute(start)?;
+        workspaces.primary = workspaces.for_path(&start)?;
+        Ok(workspaces)
+    }
+
+    /// The repository of the command's directory, if it is in one.
+    pub fn primary(&self) -> Option<&Workspace> {
+        self.primary.as_deref()
+    }
+
+    /// The innermost repository whose work tree contains `path` (absolute, normalized), or
+    /// `None` outside any (linuxkit then hashes nothing: the tag is `latest`).
+    pub fn for_path(&self, path: &Path) -> Result<Option<Arc<Workspace>>> {
+        let mut visited = Vec::new();
+        let mut dir = Some(path);
+        let found = loop {
+            let Some(d) = dir else { break None };
+            if let Some(known) = self.by_dir().get(d) {
+                break known.clone();
+            }
+            visited.push(d.to_owned());
+            // A `.git` directory or file (worktrees, submodules) that opens as a repository
+            // with a work tree; anything else named `.git` is not one, as for git.
+            if d.join(".git").symlink_metadata().is_ok()
+                && let Some(ws) = self.open(d)?
+            {
+                break Some(ws);
+            }
+            dir = d.parent();
+        };
+        let mut by_dir = self.by_dir();
+        for d in visited {
+            by_dir.insert(d, found.clone());
+        }
+        Ok(found)
+    }
+
+    fn by_dir(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Option<Arc<Workspace>>>> {
+        self.by_dir.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn open(&self, root: &Path) -> Result<Option<Arc<Workspace>>> {
+        let mut by_root = self.by_root.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ws) = by_root.get(root) {
+            return Ok(Some(ws.clone()));
+        }
+        let repo = match Repository::open(root) {
             Ok(repo) => repo,
             Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
-            Err(e) => return Err(git_err(format!("opening `{}`", path.display()))(e)),
+            Err(e) => return Err(git_err(format!("opening `{}`", root.display()))(e)),
         };
+        let Some(ws) = Workspace::from_repo(repo)? else {
+            return Ok(None);
+        };
+        let ws = Arc::new(ws);
+        by_root.insert(root.to_owned(), ws.clone());
+        Ok(Some(ws))
+    }
+}
+
+impl Workspace {
+    fn from_repo(repo: Repository) -> Result<Option<Workspace>> {
         let Some(workdir) = repo.workdir() else {
             return Ok(None);
         };

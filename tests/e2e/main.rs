@@ -6,6 +6,7 @@ mod build;
 mod builders;
 mod buildkit;
 mod cache;
+mod compat;
 mod graph;
 mod incremental;
 mod malformed;

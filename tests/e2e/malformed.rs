@@ -43,12 +43,12 @@ fn cases() -> Vec<Case> {
         case(
             "unknown key",
             "image: p\nimages: q\n",
-            "unknown field `images`",
+            "field images not found in type pkglib.pkgInfo",
         ),
         case(
             "unknown nested key",
             "image: p\ndepends:\n  docker-image: {}\n",
-            "unknown field `docker-image`",
+            "field docker-image not found",
         ),
         case("duplicate key", "image: p\nimage: q\n", "image"),
         case("missing image", "org: x\n", "Image field is required"),

@@ -83,7 +83,7 @@ fn hex_sha256(bytes: &[u8]) -> String {
 fn seed(repo: &Path, cache: &Path) {
     let store = Arc::new(Store::open(cache).unwrap());
     let loader = Loader::new(repo, "build.yml", TagOptions::default()).unwrap();
-    let dirs = lkpkg_engine::discover::packages(repo, "build.yml", loader.workspace()).unwrap();
+    let dirs = lkpkg_engine::discover::packages(repo, "build.yml", loader.workspaces()).unwrap();
     let graph = Arc::new(BuildGraph::build(&loader, &dirs, &GraphOptions::default()).unwrap());
     let options = BuildOptions {
         jobs: 1,
@@ -98,7 +98,7 @@ fn seed(repo: &Path, cache: &Path) {
         .descriptor;
     let reports = schedule::explain(
         graph.clone(),
-        loader.workspace(),
+        loader.workspaces(),
         store.clone(),
         &options,
         repo,
@@ -114,7 +114,7 @@ fn seed(repo: &Path, cache: &Path) {
     store.ingest().publish(names).unwrap();
     // Records: the keys `pkg build` computes, now that dependencies have digests.
     let reports =
-        schedule::explain(graph, loader.workspace(), store.clone(), &options, repo).unwrap();
+        schedule::explain(graph, loader.workspaces(), store.clone(), &options, repo).unwrap();
     for report in reports {
         let key = lkpkg_engine::fingerprint::key(&report.current);
         let record = BuildRecord {

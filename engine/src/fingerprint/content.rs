@@ -21,7 +21,7 @@ use std::path::Path;
 use git2::{ObjectType, Oid, TreeWalkMode, TreeWalkResult};
 
 use crate::error::{Error, GitError, Result};
-use crate::workspace::Workspace;
+use crate::workspace::{Workspace, Workspaces};
 
 /// What a directory holds, for the build key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,9 +38,9 @@ const MODE_LINK: i32 = 0o120000;
 const MODE_TREE: i32 = 0o040000;
 
 /// The content identity of `dir`; outside git (or in an ignored directory), from the disk.
-pub fn content(workspace: Option<&Workspace>, dir: &Path) -> Result<Content> {
-    let Some(workspace) = workspace.filter(|w| w.relative(dir).is_some() && !w.is_ignored(dir))
-    else {
+pub fn content(workspaces: &Workspaces, dir: &Path) -> Result<Content> {
+    let workspace = workspaces.for_path(dir)?;
+    let Some(workspace) = workspace.as_deref().filter(|w| !w.is_ignored(dir)) else {
         let mut files = BTreeMap::new();
         add_walk(dir, "", &mut files)?;
         let files = files
@@ -58,7 +58,7 @@ pub fn content(workspace: Option<&Workspace>, dir: &Path) -> Result<Content> {
         let tree = workspace.tree_hash(dir, "HEAD")?;
         return Ok(Content { tree, dirty: false });
     }
-    let files = files(Some(workspace), dir)?;
+    let files = files_in(Some(workspace), dir)?;
     Ok(Content {
         tree: tree_id(&files)?.to_string(),
         dirty: true,
@@ -66,7 +66,11 @@ pub fn content(workspace: Option<&Workspace>, dir: &Path) -> Result<Content> {
 }
 
 /// Every file of `dir` as on disk: `path relative to dir` → `(mode, blob id)`.
-pub fn files(workspace: Option<&Workspace>, dir: &Path) -> Result<BTreeMap<String, (i32, Oid)>> {
+pub fn files(workspaces: &Workspaces, dir: &Path) -> Result<BTreeMap<String, (i32, Oid)>> {
+    files_in(workspaces.for_path(dir)?.as_deref(), dir)
+}
+
+fn files_in(workspace: Option<&Workspace>, dir: &Path) -> Result<BTreeMap<String, (i32, Oid)>> {
     let Some(workspace) = workspace.filter(|w| w.relative(dir).is_some() && !w.is_ignored(dir))
     else {
         let mut files = BTreeMap::new();

@@ -5,15 +5,17 @@
 use std::collections::BTreeMap;
 
 use crate::graph::GraphPackage;
-use crate::workspace::Workspace;
+use crate::workspace::{Workspace, Workspaces};
 
 /// The annotations of a package's multi-arch index: where linuxkit's source and revision
 /// labels go in lkpkg (the index is a name for people and registries; per-platform images
 /// stay reproducible). The revision is HEAD, and only for a clean package, as linuxkit labels.
 pub fn index_annotations(
     package: &GraphPackage,
-    workspace: Option<&Workspace>,
+    workspaces: &Workspaces,
 ) -> BTreeMap<String, String> {
+    let workspace = package_workspace(package, workspaces);
+    let workspace = workspace.as_deref();
     let mut annotations = BTreeMap::new();
     if workspace.is_some() {
         annotations.insert(
@@ -32,10 +34,9 @@ pub fn index_annotations(
 /// Build arguments in linuxkit's order: build.yml's (resolved), `--build-arg-file`'s
 /// overriding them, then the presets where absent (`SOURCE`, `REVISION` when clean,
 /// `GOPKGVERSION`, `PKG_HASH`, `PKG_IMAGE`), then the proxy variables from the environment.
-pub fn build_args(
-    package: &GraphPackage,
-    workspace: Option<&Workspace>,
-) -> BTreeMap<String, String> {
+pub fn build_args(package: &GraphPackage, workspaces: &Workspaces) -> BTreeMap<String, String> {
+    let workspace = package_workspace(package, workspaces);
+    let workspace = workspace.as_deref();
     let mut args: BTreeMap<String, String> = package
         .build_args
         .iter()
@@ -80,6 +81,15 @@ pub fn build_args(
 /// is always `v0.0.0-<committer date, UTC here, %Y%m%d%H%M%S>-<12 hex of HEAD>`. linuxkit
 /// formats the date in the local time zone; lkpkg uses UTC so that the value does not depend on
 /// the machine (what linuxkit gives with TZ=UTC).
+/// The repository of the package (linuxkit asks git in the package's directory). Opening it
+/// was done when the package's tag was computed, so it cannot fail here.
+fn package_workspace(
+    package: &GraphPackage,
+    workspaces: &Workspaces,
+) -> Option<std::sync::Arc<Workspace>> {
+    workspaces.for_path(&package.package.dir).ok().flatten()
+}
+
 fn go_pkg_version(workspace: &Workspace) -> Option<String> {
     let (id, seconds) = workspace.head()?;
     Some(format!("v0.0.0-{}-{}", utc_compact(*seconds), &id[..12]))
@@ -114,9 +124,9 @@ pub fn utc_compact(seconds: i64) -> String {
 /// build of the same inputs, and early cutoff (and reproducibility) would be impossible. lkpkg
 /// leaves it out of the image and puts it on the package's multi-arch index instead
 /// ([`index_annotations`]).
-pub fn labels(package: &GraphPackage, workspace: Option<&Workspace>) -> BTreeMap<String, String> {
+pub fn labels(package: &GraphPackage, workspaces: &Workspaces) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::new();
-    if workspace.is_some() {
+    if package_workspace(package, workspaces).is_some() {
         labels.insert(
             "org.opencontainers.image.source".to_owned(),
             package.package.yml.gitrepo.clone(),

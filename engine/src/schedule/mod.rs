@@ -55,7 +55,7 @@ use crate::executor::docker::EngineError;
 use crate::fingerprint::{self, Inputs, content};
 use crate::graph::{BuildGraph, Edge, Node, Platform};
 use crate::store::Store;
-use crate::workspace::Workspace;
+use crate::workspace::Workspaces;
 
 /// A boxed future, as the [`Executor`]'s methods return (the trait is used as an object).
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
@@ -248,7 +248,7 @@ struct Shared {
 /// and labels (computed once per package).
 fn plan_units(
     graph: &BuildGraph,
-    workspace: Option<&Workspace>,
+    workspaces: &Workspaces,
     base: &Path,
 ) -> (
     Vec<Unit>,
@@ -264,7 +264,7 @@ fn plan_units(
                 package: *package,
                 platform: platform.clone(),
                 name: graph.node_name(node, base),
-                id: unit_id(workspace, &graph.packages[*package].package.dir, platform),
+                id: unit_id(workspaces, &graph.packages[*package].package.dir, platform),
                 deps: graph
                     .graph
                     .edges(node)
@@ -283,16 +283,20 @@ fn plan_units(
         .into_iter()
         .map(|p| {
             let gp = &graph.packages[p];
-            let args = inputs::build_args(gp, workspace);
-            (p, (args, inputs::labels(gp, workspace)))
+            let args = inputs::build_args(gp, workspaces);
+            (p, (args, inputs::labels(gp, workspaces)))
         })
         .collect();
     (units, by_node, args)
 }
 
 /// The record name of a unit: package directory relative to the repository, and the arch.
-pub fn unit_id(workspace: Option<&Workspace>, dir: &Path, platform: &Platform) -> String {
-    let dir = workspace
+///
+/// Relative to the command's repository, so a clone elsewhere finds its records; a package of
+/// another repository is named by its absolute path.
+pub fn unit_id(workspaces: &Workspaces, dir: &Path, platform: &Platform) -> String {
+    let dir = workspaces
+        .primary()
         .and_then(|w| w.relative(dir))
         .unwrap_or_else(|| dir.display().to_string());
     if dir.is_empty() {
@@ -305,14 +309,14 @@ pub fn unit_id(workspace: Option<&Workspace>, dir: &Path, platform: &Platform) -
 /// Builds every unit of `graph` that needs it.
 pub async fn build(
     graph: Arc<BuildGraph>,
-    workspace: Option<&Workspace>,
+    workspaces: &Workspaces,
     store: Arc<Store>,
     executor: Arc<dyn Executor>,
     options: &BuildOptions,
     base: &Path,
     events: Arc<dyn Fn(Event) + Send + Sync>,
 ) -> Result<Summary, BuildError> {
-    let (units, by_node, args) = plan_units(&graph, workspace, base);
+    let (units, by_node, args) = plan_units(&graph, workspaces, base);
     let shared = Arc::new(Shared {
         graph: graph.clone(),
         store,
@@ -325,7 +329,7 @@ pub async fn build(
             .packages
             .iter()
             .enumerate()
-            .map(|(i, p)| (i, inputs::index_annotations(p, workspace)))
+            .map(|(i, p)| (i, inputs::index_annotations(p, workspaces)))
             .collect(),
     });
 
@@ -381,7 +385,7 @@ pub async fn build(
                     .collect();
                 let decision = decide(
                     &shared,
-                    workspace,
+                    workspaces,
                     unit,
                     &units,
                     &by_node,
@@ -513,7 +517,7 @@ fn present(store: &Store, descriptor: &Descriptor) -> bool {
 /// The inputs of a unit (see [`crate::fingerprint`]).
 fn unit_inputs(
     shared: &Shared,
-    workspace: Option<&Workspace>,
+    workspaces: &Workspaces,
     unit: &Unit,
     units: &[Unit],
     by_node: &HashMap<NodeIndex, usize>,
@@ -522,12 +526,12 @@ fn unit_inputs(
     let graph = &shared.graph;
     let gp = &graph.packages[unit.package];
     let package = &gp.package;
-    let package_tree = content::content(workspace, &package.dir)?.tree;
+    let package_tree = content::content(workspaces, &package.dir)?.tree;
     let mut extra_sources = Vec::new();
     for source in &package.yml.extra_sources {
         extra_sources.push((
             source.dst.clone(),
-            content::content(workspace, &source.src)?.tree,
+            content::content(workspaces, &source.src)?.tree,
         ));
     }
     // The unit each `@lkt:` argument names (same platform).
@@ -595,7 +599,7 @@ fn unit_inputs(
 /// Decides a unit whose dependencies are all done; see the module docs for the rules.
 fn decide(
     shared: &Shared,
-    workspace: Option<&Workspace>,
+    workspaces: &Workspaces,
     unit: &Unit,
     units: &[Unit],
     by_node: &HashMap<NodeIndex, usize>,
@@ -603,7 +607,7 @@ fn decide(
     deps_rebuilt: &[&str],
 ) -> Result<Decision, BuildError> {
     let store = &shared.store;
-    let inputs = unit_inputs(shared, workspace, unit, units, by_node, dep_digests)?;
+    let inputs = unit_inputs(shared, workspaces, unit, units, by_node, dep_digests)?;
     let key = fingerprint::key(&inputs);
     let package_dir = &shared.graph.packages[unit.package].package.dir;
     let build = |reason: BuildReason| Decision::Build {
@@ -613,7 +617,7 @@ fn decide(
         files: if shared.options.dry_run {
             BTreeMap::new()
         } else {
-            current_files(workspace, package_dir).unwrap_or_default()
+            current_files(workspaces, package_dir).unwrap_or_default()
         },
     };
     if shared.options.force {
@@ -677,7 +681,7 @@ fn decide(
     }
     match last {
         Some((_, record)) => {
-            let files = current_files(workspace, package_dir);
+            let files = current_files(workspaces, package_dir);
             let reasons =
                 fingerprint::explain(&record.inputs, &inputs, &record.files, files.as_ref());
             if reasons.is_empty() {
@@ -690,8 +694,8 @@ fn decide(
     }
 }
 
-fn current_files(workspace: Option<&Workspace>, dir: &Path) -> Option<BTreeMap<String, String>> {
-    content::files(workspace, dir).ok().map(|f| {
+fn current_files(workspaces: &Workspaces, dir: &Path) -> Option<BTreeMap<String, String>> {
+    content::files(workspaces, dir).ok().map(|f| {
         f.iter()
             .map(|(k, v)| (k.clone(), content::describe(v)))
             .collect()
@@ -924,12 +928,12 @@ pub struct UnitReport {
 /// dependency stands at the digest its own record or cache entry gives now.
 pub fn explain(
     graph: Arc<BuildGraph>,
-    workspace: Option<&Workspace>,
+    workspaces: &Workspaces,
     store: Arc<Store>,
     options: &BuildOptions,
     base: &Path,
 ) -> Result<Vec<UnitReport>, BuildError> {
-    let (units, by_node, args) = plan_units(&graph, workspace, base);
+    let (units, by_node, args) = plan_units(&graph, workspaces, base);
     let shared = Shared {
         graph: graph.clone(),
         store: store.clone(),
@@ -948,7 +952,7 @@ pub fn explain(
             .iter()
             .filter_map(|d| Some((units[by_node[d]].id.clone(), digests.get(d)?.clone())))
             .collect();
-        let current = unit_inputs(&shared, workspace, unit, &units, &by_node, &dep_digests)?;
+        let current = unit_inputs(&shared, workspaces, unit, &units, &by_node, &dep_digests)?;
         let key = fingerprint::key(&current);
         let last = store.last_build(&unit.id)?.map(|(_, r)| r);
         let name = lkpkg_cache_format::reference::per_arch(
@@ -964,7 +968,7 @@ pub fn explain(
         }
         let reasons = match &last {
             Some(record) => {
-                let files = current_files(workspace, &graph.packages[unit.package].package.dir);
+                let files = current_files(workspaces, &graph.packages[unit.package].package.dir);
                 fingerprint::explain(&record.inputs, &current, &record.files, files.as_ref())
             }
             None => vec!["no build record".to_owned()],

@@ -183,7 +183,7 @@ impl Fixture {
             .unwrap();
         let result = runtime.block_on(build(
             graph,
-            loader.workspace(),
+            loader.workspaces(),
             store,
             fake.clone(),
             options,
@@ -198,7 +198,7 @@ impl Fixture {
         let root = self.dir.path();
         let loader = Loader::new(root, "build.yml", TagOptions::default()).unwrap();
         let dirs: Vec<PathBuf> =
-            crate::discover::packages(root, "build.yml", loader.workspace()).unwrap();
+            crate::discover::packages(root, "build.yml", loader.workspaces()).unwrap();
         let graph =
             BuildGraph::build(&loader, &dirs, &crate::graph::GraphOptions::default()).unwrap();
         let store = Arc::new(Store::open(self.cache.path()).unwrap());
@@ -416,7 +416,7 @@ fn cancelling_drops_running_builds_and_records_nothing() {
     let outcome = runtime.block_on(async {
         let building = build(
             graph.clone(),
-            loader.workspace(),
+            loader.workspaces(),
             store.clone(),
             executor,
             &options,
