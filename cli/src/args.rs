@@ -372,4 +372,57 @@ mod tests {
                 .is_none()
         );
     }
+
+    /// `docs/linuxkit-compat.md` lists linuxkit's flags with lkpkg's status, per command: the
+    /// list must agree with the parser both ways.
+    #[test]
+    fn the_flag_list_matches_the_parser() {
+        use clap::CommandFactory;
+        let doc = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/linuxkit-compat.md"),
+        )
+        .unwrap();
+        let mut root = Cli::command();
+        root.build();
+        let mut sections = 0;
+        let mut failures = Vec::new();
+        for section in doc.split("\n### `lkpkg ").skip(1) {
+            sections += 1;
+            let (path, body) = section.split_once('`').unwrap();
+            let mut command = &root;
+            for name in path.split(' ') {
+                command = command
+                    .find_subcommand(name)
+                    .unwrap_or_else(|| panic!("no command `{path}`"));
+            }
+            let parser: std::collections::BTreeSet<String> = command
+                .get_arguments()
+                .filter_map(|a| a.get_long())
+                .filter(|l| !["help", "version"].contains(l))
+                .map(|l| format!("--{l}"))
+                .collect();
+            let mut listed = std::collections::BTreeSet::new();
+            for row in body.lines().take_while(|l| !l.starts_with("## ")) {
+                let cells: Vec<&str> = row.split(" | ").collect();
+                let Some(flag) = cells.first().and_then(|c| c.strip_prefix("| `")) else {
+                    continue;
+                };
+                let flag = flag.trim_end_matches('`').to_owned();
+                let missing = cells.last().is_some_and(|c| c.starts_with("missing"));
+                if missing == parser.contains(&flag) {
+                    failures.push(format!(
+                        "`{path}` {flag}: the list says {}, the parser {}",
+                        if missing { "missing" } else { "present" },
+                        if missing { "has it" } else { "does not" }
+                    ));
+                }
+                listed.insert(flag);
+            }
+            for flag in parser.difference(&listed) {
+                failures.push(format!("`{path}` {flag}: not in docs/linuxkit-compat.md"));
+            }
+        }
+        assert!(sections >= 5, "{sections} command sections");
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
 }
