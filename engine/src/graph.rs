@@ -7,7 +7,9 @@
 //!   (`depends.docker-images` entries, `FROM` / `COPY --from` of other images).
 //!
 //! Edges point from a unit to what it consumes (`app/amd64 → base/amd64`), labelled with why:
-//! an `@lkt:pkg:`/`@lkt:pkgs:` build argument, a `FROM` that names another package's *current*
+//! an `@lkt:pkg:`/`@lkt:pkgs:` build argument whose tag the Dockerfile uses as an image (one it
+//! does not is only a tag, as in linuxkit: the target needs no Dockerfile and is not built, and
+//! its content goes into the build key), a `FROM` that names another package's *current*
 //! `org/image:tag` (after `ARG` substitution with the package's build arguments), a
 //! `depends.docker-images` entry naming another package's image. A unit depends on the unit of
 //! the same platform of the package it consumes.
@@ -16,9 +18,10 @@
 //! package, with its path printed), then expands to units. A `FROM` naming an in-repo package's
 //! image at another tag is a warning: it pins an old build and will not see changes.
 //!
-//! With explicit package directories, the graph holds those and every package they reach
-//! through `@lkt:` arguments (transitively); `FROM` and `depends` references are matched
-//! against the packages loaded.
+//! With explicit package directories, the graph holds those and every package they build from
+//! through `@lkt:` arguments (transitively), tagged as the arguments name them (linuxkit's
+//! defaults, whatever `--org` says); `FROM` and `depends` references are matched against the
+//! packages loaded.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -126,6 +129,9 @@ pub struct GraphPackage {
     pub platforms: Vec<Platform>,
     /// Whether the user named it (or it was discovered), rather than reached as a dependency.
     pub requested: bool,
+    /// `@lkt:pkg:` arguments whose target is only a tag here (the Dockerfile does not build
+    /// from it): the argument's key and the target's directory, whose content is in the key.
+    pub tag_sources: Vec<(String, PathBuf)>,
 }
 
 /// The graph of one invocation.
@@ -160,14 +166,36 @@ impl BuildGraph {
         let mut pending_refs: Vec<(usize, PathBuf, Edge)> = Vec::new();
         while let Some((dir, requested)) = queue.pop() {
             let dir = crate::package::absolute(&dir)?;
+            // A package the user named is tagged with the command line's options; one reached
+            // through `@lkt:pkg:` with linuxkit's defaults, the name the argument expands to,
+            // so the dependency is built under the name its dependents use.
+            let package = if requested {
+                loader.load(&dir)?
+            } else {
+                (*loader.load_reference(&dir)?).clone()
+            };
             if let Some(&i) = by_dir.get(&dir) {
+                let existing = &packages[i].package.tag;
+                if existing.full_tag() != package.tag.full_tag() {
+                    return Err(Error::Usage(format!(
+                        "`{}` is named on the command line as {} and reached through `@lkt:pkg:` as {} \
+                         (references use linuxkit's defaults, not --org, --hash, --tag or --dev): \
+                         build it in a separate command",
+                        dir.display(),
+                        existing.tag(),
+                        package.tag.tag()
+                    )));
+                }
                 packages[i].requested |= requested;
                 continue;
             }
-            let package = loader.load(&dir)?;
             let yml_args = loader.build_args(&package)?;
             let args = build_args::merge(&yml_args, &options.arg_files);
-            let dockerfile_path = package.dockerfile(options.dockerfile.as_deref())?;
+            let dockerfile_path = package.dockerfile(if requested {
+                options.dockerfile.as_deref()
+            } else {
+                None
+            })?;
             let text = package.read_dockerfile(&dockerfile_path)?;
             let values: BTreeMap<String, String> = args
                 .iter()
@@ -175,8 +203,19 @@ impl BuildGraph {
                 .collect();
             let dockerfile = dockerfile::read(&text, &values);
             let index = packages.len();
+            let mut tag_sources = Vec::new();
             for arg in &args {
-                if let Some(target) = &arg.package {
+                let Some(target) = &arg.package else {
+                    continue;
+                };
+                // linuxkit needs only the target's build.yml, for its tag. The target is built
+                // first only when this Dockerfile uses that tag as an image.
+                let value = lkpkg_cache_format::reference::expand(&arg.value);
+                let used_as_image = dockerfile
+                    .images
+                    .iter()
+                    .any(|image| lkpkg_cache_format::reference::expand(&image.reference) == value);
+                if used_as_image {
                     pending_refs.push((
                         index,
                         target.clone(),
@@ -185,6 +224,8 @@ impl BuildGraph {
                         },
                     ));
                     queue.push((target.clone(), false));
+                } else {
+                    tag_sources.push((arg.key.clone(), target.clone()));
                 }
             }
             let platforms = options.platforms.for_package(&package);
@@ -196,6 +237,7 @@ impl BuildGraph {
                 dockerfile,
                 platforms,
                 requested,
+                tag_sources,
             });
         }
         for (from, target, edge) in pending_refs {

@@ -1191,3 +1191,91 @@ fn the_config_label_is_byte_for_byte_linuxkits() {
         outcome.dump()
     );
 }
+
+/// An `@lkt:pkg:` target the Dockerfile does not build from is only a tag, as in linuxkit: it
+/// needs no Dockerfile, is not built, and its content still decides whether the dependent
+/// rebuilds (even behind a fixed tag template).
+#[test]
+fn an_lkt_pkg_target_used_only_as_a_value_is_a_tag_not_a_build() {
+    let t = Test::new("tagsrc");
+    // No Dockerfile, and a fixed tag: only its content can tell a change.
+    t.build_yml("version", "tag: fixed\n");
+    t.repo.write("version/VERSION", "1.0\n");
+    t.build_yml(
+        "app",
+        "arches: [amd64]\nbuildArgs:\n  - VERSION_IMAGE=@lkt:pkg:../version\n",
+    );
+    t.repo.write(
+        "app/Dockerfile",
+        "FROM scratch\nARG VERSION_IMAGE\nLABEL lkpkg.version=${VERSION_IMAGE}\nCOPY build.yml /\n",
+    );
+    t.repo.commit_all("tag source");
+    let outcome = t.build_ok(&["app"]);
+    assert_eq!(outcome.kind("app/amd64"), "built", "{}", outcome.dump());
+    assert_eq!(outcome.kind("version/amd64"), "none", "{}", outcome.dump());
+    let version_tag = t.tag("version", &[]);
+    assert_eq!(version_tag, format!("lkpkgtest/{}-version:fixed", t.prefix));
+    assert!(
+        entry(t.cache(), &format!("docker.io/{version_tag}")).is_none(),
+        "the tag source was built"
+    );
+    let app = platforms(t.cache(), &t.tag("app", &[]), AMD64);
+    let config = config_of(t.cache(), &app["amd64"]);
+    assert_eq!(
+        config["config"]["Labels"]["lkpkg.version"], version_tag,
+        "{config}"
+    );
+    assert_eq!(t.build_ok(&["app"]).kind("app/amd64"), "fresh");
+    // The target's content changes, its tag does not: the dependent rebuilds, and says why.
+    t.repo.write("version/VERSION", "2.0\n");
+    t.repo.commit_all("version 2");
+    let outcome = t.build_ok(&["app"]);
+    assert_eq!(outcome.kind("app/amd64"), "built", "{}", outcome.dump());
+    assert!(
+        outcome
+            .reason("app/amd64")
+            .contains("tag-source VERSION_IMAGE"),
+        "{}",
+        outcome.dump()
+    );
+}
+
+/// `--org` names the packages given; a dependency reached through `@lkt:pkg:` is built under
+/// the name the argument expands to (linuxkit's defaults), so the dependent's `FROM` finds it.
+#[test]
+fn org_flag_with_an_lkt_pkg_base_builds_the_base_under_the_name_the_argument_gives() {
+    let t = Test::new("orgref");
+    t.build_yml("base", "arches: [amd64]\n");
+    t.repo.write(
+        "base/Dockerfile",
+        "FROM scratch\nCOPY build.yml /base.yml\n",
+    );
+    t.build_yml(
+        "app",
+        "arches: [amd64]\nbuildArgs:\n  - BASE=@lkt:pkg:../base\n",
+    );
+    t.repo.write(
+        "app/Dockerfile",
+        "ARG BASE\nFROM ${BASE}\nCOPY build.yml /app.yml\n",
+    );
+    t.repo.commit_all("org");
+    let outcome = t.build(&["--org", "lkpkgother", "app"]);
+    assert_eq!(outcome.code, 0, "{}", outcome.dump());
+    let base_tag = t.tag("base", &[]);
+    let app_tag = t.tag("app", &["--org", "lkpkgother"]);
+    assert!(base_tag.starts_with("lkpkgtest/"), "{base_tag}");
+    assert!(app_tag.starts_with("lkpkgother/"), "{app_tag}");
+    platforms(t.cache(), &base_tag, AMD64);
+    platforms(t.cache(), &app_tag, AMD64);
+    let fs = t.export(&app_tag, "amd64");
+    assert!(fs.text("/base.yml").contains("-base"), "app is not on base");
+    // Named on the command line under --org and reached as a reference: two names for one
+    // directory, refused with the reason.
+    let outcome = t.build(&["--org", "lkpkgother", "app", "base"]);
+    assert_eq!(outcome.code, 2, "{}", outcome.dump());
+    assert!(
+        outcome.stderr.contains("build it in a separate command"),
+        "{}",
+        outcome.dump()
+    );
+}

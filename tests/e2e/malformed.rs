@@ -181,6 +181,12 @@ fn cases() -> Vec<Case> {
             "dependency cycle",
         ),
     ];
+    // A reference is an edge only when the Dockerfile builds from it (else it is a tag).
+    cases
+        .last_mut()
+        .unwrap()
+        .files
+        .push(("Dockerfile", "ARG SELF\nFROM ${SELF}\n"));
     let mut c = case(
         "cycle through two packages",
         "image: p\nbuildArgs:\n  - O=@lkt:pkg:../other\n",
@@ -190,7 +196,8 @@ fn cases() -> Vec<Case> {
         "../other/build.yml",
         "image: other\nbuildArgs:\n  - P=@lkt:pkg:../p\n",
     ));
-    c.files.push(("../other/Dockerfile", "FROM scratch\n"));
+    c.files.push(("Dockerfile", "ARG O\nFROM ${O}\n"));
+    c.files.push(("../other/Dockerfile", "ARG P\nFROM ${P}\n"));
     cases.push(c);
     let mut c = case(
         "bad arg file line",

@@ -21,6 +21,7 @@
 //! | `package`                | the content of the package directory: the git tree id of the files as on disk, tracked, untracked and ignored alike (everything the build context holds; [`content`]) |
 //! | `extra-source <dst>`     | the content of each extra source, the same way (dirty edits count, unlike linuxkit's tag) |
 //! | `arg <KEY>`              | each build argument from build.yml or `--build-arg-file`, resolved; an `@lkt:pkg:` argument the Dockerfile uses only to name a `FROM` image is `@output of <unit>` instead of its tag text, because the dependency's output digest stands for it |
+//! | `tag-source <KEY>`       | the content of the package an `@lkt:pkg:` argument names when the Dockerfile does not build from it (the argument is then only that package's tag, and a fixed tag template would hide a change) |
 //! | `arg <PRESET>`           | `SOURCE`, `REVISION`, `GOPKGVERSION`, `PKG_HASH`, `PKG_IMAGE`: only when the Dockerfile uses them outside `FROM` |
 //! | `label <KEY>`            | every label lkpkg sets (`org.mobyproject.config`, …)         |
 //! | `dependency <unit>`      | the output manifest digest of each in-repo unit consumed      |
@@ -84,6 +85,8 @@ pub struct UnitDescription<'a> {
     /// User build arguments (build.yml and arg files): key, value, and the unit the value
     /// names when it is an `@lkt:` reference.
     pub args: Vec<(&'a str, &'a str, Option<String>)>,
+    /// `(key, content tree)` of each `@lkt:pkg:` target that is only a tag here.
+    pub tag_sources: Vec<(String, String)>,
     /// Preset build arguments lkpkg adds.
     pub presets: BTreeMap<String, String>,
     /// Arguments the Dockerfile uses outside `FROM`.
@@ -124,6 +127,11 @@ pub fn inputs(unit: &UnitDescription) -> Inputs {
         }
     }
     out.extend(args.into_iter().map(|(k, v)| (format!("arg {k}"), v)));
+    out.extend(
+        unit.tag_sources
+            .iter()
+            .map(|(k, tree)| (format!("tag-source {k}"), tree.clone())),
+    );
     out.extend(
         unit.labels
             .iter()
@@ -295,6 +303,7 @@ mod tests {
             package_tree: "t".into(),
             extra_sources: vec![],
             args: vec![("BASE", tag, Some("base/amd64".into()))],
+            tag_sources: vec![],
             presets: BTreeMap::from([("REVISION".to_owned(), "abc".to_owned())]),
             args_used_outside_from: &used,
             labels: &labels,

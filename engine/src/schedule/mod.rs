@@ -534,6 +534,10 @@ fn unit_inputs(
             content::content(workspaces, &source.src)?.tree,
         ));
     }
+    let mut tag_sources = Vec::new();
+    for (key, dir) in &gp.tag_sources {
+        tag_sources.push((key.clone(), content::content(workspaces, dir)?.tree));
+    }
     // The unit each `@lkt:` argument names (same platform).
     let dep_unit_of = |dir: &Path| -> Option<String> {
         unit.deps
@@ -586,6 +590,7 @@ fn unit_inputs(
         package_tree,
         extra_sources,
         args,
+        tag_sources,
         presets,
         args_used_outside_from: &gp.dockerfile.args_used_outside_from,
         labels,
