@@ -1279,3 +1279,53 @@ fn org_flag_with_an_lkt_pkg_base_builds_the_base_under_the_name_the_argument_giv
         outcome.dump()
     );
 }
+
+/// A cache as linuxkit fills it by pulling: the multi-arch index under the tag and no
+/// `-<arch>` names. Each platform's manifest in it is the unit's entry, used as linuxkit
+/// uses it: nothing builds.
+#[test]
+fn a_pulled_multi_arch_index_without_arch_names_is_a_cache_entry() {
+    let t = Test::new("pulled");
+    t.build_yml("pulled", "arches: [amd64, arm64]\n");
+    t.repo.write(
+        "pulled/Dockerfile",
+        "FROM scratch\nARG TARGETARCH\nCOPY build.yml /\nLABEL arch=${TARGETARCH}\n",
+    );
+    t.repo.commit_all("pulled");
+    t.build_ok(&["pulled"]);
+    let tag = t.tag("pulled", &[]);
+    let name = format!("docker.io/{tag}");
+    // Another cache holding only the index, copied the way an OCI tool pulls it.
+    let pulled = tempfile::tempdir().unwrap();
+    ok(Command::new("skopeo")
+        .args(["copy", "--quiet", "--all"])
+        .arg(format!("oci:{}:{name}", t.cache().display()))
+        .arg(format!("oci:{}:{name}", pulled.path().display())));
+    assert!(entry(pulled.path(), &name).is_some());
+    assert!(entry(pulled.path(), &format!("{name}-amd64")).is_none());
+    let (code, stdout, stderr) = run(t
+        .repo
+        .lkpkg()
+        .env("DOCKER_CONFIG", t.docker_config.path())
+        .env_remove("DOCKER_HOST")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .arg("--cache")
+        .arg(pulled.path())
+        .args(["--message-format", "json", "pkg", "build", "pulled"]));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    for arch in BOTH {
+        let unit = format!("pulled/{arch}");
+        let fresh = stdout.lines().any(|l| {
+            let e: Value = serde_json::from_str(l).unwrap();
+            e["unit"] == unit.as_str() && e["type"] == "fresh"
+        });
+        assert!(
+            fresh,
+            "{unit} is not fresh from the pulled index:\n{stdout}\n{stderr}"
+        );
+    }
+    assert!(
+        !stdout.contains("\"started\""),
+        "something built:\n{stdout}"
+    );
+}

@@ -510,6 +510,30 @@ fn cached_entry(store: &Store, name: &str) -> Result<Option<Descriptor>, BuildEr
     Ok(present(store, &descriptor).then_some(descriptor))
 }
 
+/// The manifest for `platform` in the multi-arch index named `name`, if it is whole in the
+/// cache: a cache filled by linuxkit pulling holds only the index under the tag, without the
+/// `-<arch>` names, and linuxkit uses it for the platform it holds.
+fn platform_in_index(
+    store: &Store,
+    name: &str,
+    platform: &Platform,
+) -> Result<Option<Descriptor>, BuildError> {
+    let Some(root) = store.lookup(name)? else {
+        return Ok(None);
+    };
+    if !lkpkg_cache_format::layout::is_index_media_type(&root.media_type)
+        || !store.has_blob(&root.digest)
+    {
+        return Ok(None);
+    }
+    let wanted = lkpkg_cache_format::layout::Platform::linux(&platform.arch);
+    match store.platform_manifest(name, &root, &wanted) {
+        Ok(manifest) if present(store, &manifest) => Ok(Some(manifest)),
+        Ok(_) | Err(crate::store::StoreError::PlatformNotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn present(store: &Store, descriptor: &Descriptor) -> bool {
     store.has_blob(&descriptor.digest) && store.closure(descriptor).missing.is_empty()
 }
@@ -666,7 +690,11 @@ fn decide(
         });
     }
     let last = store.last_build(&unit.id)?;
-    let cached = cached_entry(store, &name)?;
+    let full_tag = shared.graph.packages[unit.package].package.tag.full_tag();
+    let cached = match cached_entry(store, &name)? {
+        Some(descriptor) => Some(descriptor),
+        None => platform_in_index(store, &full_tag, &unit.platform)?,
+    };
     let built_by_lkpkg = |descriptor: &Descriptor| {
         last.as_ref()
             .is_some_and(|(_, r)| r.manifest.digest == descriptor.digest)
