@@ -190,7 +190,7 @@ pub struct ImageIndex {
     pub schema_version: u32,
     #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub manifests: Vec<Descriptor>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
@@ -219,7 +219,7 @@ pub struct ImageManifest {
     #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
     pub config: Descriptor,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub layers: Vec<Descriptor>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
@@ -243,8 +243,18 @@ pub struct ImageConfigSummary {
 /// `rootfs` of an image config.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct RootFs {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub diff_ids: Vec<Digest>,
+}
+
+/// A list that Go tools write as `null` when empty (a nil slice): BuildKit's image of a
+/// Dockerfile with no file-changing instruction has `"layers": null` and `"diff_ids": null`.
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 impl ImageConfigSummary {
@@ -282,6 +292,21 @@ mod tests {
         let reparsed: serde_json::Value = serde_json::from_slice(&back).unwrap();
         assert_eq!(reparsed["zz"], 1);
         assert_eq!(reparsed["manifests"][0]["urls"][0], "x");
+    }
+
+    /// BuildKit's bytes for a `FROM scratch` + `LABEL` image (no layer at all).
+    #[test]
+    fn a_zero_layer_image_has_null_lists() {
+        let manifest: ImageManifest = serde_json::from_str(
+            r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:385b2ebf66f3bac4de4a5fc450c6dafcce0333cb4715466dd933640a18f6f678","size":484},"layers":null}"#,
+        )
+        .unwrap();
+        assert!(manifest.layers.is_empty());
+        let config: ImageConfigSummary = serde_json::from_str(
+            r#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":null}}"#,
+        )
+        .unwrap();
+        assert!(config.rootfs.unwrap().diff_ids.is_empty());
     }
 
     #[test]

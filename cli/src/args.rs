@@ -129,6 +129,10 @@ pub struct PkgOptions {
     /// Force org and hash to $USER and "dev" respectively
     #[arg(long, global = true, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
     pub dev: bool,
+    /// Leave directories matching this glob (relative to the current directory) out of
+    /// package discovery; `.lkpkgignore` files in the repository do the same
+    #[arg(long, global = true, value_name = "PATTERN")]
+    pub exclude: Vec<String>,
     /// Registry credentials, `registry=user:pass` or `registry=token` (needs registry support)
     #[arg(long, global = true, value_delimiter = ',')]
     pub registry_creds: Vec<String>,

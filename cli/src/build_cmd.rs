@@ -63,8 +63,14 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
         },
         arg_files,
         dockerfile: args.dockerfile.clone(),
+        keep_going: args.keep_going,
     };
     let graph = BuildGraph::build(&loader, &dirs, &graph_options)?;
+    // With --keep-going, what cannot be loaded is reported now and fails the run at the end.
+    for failure in &graph.load_failures {
+        crate::output::errln!("error: {failure}");
+    }
+    let load_failures = graph.load_failures.len();
     for warning in &graph.warnings {
         if !global.quiet {
             crate::output::errln!("warning: {warning}");
@@ -190,6 +196,11 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
             message: format!("{} unit(s) failed to build", summary.failed),
         }
         .into());
+    }
+    if load_failures > 0 {
+        return Err(bad_input(format!(
+            "{load_failures} package(s) could not be loaded (above); the others were built"
+        )));
     }
     Ok(())
 }

@@ -54,6 +54,7 @@ pub fn run(args: GraphArgs, global: &GlobalArgs) -> Result<()> {
         },
         arg_files,
         dockerfile: None,
+        keep_going: false,
     };
     let graph = BuildGraph::build(&loader, &dirs, &options)?;
     if !global.quiet {

@@ -48,8 +48,12 @@ pub fn load_packages(dirs: &[PathBuf], options: &PkgOptions) -> Result<(Loader, 
     // Each package is read in its own repository; the current directory's names the records.
     let loader = Loader::new(&cwd, &options.build_yml, tag_options(options))?;
     let dirs = if dirs.is_empty() {
-        let found =
-            lkpkg_engine::discover::packages(&cwd, &options.build_yml, loader.workspaces())?;
+        let found = lkpkg_engine::discover::packages(
+            &cwd,
+            &options.build_yml,
+            loader.workspaces(),
+            &options.exclude,
+        )?;
         if found.is_empty() {
             return Err(bad_input(format!(
                 "no package (a directory with `{}`) below `{}`",
@@ -67,8 +71,19 @@ pub fn load_packages(dirs: &[PathBuf], options: &PkgOptions) -> Result<(Loader, 
 fn show_tag(options: &PkgOptions, args: ShowTagArgs) -> Result<()> {
     let (loader, dirs) = load_packages(&args.dirs, options)?;
     let mut out = String::new();
+    // Over the whole tree, every package that cannot be loaded is reported (and no tag
+    // printed); packages named on the command line stop at the first, as in linuxkit.
+    let whole_tree = args.dirs.is_empty();
+    let mut failures = Vec::new();
     for dir in &dirs {
-        let package = loader.load(dir)?;
+        let package = match loader.load(dir) {
+            Ok(package) => package,
+            Err(e) if whole_tree => {
+                failures.push(e);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let tag = if args.canonical {
             package.tag.full_tag()
         } else {
@@ -76,6 +91,9 @@ fn show_tag(options: &PkgOptions, args: ShowTagArgs) -> Result<()> {
         };
         out.push_str(&tag);
         out.push('\n');
+    }
+    if !failures.is_empty() {
+        return Err(lkpkg_engine::error::Error::Packages(failures).into());
     }
     use std::io::Write;
     std::io::stdout().lock().write_all(out.as_bytes())?;

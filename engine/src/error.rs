@@ -77,6 +77,22 @@ pub enum Error {
     Usage(String),
     #[error("dependency cycle: {}", .0.join(" -> "))]
     Cycle(Vec<String>),
+    /// Several packages that cannot be loaded, each with its own error.
+    #[error("{}", packages_message(.0))]
+    Packages(Vec<Error>),
+}
+
+fn packages_message(errors: &[Error]) -> String {
+    match errors {
+        [one] => one.to_string(),
+        many => {
+            let mut message = format!("{} packages cannot be loaded:", many.len());
+            for e in many {
+                message.push_str(&format!("\n  {e}"));
+            }
+            message
+        }
+    }
 }
 
 impl Error {
@@ -87,6 +103,12 @@ impl Error {
                 ErrorKind::BadInput
             }
             Error::Git(_) | Error::Io { .. } => ErrorKind::Environment,
+            // The most serious of them: a broken machine over a broken package.
+            Error::Packages(errors) => errors
+                .iter()
+                .map(Error::kind)
+                .find(|k| *k != ErrorKind::BadInput)
+                .unwrap_or(ErrorKind::BadInput),
         }
     }
 

@@ -23,7 +23,7 @@
 //! defaults, whatever `--org` says); `FROM` and `depends` references are matched against the
 //! packages loaded.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -141,6 +141,9 @@ pub struct BuildGraph {
     pub graph: DiGraph<Node, Edge>,
     /// Messages for the user (stale pins, dependencies missing for a platform).
     pub warnings: Vec<String>,
+    /// With `keep_going`: the packages that could not be loaded (they, and what depends on
+    /// them, are not in the graph).
+    pub load_failures: Vec<Error>,
     units: HashMap<(usize, Platform), NodeIndex>,
 }
 
@@ -152,99 +155,31 @@ pub struct GraphOptions {
     pub arg_files: Vec<BuildArg>,
     /// `--dockerfile`.
     pub dockerfile: Option<String>,
+    /// `--keep-going`: a package that cannot be loaded leaves the others in the graph.
+    pub keep_going: bool,
 }
 
 impl BuildGraph {
     /// Loads `roots` and every package they reach, and builds the graph.
+    ///
+    /// Every package that cannot be loaded is reported, not just the first: with
+    /// [`GraphOptions::keep_going`] the graph holds the others (and whatever does not depend
+    /// on a failed one) and [`BuildGraph::load_failures`] the errors; without, the errors are
+    /// the result.
     pub fn build(loader: &Loader, roots: &[PathBuf], options: &GraphOptions) -> Result<BuildGraph> {
-        let mut packages: Vec<GraphPackage> = Vec::new();
-        let mut by_dir: HashMap<PathBuf, usize> = HashMap::new();
-        let mut queue: Vec<(PathBuf, bool)> =
-            roots.iter().rev().map(|r| (r.clone(), true)).collect();
-        // Package-level edges: (from, to, why).
-        let mut package_edges: Vec<(usize, usize, Edge)> = Vec::new();
-        let mut pending_refs: Vec<(usize, PathBuf, Edge)> = Vec::new();
-        while let Some((dir, requested)) = queue.pop() {
-            let dir = crate::package::absolute(&dir)?;
-            // A package the user named is tagged with the command line's options; one reached
-            // through `@lkt:pkg:` with linuxkit's defaults, the name the argument expands to,
-            // so the dependency is built under the name its dependents use.
-            let package = if requested {
-                loader.load(&dir)?
-            } else {
-                (*loader.load_reference(&dir)?).clone()
-            };
-            if let Some(&i) = by_dir.get(&dir) {
-                let existing = &packages[i].package.tag;
-                if existing.full_tag() != package.tag.full_tag() {
-                    return Err(Error::Usage(format!(
-                        "`{}` is named on the command line as {} and reached through `@lkt:pkg:` as {} \
-                         (references use linuxkit's defaults, not --org, --hash, --tag or --dev): \
-                         build it in a separate command",
-                        dir.display(),
-                        existing.tag(),
-                        package.tag.tag()
-                    )));
-                }
-                packages[i].requested |= requested;
-                continue;
-            }
-            let yml_args = loader.build_args(&package)?;
-            let args = build_args::merge(&yml_args, &options.arg_files);
-            let dockerfile_path = package.dockerfile(if requested {
-                options.dockerfile.as_deref()
-            } else {
-                None
-            })?;
-            let text = package.read_dockerfile(&dockerfile_path)?;
-            let values: BTreeMap<String, String> = args
-                .iter()
-                .map(|a| (a.key.clone(), a.value.clone()))
-                .collect();
-            let dockerfile = dockerfile::read(&text, &values);
-            let index = packages.len();
-            let mut tag_sources = Vec::new();
-            for arg in &args {
-                let Some(target) = &arg.package else {
-                    continue;
-                };
-                // linuxkit needs only the target's build.yml, for its tag. The target is built
-                // first only when this Dockerfile uses that tag as an image.
-                let value = lkpkg_cache_format::reference::expand(&arg.value);
-                let used_as_image = dockerfile
-                    .images
-                    .iter()
-                    .any(|image| lkpkg_cache_format::reference::expand(&image.reference) == value);
-                if used_as_image {
-                    pending_refs.push((
-                        index,
-                        target.clone(),
-                        Edge::BuildArg {
-                            key: arg.key.clone(),
-                        },
-                    ));
-                    queue.push((target.clone(), false));
-                } else {
-                    tag_sources.push((arg.key.clone(), target.clone()));
-                }
-            }
-            let platforms = options.platforms.for_package(&package);
-            by_dir.insert(dir, index);
-            packages.push(GraphPackage {
-                package,
-                build_args: args,
-                dockerfile_path,
-                dockerfile,
-                platforms,
-                requested,
-                tag_sources,
-            });
+        let Loaded {
+            packages,
+            by_dir,
+            references,
+            failures,
+        } = load_all(loader, roots, options)?;
+        if !failures.is_empty() && !options.keep_going {
+            return Err(Error::Packages(failures));
         }
-        for (from, target, edge) in pending_refs {
-            let to = by_dir[&crate::package::absolute(&target)?];
-            package_edges.push((from, to, edge));
-        }
-
+        let mut package_edges: Vec<(usize, usize, Edge)> = references
+            .into_iter()
+            .map(|(from, target, edge)| (from, by_dir[&target], edge))
+            .collect();
         let mut warnings = Vec::new();
         // Images by canonical name, to match FROM and depends references.
         let by_full_tag: HashMap<String, usize> = packages
@@ -388,6 +323,7 @@ impl BuildGraph {
             packages,
             graph,
             warnings,
+            load_failures: failures,
             units,
         })
     }
@@ -490,4 +426,182 @@ fn check_cycles(packages: &[GraphPackage], edges: &[(usize, usize, Edge)]) -> Re
         }
     }
     Err(Error::Cycle(vec!["(unknown)".into()]))
+}
+
+/// A loaded package and the packages it builds from through `@lkt:` (directory, edge).
+type LoadedPackage = (GraphPackage, Vec<(PathBuf, Edge)>);
+
+/// What loading found: the packages (indexed), their `@lkt:` edges, and the failures.
+struct Loaded {
+    packages: Vec<GraphPackage>,
+    by_dir: HashMap<PathBuf, usize>,
+    /// `(from, target dir, edge)`: every target is in `by_dir`.
+    references: Vec<(usize, PathBuf, Edge)>,
+    failures: Vec<Error>,
+}
+
+/// Loads `roots` and the packages they build from, collecting every failure. A package whose
+/// dependency failed is left out too, with an error that names the dependency.
+fn load_all(loader: &Loader, roots: &[PathBuf], options: &GraphOptions) -> Result<Loaded> {
+    let mut loaded: Vec<LoadedPackage> = Vec::new();
+    let mut by_dir: HashMap<PathBuf, usize> = HashMap::new();
+    let mut failed: HashSet<PathBuf> = HashSet::new();
+    let mut failures = Vec::new();
+    let mut queue: Vec<(PathBuf, bool)> = roots.iter().rev().map(|r| (r.clone(), true)).collect();
+    while let Some((dir, requested)) = queue.pop() {
+        let dir = crate::package::absolute(&dir)?;
+        if failed.contains(&dir) {
+            continue;
+        }
+        match load_one(loader, &dir, requested, options, &by_dir, &loaded) {
+            Ok(None) => {
+                let i = by_dir[&dir];
+                loaded[i].0.requested |= requested;
+            }
+            Ok(Some((package, references))) => {
+                for (target, _) in &references {
+                    queue.push((target.clone(), false));
+                }
+                by_dir.insert(dir, loaded.len());
+                loaded.push((package, references));
+            }
+            Err(e) => {
+                failed.insert(dir);
+                failures.push(e);
+            }
+        }
+    }
+    // Leave out what builds from a failed package, transitively.
+    let mut dropped = vec![false; loaded.len()];
+    loop {
+        let mut more = false;
+        for (i, (package, references)) in loaded.iter().enumerate() {
+            if dropped[i] {
+                continue;
+            }
+            let broken = references.iter().find(|(target, _)| {
+                failed.contains(target) || by_dir.get(target).is_some_and(|&t| dropped[t])
+            });
+            if let Some((target, _)) = broken {
+                dropped[i] = true;
+                more = true;
+                failures.push(Error::from(PackageError::new(
+                    &package.package.build_yml_path,
+                    Some("buildArgs"),
+                    format!("builds from `{}`, which cannot be loaded", target.display()),
+                )));
+            }
+        }
+        if !more {
+            break;
+        }
+    }
+    let mut packages = Vec::new();
+    let mut new_index = HashMap::new();
+    let mut kept_refs = Vec::new();
+    for (i, (package, references)) in loaded.into_iter().enumerate() {
+        if dropped[i] {
+            continue;
+        }
+        new_index.insert(i, packages.len());
+        kept_refs.push((packages.len(), references));
+        packages.push(package);
+    }
+    let by_dir: HashMap<PathBuf, usize> = by_dir
+        .into_iter()
+        .filter_map(|(dir, i)| new_index.get(&i).map(|&n| (dir, n)))
+        .collect();
+    let references = kept_refs
+        .into_iter()
+        .flat_map(|(from, refs)| refs.into_iter().map(move |(t, e)| (from, t, e)))
+        .collect();
+    Ok(Loaded {
+        packages,
+        by_dir,
+        references,
+        failures,
+    })
+}
+
+/// Loads one package: `None` when the directory is loaded already (under the same name).
+fn load_one(
+    loader: &Loader,
+    dir: &Path,
+    requested: bool,
+    options: &GraphOptions,
+    by_dir: &HashMap<PathBuf, usize>,
+    loaded: &[LoadedPackage],
+) -> Result<Option<LoadedPackage>> {
+    // A package the user named is tagged with the command line's options; one reached
+    // through `@lkt:pkg:` with linuxkit's defaults, the name the argument expands to,
+    // so the dependency is built under the name its dependents use.
+    let package = if requested {
+        loader.load(dir)?
+    } else {
+        (*loader.load_reference(dir)?).clone()
+    };
+    if let Some(&i) = by_dir.get(dir) {
+        let existing = &loaded[i].0.package.tag;
+        if existing.full_tag() != package.tag.full_tag() {
+            return Err(Error::Usage(format!(
+                "`{}` is named on the command line as {} and reached through `@lkt:pkg:` as {} \
+                 (references use linuxkit's defaults, not --org, --hash, --tag or --dev): \
+                 build it in a separate command",
+                dir.display(),
+                existing.tag(),
+                package.tag.tag()
+            )));
+        }
+        return Ok(None);
+    }
+    let yml_args = loader.build_args(&package)?;
+    let args = build_args::merge(&yml_args, &options.arg_files);
+    let dockerfile_path = package.dockerfile(if requested {
+        options.dockerfile.as_deref()
+    } else {
+        None
+    })?;
+    let text = package.read_dockerfile(&dockerfile_path)?;
+    let values: BTreeMap<String, String> = args
+        .iter()
+        .map(|a| (a.key.clone(), a.value.clone()))
+        .collect();
+    let dockerfile = dockerfile::read(&text, &values);
+    let mut references = Vec::new();
+    let mut tag_sources = Vec::new();
+    for arg in &args {
+        let Some(target) = &arg.package else {
+            continue;
+        };
+        // linuxkit needs only the target's build.yml, for its tag. The target is built
+        // first only when this Dockerfile uses that tag as an image.
+        let value = lkpkg_cache_format::reference::expand(&arg.value);
+        let used_as_image = dockerfile
+            .images
+            .iter()
+            .any(|image| lkpkg_cache_format::reference::expand(&image.reference) == value);
+        if used_as_image {
+            references.push((
+                crate::package::absolute(target)?,
+                Edge::BuildArg {
+                    key: arg.key.clone(),
+                },
+            ));
+        } else {
+            tag_sources.push((arg.key.clone(), target.clone()));
+        }
+    }
+    let platforms = options.platforms.for_package(&package);
+    Ok(Some((
+        GraphPackage {
+            package,
+            build_args: args,
+            dockerfile_path,
+            dockerfile,
+            platforms,
+            requested,
+            tag_sources,
+        },
+        references,
+    )))
 }

@@ -1329,3 +1329,107 @@ fn a_pulled_multi_arch_index_without_arch_names_is_a_cache_entry() {
         "something built:\n{stdout}"
     );
 }
+
+/// A whole-tree build (no package arguments) over a tree where some directories are not
+/// buildable as they stand, as EVE's `pkg/eve` (a `Dockerfile.in` its Makefile expands): every
+/// package that cannot be loaded is reported in one run; `--keep-going` builds the rest;
+/// `.lkpkgignore` in the repository and `--exclude` leave directories out of discovery.
+#[test]
+fn a_whole_tree_reports_every_package_that_cannot_load_and_can_exclude_them() {
+    let t = Test::new("tree");
+    // Image names without the `/` of the directory (a three-part name is not expanded).
+    let yml = |name: &str| {
+        format!(
+            "image: {}-{name}\norg: lkpkgtest\narches: [amd64]\n",
+            t.prefix
+        )
+    };
+    t.repo.write("pkg/good/build.yml", &yml("good"));
+    t.repo
+        .write("pkg/good/Dockerfile", "FROM scratch\nCOPY build.yml /\n");
+    t.repo.write("pkg/eve/build.yml", &yml("eve"));
+    t.repo
+        .write("pkg/eve/Dockerfile.in", "FROM scratch\nCOPY build.yml /\n");
+    t.repo
+        .write("pkg/bad/build.yml", "image: bad\nimages: typo\n");
+    t.repo.commit_all("tree");
+    let in_pkg = |args: &[&str]| {
+        let mut cmd = t.lkpkg();
+        cmd.current_dir(t.repo.join("pkg"))
+            .args(["--message-format", "json"])
+            .args(args);
+        run(&mut cmd)
+    };
+    let good = t.tag("pkg/good", &[]);
+    let (code, stdout, stderr) = in_pkg(&["pkg", "build"]);
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(stderr.contains("2 packages cannot be loaded"), "{stderr}");
+    assert!(
+        stderr.contains("pkg/eve/build.yml") && stderr.contains("not found"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("pkg/bad/build.yml") && stderr.contains("images"),
+        "{stderr}"
+    );
+    assert!(entry(t.cache(), &format!("docker.io/{good}")).is_none());
+    // show-tag needs no Dockerfile (as linuxkit's): only the bad build.yml fails it, and it
+    // prints no partial list.
+    let (code, stdout, stderr) = in_pkg(&["pkg", "show-tag"]);
+    assert_eq!((code, stdout.as_str()), (2, ""), "{stderr}");
+    assert!(
+        stderr.contains("pkg/bad/build.yml") && !stderr.contains("pkg/eve"),
+        "{stderr}"
+    );
+    // --keep-going builds what loads, reports the rest and fails.
+    let (code, stdout, stderr) = in_pkg(&["pkg", "build", "--keep-going"]);
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("pkg/eve/build.yml") && stderr.contains("pkg/bad/build.yml"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("2 package(s) could not be loaded (above); the others were built"),
+        "{stdout}\n{stderr}"
+    );
+    platforms(t.cache(), &good, AMD64);
+    // Excluded on the command line, or by a file kept in the repository (at its root, while
+    // the command runs in pkg/): nothing fails.
+    let (code, stdout, stderr) = in_pkg(&["pkg", "build", "--exclude", "eve", "--exclude", "bad"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    t.repo.write(
+        ".lkpkgignore",
+        "# not buildable as they stand\npkg/eve\npkg/bad/\n",
+    );
+    t.repo.commit_all("ignore");
+    let (code, _, stderr) = in_pkg(&["pkg", "show-tag"]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, stderr) = in_pkg(&["pkg", "build"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+}
+
+/// A package whose Dockerfile changes no file (`FROM scratch`, then only metadata): BuildKit
+/// writes `"layers": null`; the image goes into the cache and exports like any other.
+#[test]
+fn a_metadata_only_image_with_no_layer_builds() {
+    let t = Test::new("nolayer");
+    t.build_yml("meta", "arches: [amd64, arm64]\n");
+    t.repo.write(
+        "meta/Dockerfile",
+        "FROM scratch\nLABEL org.example.kind=metadata\nENTRYPOINT [\"/bin/true\"]\n",
+    );
+    t.repo.commit_all("meta");
+    t.build_ok(&["meta"]);
+    let tag = t.tag("meta", &[]);
+    let manifests = platforms(t.cache(), &tag, BOTH);
+    for arch in BOTH {
+        let config = config_of(t.cache(), &manifests[*arch]);
+        assert_eq!(
+            config["config"]["Entrypoint"],
+            json!(["/bin/true"]),
+            "{arch}"
+        );
+        assert!(diff_ids(&config).is_empty(), "{arch}: {config}");
+    }
+    assert!(t.export(&tag, "amd64").entries.is_empty());
+}

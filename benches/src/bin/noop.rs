@@ -83,7 +83,8 @@ fn hex_sha256(bytes: &[u8]) -> String {
 fn seed(repo: &Path, cache: &Path) {
     let store = Arc::new(Store::open(cache).unwrap());
     let loader = Loader::new(repo, "build.yml", TagOptions::default()).unwrap();
-    let dirs = lkpkg_engine::discover::packages(repo, "build.yml", loader.workspaces()).unwrap();
+    let dirs =
+        lkpkg_engine::discover::packages(repo, "build.yml", loader.workspaces(), &[]).unwrap();
     let graph = Arc::new(BuildGraph::build(&loader, &dirs, &GraphOptions::default()).unwrap());
     let options = BuildOptions {
         jobs: 1,

@@ -198,7 +198,7 @@ impl Fixture {
         let root = self.dir.path();
         let loader = Loader::new(root, "build.yml", TagOptions::default()).unwrap();
         let dirs: Vec<PathBuf> =
-            crate::discover::packages(root, "build.yml", loader.workspaces()).unwrap();
+            crate::discover::packages(root, "build.yml", loader.workspaces(), &[]).unwrap();
         let graph =
             BuildGraph::build(&loader, &dirs, &crate::graph::GraphOptions::default()).unwrap();
         let store = Arc::new(Store::open(self.cache.path()).unwrap());
