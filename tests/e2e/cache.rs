@@ -373,3 +373,49 @@ fn a_closed_pipe_ends_quietly_and_outfile_may_be_dev_stdout() {
     );
     assert!(target.is_file());
 }
+
+/// What other tools write imports: linuxkit's own `cache export --format docker` and `--format
+/// oci` (stored archives, see tests/compat/archives), skopeo's `docker-archive:` and
+/// `oci-archive:`; each gives the image's files back.
+#[test]
+fn archives_of_linuxkit_and_skopeo_import() {
+    let archives = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/compat/archives");
+    let name = "docker.io/lkpkgcompat/tiny:c55cf2b119b317c3ca4d3711856c7c14c9581ca1";
+    let work = tempfile::tempdir().unwrap();
+    let hello = |cache: &Path| {
+        let fs = work.path().join("fs.tar");
+        ok(cache_cmd(cache)
+            .args(["export", name, "--format", "filesystem", "-o"])
+            .arg(&fs));
+        ok(Command::new("tar").arg("xOf").arg(&fs).arg("hello.txt"))
+    };
+    let mut made = Vec::new();
+    for file in [
+        "linuxkit-cache-export-docker.tar",
+        "linuxkit-cache-export-oci.tar",
+    ] {
+        let cache = work.path().join(file);
+        let (code, _, stderr) = run(cache_cmd(&cache).arg("import").arg(archives.join(file)));
+        assert_eq!(code, 0, "{file}: {stderr}");
+        assert_eq!(ls_names(&cache), vec![name.to_owned()], "{file}");
+        assert_eq!(hello(&cache), "hello from a tiny image\n", "{file}");
+        ok(cache_cmd(&cache).arg("verify"));
+        made.push(cache);
+    }
+    // skopeo's archives, made from the imported image.
+    let source = format!("oci:{}:{name}", made[1].display());
+    for transport in ["docker-archive", "oci-archive"] {
+        let tar = work.path().join(format!("{transport}.tar"));
+        ok(Command::new("skopeo").args([
+            "copy",
+            "-q",
+            &source,
+            &format!("{transport}:{}:{name}", tar.display()),
+        ]));
+        let cache = work.path().join(format!("{transport}-cache"));
+        let (code, _, stderr) = run(cache_cmd(&cache).arg("import").arg(&tar));
+        assert_eq!(code, 0, "{transport}: {stderr}");
+        assert_eq!(ls_names(&cache), vec![name.to_owned()], "{transport}");
+        assert_eq!(hello(&cache), "hello from a tiny image\n", "{transport}");
+    }
+}

@@ -28,6 +28,31 @@ pub struct ImportedName {
 }
 
 impl Store {
+    /// The descriptor with the media type its blob declares. linuxkit's `cache export --format
+    /// oci` (3bf33c3a) labels an image manifest as an index in `index.json`; taken as written,
+    /// the name would point at "an index" no platform can be found in.
+    fn checked_media_type(&self, mut desc: Descriptor) -> Result<Descriptor, StoreError> {
+        #[derive(serde::Deserialize)]
+        struct Declared {
+            #[serde(rename = "mediaType")]
+            media_type: Option<String>,
+        }
+        let Ok(bytes) = self.read_blob(&desc.digest) else {
+            // Missing blobs are found when the names are published.
+            return Ok(desc);
+        };
+        let declared: Declared = serde_json::from_slice(&bytes).map_err(|e| {
+            StoreError::BadArchive(format!("`{}` is not a manifest or index: {e}", desc.digest))
+        })?;
+        if let Some(media_type) = declared.media_type.filter(|t| {
+            lkpkg_cache_format::layout::is_index_media_type(t)
+                || lkpkg_cache_format::layout::is_manifest_media_type(t)
+        }) {
+            desc.media_type = media_type;
+        }
+        Ok(desc)
+    }
+
     /// Imports an OCI layout tar or a `docker save` tar; returns the names published.
     pub fn import(&self, reader: impl Read) -> Result<Vec<ImportedName>, StoreError> {
         let mut ingest = self.ingest();
@@ -49,7 +74,7 @@ impl Store {
                             .cloned()
                     });
                 if let Some(name) = name {
-                    let mut desc = entry.clone();
+                    let mut desc = self.checked_media_type(entry.clone())?;
                     desc.annotations.remove(CONTAINERD_NAME_ANNOTATION);
                     desc.annotations.remove(REF_NAME_ANNOTATION);
                     names.push((reference::expand(&name), desc));

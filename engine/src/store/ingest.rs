@@ -18,7 +18,9 @@
 //! A `docker save` archive holds `manifest.json` (`Config`, `RepoTags`, `Layers`), the config
 //! (`<id>.json`, whose sha256 is the image id) and uncompressed layers (`<id>/layer.tar`, whose
 //! sha256 is the layer's diff id; identical layers may be symlinks). Docker 25+ archives put the
-//! same things under `blobs/sha256/`. The store keeps the config bytes unchanged and **stores
+//! same things under `blobs/sha256/`; go-containerregistry's (linuxkit's `cache export --format
+//! docker`) names them `sha256:<hex>` and `<hex>.tar.gz`, skopeo's `<hex>.json` and `<hex>.tar`:
+//! the paths `manifest.json` gives are followed, whatever they look like. The store keeps the config bytes unchanged and **stores
 //! layers as they come (uncompressed, `application/vnd.oci.image.layer.v1.tar`)**, so a layer's
 //! digest is its diff id: see FORMAT.md for the measurement behind that choice (gzip, even at
 //! level 1, ran ~5x slower than hashing). The image manifest is canonical JSON.
@@ -42,7 +44,10 @@ use super::{Store, StoreError, db, now_ms};
 
 /// How long a pin protects a blob if its writer is still alive: one day.
 const PIN_LIFETIME_MS: u64 = 24 * 3600 * 1000;
-/// Small files of an archive kept in memory (configs, manifest.json, index.json).
+/// The files of an archive read into memory: the archive's own descriptions. Everything else
+/// (configs, layers) is streamed into the store.
+const SMALL_FILES: [&str; 4] = ["manifest.json", "index.json", "oci-layout", "repositories"];
+/// The largest of them accepted.
 const MAX_SMALL_FILE: u64 = 64 * 1024 * 1024;
 
 /// Whether a `pending` entry still protects its blob.
@@ -415,10 +420,11 @@ impl ArchiveContents {
                     .map_err(|_| StoreError::BadArchive(format!("bad blob name `{path}`")))?;
                 let stored = ingest.put_blob(entry, Some(&expected))?;
                 contents.blob_files.insert(path, stored);
-            } else if path.ends_with(".tar") {
-                let stored = ingest.put_blob(entry, None)?;
-                contents.blob_files.insert(path, stored);
-            } else if path.ends_with(".json") || path == "repositories" || path == "oci-layout" {
+            } else if path.ends_with("/VERSION") || path.ends_with("/json") {
+                // docker's legacy per-layer metadata (`<id>/VERSION`, `<id>/json`): no image
+                // uses it, so it stays out of the store.
+                continue;
+            } else if SMALL_FILES.contains(&path.as_str()) {
                 if entry.size() > MAX_SMALL_FILE {
                     return Err(StoreError::BadArchive(format!("`{path}` is too large")));
                 }
@@ -426,6 +432,13 @@ impl ArchiveContents {
                 let mut entry = entry;
                 entry.read_to_end(&mut bytes).map_err(bad)?;
                 contents.small_files.insert(path, bytes);
+            } else {
+                // Configs and layers, whatever their names: `<id>.json` and `<id>/layer.tar`
+                // (docker), `sha256:<hex>` and `<hex>.tar.gz` (go-containerregistry, so
+                // linuxkit's `cache export --format docker`), `<hex>.tar` (skopeo). Streamed
+                // into the store, never held in memory; what no image uses is left to `gc`.
+                let stored = ingest.put_blob(entry, None)?;
+                contents.blob_files.insert(path, stored);
             }
         }
         Ok(contents)
