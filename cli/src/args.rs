@@ -114,7 +114,7 @@ pub struct PkgOptions {
     /// Override the image hash (default is the git tree hash of the package)
     #[arg(long, global = true)]
     pub hash: Option<String>,
-    /// Override the tag using this template; the only field is {{.Hash}}
+    /// Override the tag with a Go text/template over {{.Hash}}
     #[arg(long, global = true)]
     pub tag: Option<String>,
     /// Override the git commit to use for the hash

@@ -19,4 +19,5 @@ pub mod registry;
 pub mod schedule;
 pub mod store;
 pub mod tag;
+pub mod tag_template;
 pub mod workspace;

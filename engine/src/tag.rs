@@ -181,7 +181,7 @@ pub fn compute(
     } else {
         template
     };
-    let tag = render_template(template, &hash)
+    let tag = crate::tag_template::render(template, &hash)
         .map_err(|e| crate::error::PackageError::new(build_yml_path, Some("tag"), e))?;
     Ok(PackageTag {
         org,
@@ -190,69 +190,4 @@ pub fn compute(
         tag,
         dirty,
     })
-}
-
-/// The part of Go's text/template that a tag template can use: literal text and `{{.Hash}}`
-/// actions (with optional spaces and trim markers). A field other than `Hash` renders as
-/// `<no value>`, as Go does for a missing map key; any other action is an error.
-pub fn render_template(template: &str, hash: &str) -> std::result::Result<String, String> {
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            return Err(format!(
-                "invalid tag template: template: tag:1: unclosed action in `{template}`"
-            ));
-        };
-        let mut action = &after[..end];
-        if let Some(a) = action.strip_prefix("- ") {
-            out.truncate(out.trim_end().len());
-            action = a;
-        }
-        let trim_after = action.ends_with(" -");
-        if trim_after {
-            action = &action[..action.len() - 2];
-        }
-        match action.trim() {
-            ".Hash" => out.push_str(hash),
-            field
-                if field.starts_with('.')
-                    && field[1..].chars().all(|c| c.is_alphanumeric() || c == '_')
-                    && field.len() > 1 =>
-            {
-                out.push_str("<no value>")
-            }
-            other => {
-                return Err(format!(
-                    "invalid tag template: unsupported action `{{{{{other}}}}}` (only `{{{{.Hash}}}}` is available)"
-                ));
-            }
-        }
-        rest = &after[end + 2..];
-        if trim_after {
-            rest = rest.trim_start();
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::render_template;
-
-    #[test]
-    fn templates() {
-        assert_eq!(render_template("{{.Hash}}", "abc").unwrap(), "abc");
-        assert_eq!(
-            render_template("v-{{ .Hash }}-x", "abc").unwrap(),
-            "v-abc-x"
-        );
-        assert_eq!(render_template("plain", "abc").unwrap(), "plain");
-        assert_eq!(render_template("{{.Nope}}", "abc").unwrap(), "<no value>");
-        assert!(render_template("{{.Hash", "abc").is_err());
-        assert!(render_template("{{printf 1}}", "abc").is_err());
-    }
 }

@@ -137,16 +137,7 @@ const DELIBERATE: &[(&str, &str)] = &[(
 )];
 
 /// Cases lkpkg does not pass yet (each must still fail: a fixed one leaves this list).
-const PENDING: &[(&str, &str)] = &[
-    (
-        "tag-template-functions",
-        "tag templates beyond `{{.Hash}}` (text/template functions) are refused",
-    ),
-    (
-        "tag-template-renders-empty-is-latest",
-        "tag templates beyond `{{.Hash}}` (`{{if}}`) are refused",
-    ),
-];
+const PENDING: &[(&str, &str)] = &[];
 
 #[test]
 fn show_tag_agrees_with_linuxkit_on_every_case() {
