@@ -136,6 +136,12 @@ pub struct PkgOptions {
     /// Registry credentials, `registry=user:pass` or `registry=token` (needs registry support)
     #[arg(long, global = true, value_delimiter = ',')]
     pub registry_creds: Vec<String>,
+    /// linuxkit's registry mirrors (needs registry support)
+    #[arg(long, global = true, hide = true)]
+    pub mirror: Vec<String>,
+    /// linuxkit's extra CA certificates for pulling (needs registry support)
+    #[arg(long, global = true, hide = true)]
+    pub cert_file: Vec<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -206,8 +212,73 @@ pub struct BuildArgs {
     /// Keep building what does not depend on a failed unit
     #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
     pub keep_going: bool,
+    /// linuxkit's registry and SBOM flags, refused (or accepted where they change nothing)
+    #[command(flatten)]
+    pub linuxkit_only: LinuxkitBuildFlags,
     /// Package directories; none means every package below the current directory
     pub dirs: Vec<PathBuf>,
+}
+
+/// Flags of linuxkit's `pkg build` that lkpkg has no counterpart for yet. They are parsed so
+/// that a linuxkit user's command line gets a reason and a way on, not "unexpected argument"
+/// ([`LinuxkitBuildFlags::refusal`]).
+#[derive(Args, Debug, Clone, Default)]
+pub struct LinuxkitBuildFlags {
+    #[arg(long, hide = true, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
+    pub pull: bool,
+    #[arg(long, hide = true, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
+    pub push: bool,
+    #[arg(long, hide = true, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
+    pub nobuild: bool,
+    #[arg(long, hide = true, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
+    pub ignore_cached: bool,
+    #[arg(long, hide = true, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
+    pub precache_images: bool,
+    #[arg(long, hide = true)]
+    pub release: Option<String>,
+    /// `--manifest` only matters with `--push`: accepted, with and without a value.
+    #[arg(long, hide = true, action = clap::ArgAction::Set, default_value_t = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
+    pub manifest: bool,
+    #[arg(long, hide = true)]
+    pub sbom_scanner: Option<String>,
+}
+
+impl LinuxkitBuildFlags {
+    /// Why the flags given cannot be honoured, if one cannot.
+    pub fn refusal(&self) -> Option<String> {
+        let registry = |flag: &str| {
+            Some(format!(
+                "{flag}: lkpkg has no registry support yet; build here, then push with linuxkit \
+                 (`linuxkit pkg push` finds lkpkg's images in the shared cache)"
+            ))
+        };
+        if self.push {
+            return registry("--push");
+        }
+        if self.pull {
+            return registry("--pull");
+        }
+        if self.nobuild {
+            return registry("--nobuild");
+        }
+        if self.release.is_some() {
+            return registry("--release");
+        }
+        if self.ignore_cached {
+            return registry("--ignore-cached");
+        }
+        if self.precache_images {
+            return registry("--precache-images");
+        }
+        match self.sbom_scanner.as_deref() {
+            // lkpkg attaches no SBOM: asking for none is what it does.
+            None | Some("false") => None,
+            Some(scanner) => Some(format!(
+                "--sbom-scanner={scanner}: lkpkg attaches no SBOM attestations; \
+                 use --sbom-scanner=false (what lkpkg does), or build with linuxkit"
+            )),
+        }
+    }
 }
 
 #[derive(Args, Debug)]

@@ -26,6 +26,15 @@ use crate::args::{BuildArgs, GlobalArgs, MessageFormat, PkgOptions};
 use crate::exit::{Classified, bad_input};
 
 pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result<()> {
+    if let Some(refusal) = args.linuxkit_only.refusal() {
+        return Err(bad_input(refusal));
+    }
+    if !options.mirror.is_empty() || !options.cert_file.is_empty() {
+        return Err(bad_input(
+            "--mirror and --cert-file: lkpkg has no registry support yet, and its builds pull \
+             base images through the engine; leave them out, or build with linuxkit",
+        ));
+    }
     if !options.registry_creds.is_empty() {
         // linuxkit gives them to the builder for pulling; lkpkg's builds cannot use them yet.
         return Err(bad_input(

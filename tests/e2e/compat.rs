@@ -184,3 +184,55 @@ fn show_tag_agrees_with_linuxkit_on_every_case() {
         failures.join("\n")
     );
 }
+
+/// linuxkit's `pkg build` flags that lkpkg cannot honour are refused with the reason and a way
+/// on (never "unexpected argument", never ignored); the ones that change nothing here are
+/// accepted, in pflag's forms.
+#[test]
+fn linuxkit_build_flags_are_accepted_or_refused_with_a_reason() {
+    let repo = crate::support::Repo::new();
+    repo.package("pkg/a", "a", "").commit_all("a");
+    let cache = tempfile::tempdir().unwrap();
+    let build = |flags: &[&str]| {
+        crate::support::run(
+            repo.lkpkg()
+                .arg("--cache")
+                .arg(cache.path())
+                .args(["pkg", "build", "--dry-run"])
+                .args(flags)
+                .arg("pkg/a"),
+        )
+    };
+    for accepted in [
+        &["--sbom-scanner=false"][..],
+        &["--manifest=false"],
+        &["--manifest"],
+        &["--force=false", "--enable-cache=false"],
+    ] {
+        let (code, _, stderr) = build(accepted);
+        assert_eq!(code, 0, "{accepted:?}: {stderr}");
+    }
+    for (refused, reason) in [
+        (&["--push"][..], "no registry support"),
+        (&["--pull"], "no registry support"),
+        (&["--nobuild"], "no registry support"),
+        (&["--release", "v1"], "no registry support"),
+        (&["--ignore-cached"], "no registry support"),
+        (&["--precache-images"], "no registry support"),
+        (&["--sbom-scanner", "syft"], "use --sbom-scanner=false"),
+        (
+            &["--mirror", "docker.io=http://m.invalid"],
+            "no registry support",
+        ),
+        (&["--registry-creds", "r=u:p"], "no registry support"),
+    ] {
+        let (code, _, stderr) = build(refused);
+        assert_eq!(code, 2, "{refused:?}: {stderr}");
+        assert!(stderr.contains(reason), "{refused:?}: {stderr}");
+        assert_eq!(
+            stderr.lines().filter(|l| l.starts_with("error:")).count(),
+            1,
+            "{stderr}"
+        );
+    }
+}
