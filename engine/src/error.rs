@@ -52,12 +52,15 @@ impl PackageError {
 }
 
 /// A failure of git itself (not of the user's input).
+///
+/// Printed once, with libgit2's message only (`revspec 'nosuch' not found`, without its
+/// `class=…; code=…` suffix): the git2 error is kept for callers, not as a `source` that would
+/// print the same text a second time in the error chain.
 #[derive(Debug, thiserror::Error)]
-#[error("git: {context}: {source}")]
+#[error("git: {context}: {}", .error.message())]
 pub struct GitError {
     pub context: String,
-    #[source]
-    pub source: git2::Error,
+    pub error: git2::Error,
 }
 
 /// Anything the package model, tags and graph can fail with.

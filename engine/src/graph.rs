@@ -556,12 +556,9 @@ fn load_one(
     }
     let yml_args = loader.build_args(&package)?;
     let args = build_args::merge(&yml_args, &options.arg_files);
-    let dockerfile_path = package.dockerfile(if requested {
-        options.dockerfile.as_deref()
-    } else {
-        None
-    })?;
-    let text = package.read_dockerfile(&dockerfile_path)?;
+    let override_name = options.dockerfile.as_deref().filter(|_| requested);
+    let dockerfile_path = package.dockerfile(override_name)?;
+    let text = package.read_dockerfile(&dockerfile_path, override_name.is_some())?;
     let values: BTreeMap<String, String> = args
         .iter()
         .map(|a| (a.key.clone(), a.value.clone()))

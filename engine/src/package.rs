@@ -30,15 +30,22 @@ pub struct Package {
 impl Package {
     /// The Dockerfile's path, checked as linuxkit's build does: no `..`, inside the package.
     /// Whether it exists is found when it is read ([`Package::read_dockerfile`]).
+    ///
+    /// As linuxkit (Go's `filepath.Join`), a leading `/` does not leave the package:
+    /// `--dockerfile /Dockerfile.alt` is the package's `Dockerfile.alt`. A bad `--dockerfile`
+    /// is the command line's error, a bad `dockerfile:` build.yml's.
     pub fn dockerfile(&self, override_name: Option<&str>) -> Result<PathBuf> {
         let name = override_name.unwrap_or(&self.yml.dockerfile);
         let bad = |m: String| -> Error {
-            PackageError::new(&self.build_yml_path, Some("dockerfile"), m).into()
+            match override_name {
+                Some(_) => Error::Usage(format!("--dockerfile: {m}")),
+                None => PackageError::new(&self.build_yml_path, Some("dockerfile"), m).into(),
+            }
         };
         if name.contains("..") {
             return Err(bad(format!("dockerfile `{name}` must not contain `..`")));
         }
-        let path = build_yml::normalize(&self.dir.join(name));
+        let path = build_yml::normalize(&self.dir.join(name.trim_start_matches('/')));
         if !path.starts_with(&self.dir) {
             return Err(bad(format!("dockerfile `{name}` is outside the package")));
         }
@@ -47,14 +54,17 @@ impl Package {
 
     /// Reads the Dockerfile at `path` (from [`Package::dockerfile`]); a missing one is the
     /// package's error.
-    pub fn read_dockerfile(&self, path: &Path) -> Result<String> {
+    /// `from_command_line`: the path came from `--dockerfile` (which a missing file blames).
+    pub fn read_dockerfile(&self, path: &Path, from_command_line: bool) -> Result<String> {
         std::fs::read_to_string(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory => PackageError::new(
-                &self.build_yml_path,
-                Some("dockerfile"),
-                format!("dockerfile `{}` not found", path.display()),
-            )
-            .into(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory => {
+                let message = format!("dockerfile `{}` not found", path.display());
+                if from_command_line {
+                    Error::Usage(format!("--dockerfile: {message}"))
+                } else {
+                    PackageError::new(&self.build_yml_path, Some("dockerfile"), message).into()
+                }
+            }
             _ => Error::io(path, e),
         })
     }

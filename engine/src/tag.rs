@@ -181,8 +181,12 @@ pub fn compute(
     } else {
         template
     };
-    let tag = crate::tag_template::render(template, &hash)
-        .map_err(|e| crate::error::PackageError::new(build_yml_path, Some("tag"), e))?;
+    let tag =
+        crate::tag_template::render(template, &hash).map_err(|e| match options.tag_template {
+            // The template came from the command line: blame it, not build.yml.
+            Some(_) => Error::Usage(format!("--tag `{template}`: {e}")),
+            None => crate::error::PackageError::new(build_yml_path, Some("tag"), e).into(),
+        })?;
     Ok(PackageTag {
         org,
         image: yml.image.clone(),

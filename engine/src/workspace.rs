@@ -69,7 +69,7 @@ struct StatusLists {
 
 fn git_err(context: impl Into<String>) -> impl FnOnce(git2::Error) -> Error {
     let context = context.into();
-    move |source| Error::Git(GitError { context, source })
+    move |error| Error::Git(GitError { context, error })
 }
 
 /// Every repository an invocation meets, each opened once, found by path.
@@ -211,7 +211,18 @@ impl Workspace {
             repo.revparse_single(commit)
                 .and_then(|o| o.peel_to_commit())
                 .map(|c| c.tree_id())
-                .map_err(git_err(format!("resolving commit `{commit}`")))
+                .map_err(|e| match e.code() {
+                    // A commit that is not there is the user's (`--hash-commit nosuch`, or
+                    // HEAD of a repository without commits), not a failure of git.
+                    git2::ErrorCode::NotFound | git2::ErrorCode::UnbornBranch => {
+                        Error::Usage(format!(
+                            "commit `{commit}` not found in the repository at `{}` ({})",
+                            self.root.display(),
+                            e.message()
+                        ))
+                    }
+                    _ => git_err(format!("resolving commit `{commit}`"))(e),
+                })
         })?;
         trees.insert(commit.to_owned(), oid);
         Ok(oid)

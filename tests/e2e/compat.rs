@@ -236,3 +236,75 @@ fn linuxkit_build_flags_are_accepted_or_refused_with_a_reason() {
         );
     }
 }
+
+/// An error names its real source, once: a bad `--tag` or `--dockerfile` is the command
+/// line's (not build.yml's), the same in build.yml is build.yml's; `--hash-commit nosuch` is
+/// one line and bad input. A leading `/` in `--dockerfile` stays in the package, as in
+/// linuxkit (Go's `filepath.Join`).
+#[test]
+fn errors_blame_the_command_line_or_build_yml() {
+    let repo = crate::support::Repo::new();
+    repo.package("pkg/a", "a", "").commit_all("a");
+    repo.write("pkg/a/Dockerfile.alt", "FROM scratch\n");
+    repo.package("pkg/b", "b", "tag: '{{.Hash'\ndockerfile: ../Dockerfile\n");
+    repo.commit_all("b");
+    let cache = tempfile::tempdir().unwrap();
+    let lkpkg = |args: &[&str]| {
+        crate::support::run(repo.lkpkg().arg("--cache").arg(cache.path()).args(args))
+    };
+    let one_error = |args: &[&str], expect: &str, not: &str| {
+        let (code, _, stderr) = lkpkg(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
+        assert!(errors[0].contains(expect), "{args:?}: {stderr}");
+        assert!(!stderr.contains(not), "{args:?}: {stderr}");
+        assert!(!stderr.contains("class="), "{args:?}: {stderr}");
+    };
+    one_error(
+        &["pkg", "show-tag", "--tag", "{{.Hash", "pkg/a"],
+        "--tag `{{.Hash`",
+        "build.yml",
+    );
+    one_error(
+        &["pkg", "build", "--dry-run", "--dockerfile", "../x", "pkg/a"],
+        "--dockerfile",
+        "build.yml",
+    );
+    one_error(
+        &[
+            "pkg",
+            "build",
+            "--dry-run",
+            "--dockerfile",
+            "nosuch",
+            "pkg/a",
+        ],
+        "--dockerfile: dockerfile",
+        "build.yml",
+    );
+    one_error(
+        &["pkg", "show-tag", "--hash-commit", "nosuch", "pkg/a"],
+        "commit `nosuch` not found",
+        "git:",
+    );
+    one_error(
+        &["pkg", "show-tag", "pkg/b"],
+        "pkg/b/build.yml`: field `tag`",
+        "--tag",
+    );
+    one_error(
+        &["pkg", "build", "--dry-run", "pkg/b", "--tag", "x"],
+        "pkg/b/build.yml`: field `dockerfile`",
+        "--dockerfile",
+    );
+    let (code, _, stderr) = lkpkg(&[
+        "pkg",
+        "build",
+        "--dry-run",
+        "--dockerfile",
+        "/Dockerfile.alt",
+        "pkg/a",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+}

@@ -119,7 +119,7 @@ fn committed_files(workspace: &Workspace, dir: &Path) -> Result<BTreeMap<String,
     let git = |source| {
         Error::Git(GitError {
             context: format!("reading the tree of `{}`", dir.display()),
-            source,
+            error: source,
         })
     };
     workspace.with_repo(|repo| -> Result<()> {
@@ -148,7 +148,7 @@ fn on_disk(path: &Path) -> Result<Option<(i32, Oid)>> {
     let git = |source| {
         Error::Git(GitError {
             context: format!("hashing `{}`", path.display()),
-            source,
+            error: source,
         })
     };
     if meta.file_type().is_symlink() {
@@ -227,7 +227,7 @@ pub fn tree_id(files: &BTreeMap<String, (i32, Oid)>) -> Result<Oid> {
         Oid::hash_object(ObjectType::Tree, &bytes).map_err(|source| {
             Error::Git(GitError {
                 context: "hashing a tree".into(),
-                source,
+                error: source,
             })
         })
     }
