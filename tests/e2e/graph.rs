@@ -9,7 +9,7 @@ fn fixture() -> Repo {
         .write("app/build.yml", "image: app\narches: [amd64, arm64]\nbuildArgs:\n  - BASE=@lkt:pkg:../base\n")
         .write("app/Dockerfile", "ARG BASE\nFROM ${BASE}\nRUN true\n")
         .write("tool/build.yml", &format!(
-            "image: tool\narches: [amd64]\nextra-sources:\n  - ../src:/src\ndepends:\n  docker-images:\n    target-dir: deps\n    list: [\"alpine:3.20@sha256:{}\"]\n",
+            "image: tool\narches: [amd64]\nextra-sources:\n  - ../src:/src\ndepends:\n  docker-images:\n    target-dir: deps\n    list: [\"docker.io/library/alpine:3.20@sha256:{}\"]\n",
             "b".repeat(64)
         ))
         .write("tool/Dockerfile", "FROM scratch\nCOPY src /src\n")
@@ -60,7 +60,7 @@ fn json_graph_has_units_inputs_and_reasons() {
         assert!(edges.contains(&expected), "{expected:?} not in {edges:?}");
     }
     assert!(edges.iter().any(|(f, t, r)| f == "tool/amd64"
-        && t.starts_with("image:alpine:3.20@")
+        && t.starts_with("image:docker.io/library/alpine:3.20@")
         && r == "depends"));
     let order: Vec<&str> = graph["order"]
         .as_array()

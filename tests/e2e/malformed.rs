@@ -107,12 +107,17 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "depends image without digest",
-            &depends("    list: [alpine:3.20]\n"),
+            &depends("    list: [docker.io/library/alpine:3.20]\n"),
             "lacks a digest",
         ),
         case(
+            "depends image without a registry path",
+            &depends("    list: [alpine:3.20]\n"),
+            "invalid port",
+        ),
+        case(
             "depends bad digest",
-            &depends("    list: [\"alpine@sha256:1234\"]\n"),
+            &depends("    list: [\"library/alpine@sha256:1234\"]\n"),
             "unable to validate digest",
         ),
         case(

@@ -366,8 +366,36 @@ fn subpath(package_dir: &Path, value: &str) -> Result<Option<PathBuf>, String> {
     }
 }
 
+/// containerd's `reference.Parse`, which linuxkit uses for `depends.docker-images`: it reads
+/// the reference as the URL `dummy://<reference>`, so the part before the first `/` must be a
+/// host. `alpine@sha256:…` and `alpine:3.20@sha256:…` are refused (the `@` makes `alpine` a
+/// user name and `sha256:…` a host with a bad port); `docker.io/library/alpine:3.20@sha256:…`
+/// and `library/alpine@sha256:…` are fine.
+fn containerd_parse(reference: &str) -> Result<(), String> {
+    if reference.contains("://") {
+        return Err(format!("invalid reference {reference:?}"));
+    }
+    let end = reference.find(['/', '?', '#']).unwrap_or(reference.len());
+    let authority = &reference[..end];
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if host.is_empty() {
+        return Err(format!("hostname required in {reference:?}"));
+    }
+    if let Some((_, port)) = host.rsplit_once(':')
+        && !port.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(format!(
+            "parse \"dummy://{reference}\": invalid port \":{port}\" after host"
+        ));
+    }
+    Ok(())
+}
+
 /// Parses `locator[:tag]@sha256:<hex>` and requires the digest, as linuxkit does.
 pub fn pinned_image(reference: &str) -> Result<PinnedImage, String> {
+    containerd_parse(reference)?;
     let Some((name, digest)) = reference.split_once('@') else {
         return Err(format!("image \"{reference}\" lacks a digest"));
     };

@@ -131,8 +131,25 @@ fn depends_rules() {
     ));
     assert!(e.message.contains("mutually exclusive"), "{e}");
     let e = parse_err("image: f\ndepends:\n  docker-images:\n    list: [alpine:3.20]\n");
+    assert_eq!(
+        e.message,
+        r#"parse "dummy://alpine:3.20": invalid port ":3.20" after host"#
+    );
+    let e = parse_err("image: f\ndepends:\n  docker-images:\n    list: [docker.io/alpine:3.20]\n");
     assert!(e.message.contains("lacks a digest"), "{e}");
-    let e = parse_err("image: f\ndepends:\n  docker-images:\n    list: [\"alpine@sha256:zz\"]\n");
+    // containerd's reference.Parse needs a host before the first `/`.
+    for bad in ["alpine", "alpine:3.20"] {
+        let e = parse_err(&format!(
+            "image: f\ndepends:\n  docker-images:\n    list: [\"{bad}@{digest}\"]\n"
+        ));
+        assert!(e.message.contains("invalid port"), "{bad}: {e}");
+    }
+    for good in ["library/alpine", "localhost:5000/a/b:1"] {
+        parse_ok(&format!(
+            "image: f\ndepends:\n  docker-images:\n    list: [\"{good}@{digest}\"]\n"
+        ));
+    }
+    let e = parse_err("image: f\ndepends:\n  docker-images:\n    list: [\"x/alpine@sha256:zz\"]\n");
     assert!(e.message.contains("unable to validate digest"), "{e}");
     for (path, reason) in [
         ("/abs", "must be relative"),
