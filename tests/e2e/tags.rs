@@ -321,3 +321,72 @@ fn lkt_build_args_resolve_to_show_tag_output() {
         .to_owned();
     assert!(base_value.starts_with("linuxkit/a:"), "{base_value}");
 }
+
+/// `@lkt:pkg:` and `@lkt:pkgs:` into another repository and into a nested one (a directory
+/// with its own `.git` inside the work tree) resolve to the tags of those packages in their own
+/// repositories: `linuxkit/<image>:<tree hash>`, the hash as plain git gives it there.
+#[test]
+fn lkt_arguments_into_other_and_nested_repositories_use_those_repositories() {
+    let other = Repo::new();
+    other.write("a/build.yml", "image: a\n");
+    other.write("b/build.yml", "image: b\n");
+    other.commit_all("other");
+    let outer = Repo::new();
+    let other_dir = other.path().display().to_string();
+    outer.package(
+        "app",
+        "app",
+        &format!(
+            "buildArgs:\n  - OTHER=@lkt:pkg:{other_dir}/a\n  - NESTED=@lkt:pkg:../nested/n\n  - ALL%=@lkt:pkgs:{other_dir}/*\n"
+        ),
+    );
+    outer.write("nested/n/build.yml", "image: n\n");
+    outer.sh(
+        "nested",
+        "git init -q -b main && git -c user.name=t -c user.email=t@example.invalid add -A && git -c user.name=t -c user.email=t@example.invalid -c commit.gpgsign=false commit -q -m nested",
+    );
+    outer.commit_all("outer");
+    let tree =
+        |repo: &Repo, dir: &str, path: &str| repo.sh(dir, &format!("git rev-parse HEAD:{path}"));
+    let expected = [
+        ("OTHER", format!("linuxkit/a:{}", tree(&other, ".", "a"))),
+        (
+            "NESTED",
+            format!("linuxkit/n:{}", tree(&outer, "nested", "n")),
+        ),
+        (
+            "ALLLINUXKIT_A",
+            format!("linuxkit/a:{}", tree(&other, ".", "a")),
+        ),
+        (
+            "ALLLINUXKIT_B",
+            format!("linuxkit/b:{}", tree(&other, ".", "b")),
+        ),
+    ];
+    let graph: serde_json::Value = serde_json::from_str(&ok(outer
+        .lkpkg()
+        .args(["graph", "--format", "json", "app"])))
+    .unwrap();
+    let args: Vec<(String, String)> = graph["packages"][0]["build_args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["key"].as_str().unwrap().to_owned(),
+                a["value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for (key, value) in expected {
+        assert!(
+            args.contains(&(key.to_owned(), value.clone())),
+            "{key}={value} not in {args:?}"
+        );
+    }
+    // The targets' own show-tag agrees, from anywhere.
+    assert_eq!(
+        ok(outer.lkpkg().args(["pkg", "show-tag", "nested/n"])).trim(),
+        format!("linuxkit/n:{}", tree(&outer, "nested", "n"))
+    );
+}
