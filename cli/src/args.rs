@@ -301,6 +301,8 @@ pub enum BuilderCommand {
     Ls(BuilderArgs),
     /// Remove what lkpkg left in the builders' engines
     Prune(BuilderArgs),
+    /// linuxkit's builder disk usage (refused: see the message)
+    Du(BuilderArgs),
 }
 
 /// Which BuildKit builds, and linuxkit's `linuxkit-builder` container.
@@ -351,6 +353,14 @@ pub struct BuilderArgs {
     /// Platforms whose builders to act on [default: linux/amd64,linux/arm64,linux/riscv64]
     #[arg(long, value_delimiter = ',')]
     pub platforms: Vec<String>,
+    /// linuxkit's builder-container flags (refused with the reason: lkpkg's `builder` commands
+    /// act on the engines' own BuildKit)
+    #[arg(long, hide = true)]
+    pub builder_name: Option<String>,
+    #[arg(long, hide = true)]
+    pub builder_image: Option<String>,
+    #[arg(long, hide = true)]
+    pub builder_config: Option<PathBuf>,
     /// prune: list what would be removed, remove nothing
     #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
     pub dry_run: bool,

@@ -32,9 +32,25 @@ pub fn run(command: BuilderCommand, global: &GlobalArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let args = match &command {
+        BuilderCommand::Ls(a) | BuilderCommand::Prune(a) | BuilderCommand::Du(a) => a,
+    };
+    if args.builder_name.is_some() || args.builder_image.is_some() || args.builder_config.is_some()
+    {
+        return Err(crate::exit::bad_input(
+            "--builder-name, --builder-image and --builder-config: lkpkg's `pkg builder` \
+             commands act on the engines' own BuildKit and what lkpkg left there; for the \
+             linuxkit-builder container use `linuxkit pkg builder`",
+        ));
+    }
     match command {
         BuilderCommand::Ls(args) => runtime.block_on(ls(args, global)),
         BuilderCommand::Prune(args) => runtime.block_on(prune(args, global)),
+        BuilderCommand::Du(_) => Err(crate::exit::bad_input(
+            "pkg builder du: lkpkg builds with the engines' own BuildKit, whose cache \
+             `docker buildx du` (or `docker system df`) shows; for the linuxkit-builder \
+             container use `linuxkit pkg builder du`",
+        )),
     }
 }
 

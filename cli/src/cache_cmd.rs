@@ -89,6 +89,18 @@ pub enum CacheCommand {
         /// The tar file, or `-`
         file: String,
     },
+    /// Pull images from a registry into the cache (needs registry support: refused for now)
+    Pull { references: Vec<String> },
+    /// Push images from the cache to a registry (needs registry support: refused for now)
+    Push {
+        references: Vec<String>,
+        #[arg(long)]
+        remote_name: Option<String>,
+        #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
+        r#override: bool,
+        #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
+        with_arch_tags: bool,
+    },
 }
 
 /// `linux/<arch>` of this machine, in Go's architecture names.
@@ -155,6 +167,12 @@ fn short_type(media_type: &str) -> &str {
 
 /// Runs one `cache` subcommand against the cache at `cache_dir`.
 pub fn run(cmd: CacheCommand, cache_dir: &Path, quiet: bool) -> anyhow::Result<()> {
+    if matches!(cmd, CacheCommand::Pull { .. } | CacheCommand::Push { .. }) {
+        return Err(crate::exit::bad_input(
+            "cache pull and cache push need registry support, which lkpkg does not have yet; \
+             `linuxkit cache pull` and `linuxkit cache push` work on the same cache",
+        ));
+    }
     let say = |message: String| {
         if !quiet {
             crate::output::errln!("{message}");
@@ -387,6 +405,9 @@ pub fn run(cmd: CacheCommand, cache_dir: &Path, quiet: bool) -> anyhow::Result<(
                         .with_context(|| format!("cannot write `{outfile}`"))?;
                 }
             }
+        }
+        CacheCommand::Pull { .. } | CacheCommand::Push { .. } => {
+            unreachable!("refused before the cache is opened")
         }
         CacheCommand::Import { file } => {
             let imported = if file == "-" {

@@ -1269,6 +1269,9 @@ fn org_flag_with_an_lkt_pkg_base_builds_the_base_under_the_name_the_argument_giv
     platforms(t.cache(), &app_tag, AMD64);
     let fs = t.export(&app_tag, "amd64");
     assert!(fs.text("/base.yml").contains("-base"), "app is not on base");
+    // --dev names the package given $USER/…:dev; the base keeps the name the argument gives.
+    let outcome = t.build(&["--dev", "app"]);
+    assert_eq!(outcome.code, 0, "{}", outcome.dump());
     // Named on the command line under --org and reached as a reference: two names for one
     // directory, refused with the reason.
     let outcome = t.build(&["--org", "lkpkgother", "app", "base"]);

@@ -235,6 +235,29 @@ fn linuxkit_build_flags_are_accepted_or_refused_with_a_reason() {
             "{stderr}"
         );
     }
+    // linuxkit's commands lkpkg has no counterpart for say so, and leave the cache alone.
+    let cache = tempfile::tempdir().unwrap();
+    for (command, reason) in [
+        (
+            &["cache", "pull", "alpine:3.20"][..],
+            "`linuxkit cache pull`",
+        ),
+        (
+            &["cache", "push", "--remote-name", "x/y:1", "a/b:1"],
+            "registry support",
+        ),
+        (&["pkg", "builder", "du"], "docker buildx du"),
+        (
+            &["pkg", "builder", "prune", "--builder-name", "x"],
+            "linuxkit pkg builder",
+        ),
+    ] {
+        let (code, _, stderr) =
+            crate::support::run(repo.lkpkg().arg("--cache").arg(cache.path()).args(command));
+        assert_eq!(code, 2, "{command:?}: {stderr}");
+        assert!(stderr.contains(reason), "{command:?}: {stderr}");
+    }
+    assert!(!cache.path().join("index.json").exists());
 }
 
 /// An error names its real source, once: a bad `--tag` or `--dockerfile` is the command
