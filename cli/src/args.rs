@@ -291,6 +291,9 @@ pub struct ManifestArgs {
 
 #[derive(Args, Debug)]
 pub struct RemoteTagArgs {
+    /// Release version to also tag
+    #[arg(long)]
+    pub release: Option<String>,
     pub from: String,
     pub to: String,
 }

@@ -14,12 +14,15 @@ pub fn run(pkg: PkgCommand, global: &GlobalArgs) -> Result<()> {
         PkgSubcommand::ShowTag(args) => show_tag(&pkg.options, args),
         PkgSubcommand::Build(args) => crate::build_cmd::run(&pkg.options, args, global),
         PkgSubcommand::Builder(command) => crate::builder_cmd::run(command, global),
-        PkgSubcommand::Push(_) | PkgSubcommand::Manifest(_) | PkgSubcommand::RemoteTag(_) => {
-            let _ = global;
-            Err(bad_input(
-                "this command talks to a registry; lkpkg has no registry support yet",
-            ))
-        }
+        PkgSubcommand::Push(_) => Err(bad_input(
+            "pkg push talks to a registry, and lkpkg has no registry support yet: build with \
+             `lkpkg pkg build`, then `linuxkit pkg push` pushes the image it finds in the \
+             shared cache",
+        )),
+        PkgSubcommand::Manifest(_) | PkgSubcommand::RemoteTag(_) => Err(bad_input(
+            "pkg manifest and pkg remote-tag talk to a registry, and lkpkg has no registry \
+             support yet: use `linuxkit pkg manifest` / `linuxkit pkg remote-tag`",
+        )),
     }
 }
 

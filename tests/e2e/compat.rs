@@ -247,6 +247,15 @@ fn linuxkit_build_flags_are_accepted_or_refused_with_a_reason() {
             "registry support",
         ),
         (&["pkg", "builder", "du"], "docker buildx du"),
+        (&["pkg", "push", "--force", "pkg/a"], "`linuxkit pkg push`"),
+        (
+            &["pkg", "manifest", "--release", "v1", "pkg/a"],
+            "`linuxkit pkg manifest`",
+        ),
+        (
+            &["pkg", "remote-tag", "--release", "v1", "a/b:1", "a/b:2"],
+            "remote-tag`",
+        ),
         (
             &["pkg", "builder", "prune", "--builder-name", "x"],
             "linuxkit pkg builder",
