@@ -120,6 +120,15 @@ pub enum StoreError {
     InvalidArgument(String),
     #[error("cache verification found {problems} problem(s)")]
     VerifyFailed { problems: usize },
+    /// `index.json` is gone while redb still lists names: nothing is changed on the word of
+    /// one index when the other disagrees.
+    #[error(
+        "`{}` is missing, but the cache's index database still lists {names} name(s); nothing \
+         was changed. `lkpkg cache verify --repair` writes index.json back from it \
+         (`lkpkg cache clean` empties the cache instead)",
+        .root.join(layout::INDEX_FILE).display()
+    )]
+    IndexJsonMissing { root: PathBuf, names: usize },
 }
 
 impl StoreError {
@@ -207,9 +216,6 @@ impl Store {
                 std::fs::write(&layout_file, OCI_LAYOUT_CONTENT)
                     .map_err(|e| StoreError::io(&layout_file, e))?;
             }
-            if !root.join(layout::INDEX_FILE).exists() {
-                index_json::write(root, &ImageIndex::empty())?;
-            }
         }
         let db = db::open_shared(&db_path)?;
         let store = Store {
@@ -217,6 +223,15 @@ impl Store {
             db_path,
             db,
         };
+        // A new cache gets an empty index.json. A missing one in a cache whose database still
+        // names images is damage: left as it is for `cache verify` to report and repair, and
+        // every other command refuses (see `sync_locked`).
+        if !root.join(layout::INDEX_FILE).exists() {
+            if store.names_in_db()? > 0 {
+                return Ok(store);
+            }
+            index_json::write(root, &ImageIndex::empty())?;
+        }
         if db::ensure_schema(&store.db, &store.db_path)? {
             let _lock = match guard {
                 Some(g) => g,
@@ -275,6 +290,13 @@ impl Store {
     /// indexed (or just refreshing the stamp if only its `stat` changed). Returns the index.
     fn sync_locked(&self) -> Result<ImageIndex, StoreError> {
         if index_json::stat(&self.root)?.is_none() {
+            let names = self.names_in_db()?;
+            if names > 0 {
+                return Err(StoreError::IndexJsonMissing {
+                    root: self.root.clone(),
+                    names,
+                });
+            }
             index_json::write(&self.root, &ImageIndex::empty())?;
         }
         let (bytes, stamp) = index_json::read_raw(&self.root)?;
@@ -425,6 +447,17 @@ impl Store {
     }
 
     /// Every name's redb record, sorted by name (no freshness check).
+    /// How many names redb lists (0 for a database that does not have the table yet).
+    fn names_in_db(&self) -> Result<usize, StoreError> {
+        use redb::ReadableTableMetadata;
+        let read = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        match read.open_table(db::REFS) {
+            Ok(refs) => Ok(refs.len().map_err(|e| self.db_err(e))? as usize),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(self.db_err(e)),
+        }
+    }
+
     pub fn ref_records(&self) -> Result<Vec<(String, RefRecord)>, StoreError> {
         let read = self.db.begin_read().map_err(|e| self.db_err(e))?;
         let refs = read.open_table(db::REFS).map_err(|e| self.db_err(e))?;

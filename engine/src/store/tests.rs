@@ -584,3 +584,35 @@ fn concurrent_threads_publish_without_losing_names() {
     assert_eq!(store.names().unwrap().len(), 20);
     assert!(store.verify(false).unwrap().problems.is_empty());
 }
+
+/// With `index.json` gone, the cache's database still lists every name: nothing is deleted on
+/// the word of the missing index (gc used to empty the cache), every command says what is
+/// wrong, verify reports it and `--repair` writes index.json back from the database.
+#[test]
+fn a_missing_index_json_is_reported_and_repaired_never_taken_for_empty() {
+    let (dir, store) = store();
+    let layer = layer_tar(&[("f", b"kept")]);
+    store
+        .import(&docker_save("amd64", &["o/a:1"], std::slice::from_ref(&layer))[..])
+        .unwrap();
+    let blobs_before = blobs::list(store.root()).unwrap().len();
+    drop(store);
+    std::fs::remove_file(dir.path().join("index.json")).unwrap();
+
+    let store = Store::open(dir.path()).unwrap();
+    let missing = |e: StoreError| matches!(e, StoreError::IndexJsonMissing { names: 1, .. });
+    assert!(missing(store.names().unwrap_err()));
+    assert!(missing(store.gc(&GcOptions::default()).unwrap_err()));
+    assert!(missing(store.lookup("docker.io/o/a:1").unwrap_err()));
+    assert_eq!(blobs::list(store.root()).unwrap().len(), blobs_before);
+    assert!(!dir.path().join("index.json").exists());
+
+    let report = store.verify(false).unwrap();
+    assert_eq!(report.problems, vec![Problem::IndexJsonMissing { names: 1 }]);
+    assert!(!dir.path().join("index.json").exists());
+    let report = store.verify(true).unwrap();
+    assert!(report.repaired && report.remaining.is_empty(), "{report:?}");
+    let names: Vec<String> = store.names().unwrap().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["docker.io/o/a:1"]);
+    assert!(store.verify(false).unwrap().problems.is_empty());
+}

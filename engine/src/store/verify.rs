@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use lkpkg_cache_format::digest::Digest;
-use lkpkg_cache_format::layout::Descriptor;
+use lkpkg_cache_format::layout::{self, Descriptor, ImageIndex};
 
 use super::{Store, StoreError, blobs, index_json};
 
@@ -45,6 +45,11 @@ pub enum Problem {
         digest: Digest,
         expected: u64,
         recorded: u64,
+    },
+    /// `index.json` is missing while the database lists names (repair writes it back from
+    /// them).
+    IndexJsonMissing {
+        names: usize,
     },
 }
 
@@ -84,6 +89,11 @@ impl std::fmt::Display for Problem {
                 f,
                 "blob `{digest}` is reached by {expected} entries, the redb index says {recorded}"
             ),
+            Problem::IndexJsonMissing { names } => write!(
+                f,
+                "index.json is missing; the redb index lists {names} name(s) \
+                 (--repair writes index.json back from them)"
+            ),
         }
     }
 }
@@ -103,6 +113,29 @@ impl Store {
     /// Verifies the cache; with `repair`, fixes what can be fixed. See the module docs.
     pub fn verify(&self, repair: bool) -> Result<VerifyReport, StoreError> {
         let _lock = self.lock()?;
+        if !self.root().join(layout::INDEX_FILE).exists() {
+            let records = self.ref_records()?;
+            let mut report = VerifyReport::default();
+            report.problems.push(Problem::IndexJsonMissing {
+                names: records.len(),
+            });
+            if !repair {
+                report.remaining = report.problems.clone();
+                return Ok(report);
+            }
+            // The database's names are what index.json held when lkpkg last indexed it.
+            let mut index = ImageIndex::empty();
+            index.manifests = records.into_iter().map(|(_, r)| r.descriptor).collect();
+            index.manifests.sort_by(|a, b| a.ref_name().cmp(&b.ref_name()));
+            index_json::write(self.root(), &index)?;
+            self.reindex_locked()?;
+            let after = self.check_locked()?;
+            report.blobs_checked = after.blobs_checked;
+            report.names_checked = after.names_checked;
+            report.remaining = after.problems;
+            report.repaired = true;
+            return Ok(report);
+        }
         let mut report = self.check_locked()?;
         if repair && !report.problems.is_empty() {
             let quarantine = self.root().join(QUARANTINE_DIR);
