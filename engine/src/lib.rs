@@ -8,6 +8,7 @@
 pub mod build_args;
 pub mod build_yml;
 pub(crate) mod buildkit;
+mod confine;
 pub mod discover;
 pub mod dockerfile;
 pub mod error;

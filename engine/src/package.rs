@@ -49,6 +49,8 @@ impl Package {
         if !path.starts_with(&self.dir) {
             return Err(bad(format!("dockerfile `{name}` is outside the package")));
         }
+        crate::confine::within(&path, &self.dir)
+            .map_err(|m| bad(format!("dockerfile `{name}`: {m}")))?;
         Ok(path)
     }
 
@@ -134,6 +136,8 @@ impl Loader {
     fn load_with(&self, dir: &Path, build_yml_name: &str, options: &TagOptions) -> Result<Package> {
         let dir = absolute(dir)?;
         let build_yml_path = dir.join(build_yml_name);
+        crate::confine::within(&build_yml_path, &dir)
+            .map_err(|m| Error::from(PackageError::new(&build_yml_path, None, m)))?;
         let text = std::fs::read_to_string(&build_yml_path).map_err(|e| {
             Error::from(PackageError::new(
                 &build_yml_path,

@@ -136,7 +136,13 @@ pub fn compute(
     let mut source_hashes = String::new();
     for source in &yml.extra_sources {
         let ws = match workspaces.for_path(&source.src)? {
-            Some(ws) => ws,
+            // Through a symlink, it must still be in that repository.
+            Some(ws) => {
+                crate::confine::within(&source.src, ws.root()).map_err(|m| {
+                    crate::error::PackageError::new(build_yml_path, Some("extra-sources"), m)
+                })?;
+                ws
+            }
             None => {
                 return Err(crate::error::PackageError::new(
                     build_yml_path,

@@ -273,3 +273,55 @@ fn every_malformed_input_gives_one_clear_error_and_exit_2() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
 }
+
+/// Paths from build.yml that leave the package through a symlink are refused before anything
+/// reads them (issue #11's escapes): a Dockerfile that is a link to a file outside, a
+/// `dockerfile:` under a linked directory, a linked extra source, a linked build.yml, a linked
+/// `from-file`. The outside file's content appears nowhere.
+#[test]
+fn symlinks_out_of_the_package_are_refused_before_anything_reads_them() {
+    let outside = tempfile::tempdir().unwrap();
+    let secret = "TOP SECRET first line";
+    std::fs::write(outside.path().join("secret"), format!("{secret}\n")).unwrap();
+    std::fs::write(outside.path().join("Dockerfile"), format!("{secret}\n")).unwrap();
+    std::fs::write(outside.path().join("build.yml"), "image: stolen\n").unwrap();
+    let repo = Repo::new();
+    let link = |target: &std::path::Path, at: &str| {
+        let at = repo.join(at);
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, at).unwrap();
+    };
+    repo.write("pkg/a/build.yml", "image: a\n");
+    link(&outside.path().join("secret"), "pkg/a/Dockerfile");
+    repo.write("pkg/b/build.yml", "image: b\ndockerfile: sub/Dockerfile\n");
+    link(outside.path(), "pkg/b/sub");
+    repo.package("pkg/c", "c", "extra-sources:\n  - link:/x\n");
+    link(outside.path(), "pkg/c/link");
+    repo.write("pkg/d/Dockerfile", "FROM scratch\n");
+    link(&outside.path().join("build.yml"), "pkg/d/build.yml");
+    repo.package(
+        "pkg/e",
+        "e",
+        "depends:\n  docker-images:\n    from-file: images.txt\n",
+    );
+    link(&outside.path().join("secret"), "pkg/e/images.txt");
+    repo.commit_all("escapes");
+    for (dir, field) in [
+        ("pkg/a", "dockerfile"),
+        ("pkg/b", "dockerfile"),
+        ("pkg/c", "extra-sources"),
+        ("pkg/d", "build.yml"),
+        ("pkg/e", "from-file"),
+    ] {
+        let (code, stdout, stderr) = run(repo.lkpkg().args(["graph", dir]));
+        assert_eq!(code, 2, "{dir}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("outside") && stderr.contains(field),
+            "{dir}: {stderr}"
+        );
+        assert!(
+            !stderr.contains(secret) && !stdout.contains(secret),
+            "{dir}: {stderr}"
+        );
+    }
+}

@@ -323,6 +323,7 @@ fn docker_depends(
     };
     if let Some(relative) = sub("from-file", &from_file)? {
         let path = package_dir.join(&relative);
+        crate::confine::within(&path, package_dir).map_err(|m| err("from-file", m))?;
         let text = std::fs::read_to_string(&path).map_err(|e| {
             err(
                 "from-file",

@@ -608,7 +608,10 @@ fn a_missing_index_json_is_reported_and_repaired_never_taken_for_empty() {
     assert!(!dir.path().join("index.json").exists());
 
     let report = store.verify(false).unwrap();
-    assert_eq!(report.problems, vec![Problem::IndexJsonMissing { names: 1 }]);
+    assert_eq!(
+        report.problems,
+        vec![Problem::IndexJsonMissing { names: 1 }]
+    );
     assert!(!dir.path().join("index.json").exists());
     let report = store.verify(true).unwrap();
     assert!(report.repaired && report.remaining.is_empty(), "{report:?}");

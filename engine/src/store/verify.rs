@@ -126,7 +126,9 @@ impl Store {
             // The database's names are what index.json held when lkpkg last indexed it.
             let mut index = ImageIndex::empty();
             index.manifests = records.into_iter().map(|(_, r)| r.descriptor).collect();
-            index.manifests.sort_by(|a, b| a.ref_name().cmp(&b.ref_name()));
+            index
+                .manifests
+                .sort_by(|a, b| a.ref_name().cmp(&b.ref_name()));
             index_json::write(self.root(), &index)?;
             self.reindex_locked()?;
             let after = self.check_locked()?;
