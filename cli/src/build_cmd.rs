@@ -85,7 +85,7 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
             crate::output::errln!("warning: {warning}");
         }
     }
-    let store = Arc::new(lkpkg_engine::store::Store::open(&global.cache_dir())?);
+    let store = Arc::new(crate::output::open_store(&global.cache_dir())?);
     let build_options = BuildOptions {
         force: args.force,
         jobs: args.jobs.unwrap_or_else(|| {

@@ -146,7 +146,7 @@ async fn ls(args: BuilderArgs, global: &GlobalArgs) -> Result<()> {
 
 async fn prune(args: BuilderArgs, global: &GlobalArgs) -> Result<()> {
     let (builders, platforms) = builders_and_platforms(&args)?;
-    let store = lkpkg_engine::store::Store::open(&global.cache_dir())?;
+    let store = crate::output::open_store(&global.cache_dir())?;
     let cache_names: HashSet<String> = store.names()?.into_iter().map(|(n, _)| n).collect();
     let mut seen = BTreeSet::new();
     let mut failed = 0usize;

@@ -179,8 +179,7 @@ pub fn run(cmd: CacheCommand, cache_dir: &Path, quiet: bool) -> anyhow::Result<(
         }
     };
     // Refuse unsupported flags before touching the cache.
-    let store = Store::open(cache_dir)
-        .with_context(|| format!("cannot open the cache at `{}`", cache_dir.display()))?;
+    let store = crate::output::open_store(cache_dir)?;
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     match cmd {

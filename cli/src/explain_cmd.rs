@@ -13,7 +13,7 @@ use crate::args::{ExplainArgs, GlobalArgs, MessageFormat};
 pub fn run(args: ExplainArgs, global: &GlobalArgs) -> Result<()> {
     let (loader, dirs) = crate::pkg::load_packages(&args.dirs, &args.options)?;
     let graph = BuildGraph::build(&loader, &dirs, &GraphOptions::default())?;
-    let store = Arc::new(lkpkg_engine::store::Store::open(&global.cache_dir())?);
+    let store = Arc::new(crate::output::open_store(&global.cache_dir())?);
     let options = BuildOptions {
         jobs: 1,
         dry_run: true,

@@ -61,3 +61,14 @@ macro_rules! errln {
 }
 
 pub(crate) use {errln, outln};
+
+/// Opens the cache at `dir`, printing what opening it repaired (a warning, never silent).
+pub fn open_store(dir: &std::path::Path) -> anyhow::Result<lkpkg_engine::store::Store> {
+    use anyhow::Context as _;
+    let store = lkpkg_engine::store::Store::open(dir)
+        .with_context(|| format!("cannot open the cache at `{}`", dir.display()))?;
+    if let Some(notice) = store.notice() {
+        errln!("warning: {notice}");
+    }
+    Ok(store)
+}

@@ -39,22 +39,82 @@ fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<Database>>> {
 
 /// Opens (creating if needed) the database at `path`, sharing one handle per process.
 /// The caller holds the cache lock when the file may not exist yet.
-pub fn open_shared(path: &Path) -> Result<Arc<Database>, StoreError> {
+///
+/// The database is derived data (FORMAT.md): one redb cannot read (it reports corruption, or
+/// panics on pages it does not expect, as random bytes after the header make it) is moved aside
+/// as `<name>.unreadable-<ms>` and a new one is created, which [`super::Store::open`] fills from
+/// `index.json`. The second value says so, for the user. Any other failure (already open, no
+/// permission, …) is an error, never a reason to start over.
+pub fn open_shared(path: &Path) -> Result<(Arc<Database>, Option<String>), StoreError> {
     let key = path.canonicalize().unwrap_or_else(|_| path.to_owned());
     let mut open = registry()
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(db) = open.get(&key).and_then(Weak::upgrade) {
-        return Ok(db);
+        return Ok((db, None));
     }
-    let db = Database::builder()
-        .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-        .create(path)
-        .map_err(|e| StoreError::db(path, e))?;
+    let create = || {
+        Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+            .create(path)
+    };
+    let mut notice = None;
+    let db = match create_catching_panics(create) {
+        Ok(db) => db,
+        Err(Unreadable::Error(e)) => return Err(StoreError::db(path, e)),
+        Err(Unreadable::Corrupt(why)) => {
+            let aside = path.with_file_name(format!(
+                "{}.unreadable-{}",
+                path.file_name().unwrap_or_default().to_string_lossy(),
+                super::now_ms()
+            ));
+            std::fs::rename(path, &aside).map_err(|e| StoreError::io(path, e))?;
+            notice = Some(format!(
+                "the cache's index database `{}` was unreadable ({why}): moved to `{}` and \
+                 rebuilt from index.json (build records are lost: the images stay, and are \
+                 used as linuxkit would use them)",
+                path.display(),
+                aside.display()
+            ));
+            create().map_err(|e| StoreError::db(path, e))?
+        }
+    };
     let db = Arc::new(db);
     open.retain(|_, weak| weak.strong_count() > 0);
     open.insert(key, Arc::downgrade(&db));
-    Ok(db)
+    Ok((db, notice))
+}
+
+/// Why a database could not be opened.
+enum Unreadable {
+    /// Its content is damaged: it may be replaced.
+    Corrupt(String),
+    /// Anything else.
+    Error(redb::DatabaseError),
+}
+
+/// Runs redb's open, turning its corruption errors and its panics on damaged pages into
+/// [`Unreadable::Corrupt`] (the panic message is not printed: the caller says what happened).
+fn create_catching_panics(
+    create: impl Fn() -> Result<Database, redb::DatabaseError>,
+) -> Result<Database, Unreadable> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(create));
+    std::panic::set_hook(hook);
+    match result {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(why)))) => {
+            Err(Unreadable::Corrupt(why))
+        }
+        Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))))
+            if e.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            Err(Unreadable::Corrupt(e.to_string()))
+        }
+        Ok(Err(e)) => Err(Unreadable::Error(e)),
+        Err(_) => Err(Unreadable::Corrupt("redb failed reading its pages".into())),
+    }
 }
 
 /// Creates every table and records the schema version (idempotent). Returns whether the stored

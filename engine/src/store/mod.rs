@@ -182,6 +182,8 @@ pub struct Store {
     root: PathBuf,
     db_path: PathBuf,
     db: Arc<Database>,
+    /// What opening had to repair, for the user ([`Store::notice`]).
+    notice: Option<String>,
 }
 
 impl std::fmt::Debug for Store {
@@ -217,11 +219,12 @@ impl Store {
                     .map_err(|e| StoreError::io(&layout_file, e))?;
             }
         }
-        let db = db::open_shared(&db_path)?;
+        let (db, notice) = db::open_shared(&db_path)?;
         let store = Store {
             root: root.to_owned(),
             db_path,
             db,
+            notice,
         };
         // A new cache gets an empty index.json. A missing one in a cache whose database still
         // names images is damage: left as it is for `cache verify` to report and repair, and
@@ -243,6 +246,12 @@ impl Store {
         drop(guard);
         store.ensure_fresh()?;
         Ok(store)
+    }
+
+    /// What opening the cache repaired (an unreadable index database rebuilt), if anything:
+    /// commands print it as a warning.
+    pub fn notice(&self) -> Option<&str> {
+        self.notice.as_deref()
     }
 
     /// The cache directory.

@@ -619,3 +619,42 @@ fn a_missing_index_json_is_reported_and_repaired_never_taken_for_empty() {
     assert_eq!(names, ["docker.io/o/a:1"]);
     assert!(store.verify(false).unwrap().problems.is_empty());
 }
+
+/// An index database redb cannot read (random bytes after its header made every command
+/// panic) is set aside and rebuilt from index.json, and the store says so.
+#[test]
+fn an_unreadable_index_database_is_rebuilt_from_index_json() {
+    let (dir, store) = store();
+    let layer = layer_tar(&[("f", b"kept")]);
+    store
+        .import(&docker_save("amd64", &["o/a:1"], std::slice::from_ref(&layer))[..])
+        .unwrap();
+    drop(store);
+    let db_path = dir.path().join(lkpkg_cache_format::index_db::DB_FILE);
+    let mut bytes = std::fs::read(&db_path).unwrap();
+    let mut x: u32 = 12345;
+    for b in bytes.iter_mut().skip(4096) {
+        // A small deterministic generator: the same damage on every run.
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        *b = (x >> 16) as u8;
+    }
+    std::fs::write(&db_path, bytes).unwrap();
+
+    let store = Store::open(dir.path()).unwrap();
+    let notice = store.notice().expect("a notice").to_owned();
+    assert!(notice.contains("rebuilt from index.json"), "{notice}");
+    let names: Vec<String> = store.names().unwrap().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["docker.io/o/a:1"]);
+    assert!(store.verify(false).unwrap().problems.is_empty());
+    let aside = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".unreadable-")
+        })
+        .count();
+    assert_eq!(aside, 1);
+}
