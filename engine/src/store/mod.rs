@@ -112,6 +112,12 @@ pub enum StoreError {
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("blob `{digest}` needed by `{name}` is missing from the cache")]
     MissingBlob { name: String, digest: Digest },
+    #[error("blob `{digest}` of `{name}` is not what its descriptor says: {why}")]
+    BadContent {
+        name: String,
+        digest: Digest,
+        why: String,
+    },
     #[error(transparent)]
     Digest(#[from] DigestError),
     #[error("not supported yet: {0}")]
@@ -155,6 +161,7 @@ impl StoreError {
                 | StoreError::InvalidReference(_)
                 | StoreError::PlatformNotFound { .. }
                 | StoreError::BadArchive(_)
+                | StoreError::BadContent { .. }
                 | StoreError::DigestMismatch { .. }
                 | StoreError::Digest(_)
                 | StoreError::Unsupported(_)
@@ -175,6 +182,9 @@ pub(crate) fn now_ms() -> u64 {
 pub struct Closure {
     pub blobs: BTreeMap<Digest, (String, u64)>,
     pub missing: BTreeSet<Digest>,
+    /// Blobs present but not what their descriptor says: another size, or a manifest or index
+    /// that is not one (with why).
+    pub invalid: BTreeMap<Digest, String>,
 }
 
 /// The linuxkit cache at one directory.
@@ -604,23 +614,46 @@ impl Store {
                 .insert(desc.digest, (desc.media_type.clone(), desc.size));
             let is_index = layout::is_index_media_type(&desc.media_type);
             let is_manifest = layout::is_manifest_media_type(&desc.media_type);
-            if !is_index && !is_manifest {
-                if !self.has_blob(&desc.digest) {
-                    closure.missing.insert(desc.digest);
+            match std::fs::metadata(self.blob_path(&desc.digest)) {
+                Ok(meta) if meta.is_file() => {
+                    if meta.len() != desc.size {
+                        closure.invalid.insert(
+                            desc.digest,
+                            format!("{} bytes, its descriptor says {}", meta.len(), desc.size),
+                        );
+                    }
                 }
+                _ => {
+                    closure.missing.insert(desc.digest);
+                    continue;
+                }
+            }
+            if !is_index && !is_manifest {
                 continue;
             }
             let Ok(bytes) = self.read_blob(&desc.digest) else {
                 closure.missing.insert(desc.digest);
                 continue;
             };
-            if is_index {
-                if let Ok(index) = serde_json::from_slice::<ImageIndex>(&bytes) {
+            let what = if is_index {
+                "an image index"
+            } else {
+                "an image manifest"
+            };
+            let parsed = if is_index {
+                serde_json::from_slice::<ImageIndex>(&bytes).map(|index| {
                     stack.extend(index.manifests);
-                }
-            } else if let Ok(manifest) = serde_json::from_slice::<ImageManifest>(&bytes) {
-                stack.push(manifest.config);
-                stack.extend(manifest.layers);
+                })
+            } else {
+                serde_json::from_slice::<ImageManifest>(&bytes).map(|manifest| {
+                    stack.push(manifest.config);
+                    stack.extend(manifest.layers);
+                })
+            };
+            if let Err(e) = parsed {
+                closure
+                    .invalid
+                    .insert(desc.digest, format!("not {what}: {e}"));
             }
         }
         closure
@@ -730,11 +763,21 @@ impl Store {
         let mut new_entries = Vec::new();
         let mut increments: BTreeMap<Digest, (String, u64, u64)> = BTreeMap::new();
         for (name, mut desc) in set {
+            // Every name published is one a registry, the engine and linuxkit accept, and
+            // reaches only content that is what its descriptors say.
+            reference::validate(&name).map_err(StoreError::InvalidArgument)?;
             let closure = self.closure(&desc);
             if let Some(digest) = closure.missing.first() {
                 return Err(StoreError::MissingBlob {
                     name,
                     digest: *digest,
+                });
+            }
+            if let Some((digest, why)) = closure.invalid.first_key_value() {
+                return Err(StoreError::BadContent {
+                    name,
+                    digest: *digest,
+                    why: why.clone(),
                 });
             }
             for (digest, (media_type, size)) in closure.blobs {

@@ -51,12 +51,26 @@ pub enum Problem {
     IndexJsonMissing {
         names: usize,
     },
+    /// A blob an entry reaches is not what its descriptor says (size, or not a manifest).
+    BadContent {
+        name: String,
+        digest: Digest,
+        why: String,
+    },
+    /// A name outside the reference grammar (no registry or engine would take it).
+    InvalidName {
+        name: String,
+        why: String,
+    },
 }
 
 impl Problem {
     /// Whether `--repair` fixes it.
     pub fn is_repairable(&self) -> bool {
-        !matches!(self, Problem::MissingBlob { .. })
+        !matches!(
+            self,
+            Problem::MissingBlob { .. } | Problem::BadContent { .. } | Problem::InvalidName { .. }
+        )
     }
 }
 
@@ -89,6 +103,10 @@ impl std::fmt::Display for Problem {
                 f,
                 "blob `{digest}` is reached by {expected} entries, the redb index says {recorded}"
             ),
+            Problem::BadContent { name, digest, why } => {
+                write!(f, "blob `{digest}` of `{name}`: {why}")
+            }
+            Problem::InvalidName { name, why } => write!(f, "{why} (entry {name:?})"),
             Problem::IndexJsonMissing { names } => write!(
                 f,
                 "index.json is missing; the redb index lists {names} name(s) \
@@ -183,6 +201,21 @@ impl Store {
                 report.problems.push(Problem::MissingBlob {
                     name: label.clone(),
                     digest: *digest,
+                });
+            }
+            for (digest, why) in &closure.invalid {
+                report.problems.push(Problem::BadContent {
+                    name: label.clone(),
+                    digest: *digest,
+                    why: why.clone(),
+                });
+            }
+            if let Some(name) = entry.ref_name()
+                && let Err(why) = lkpkg_cache_format::reference::validate(name)
+            {
+                report.problems.push(Problem::InvalidName {
+                    name: name.to_owned(),
+                    why,
                 });
             }
             for digest in closure.blobs.keys() {
