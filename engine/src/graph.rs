@@ -554,6 +554,7 @@ fn load_one(
         }
         return Ok(None);
     }
+    package.check_buildable()?;
     let yml_args = loader.build_args(&package)?;
     let args = build_args::merge(&yml_args, &options.arg_files);
     let override_name = options.dockerfile.as_deref().filter(|_| requested);

@@ -59,6 +59,12 @@ impl Package {
     /// `from_command_line`: the path came from `--dockerfile` (which a missing file blames).
     pub fn read_dockerfile(&self, path: &Path, from_command_line: bool) -> Result<String> {
         std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => PackageError::new(
+                &self.build_yml_path,
+                Some("dockerfile"),
+                format!("dockerfile `{}` is not UTF-8 text", path.display()),
+            )
+            .into(),
             std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory => {
                 let message = format!("dockerfile `{}` not found", path.display());
                 if from_command_line {
@@ -69,6 +75,44 @@ impl Package {
             }
             _ => Error::io(path, e),
         })
+    }
+
+    /// What a build needs of the package beyond what computing its tag does (so `show-tag`
+    /// stays as lenient as linuxkit's, and `build --dry-run` and `graph` refuse what the
+    /// engine would): an image name registries take, lower-case arches, extra-source
+    /// destinations inside the build context.
+    pub fn check_buildable(&self) -> Result<()> {
+        let bad = |field: &str, m: String| -> Error {
+            PackageError::new(&self.build_yml_path, Some(field), m).into()
+        };
+        lkpkg_cache_format::reference::validate(&self.tag.full_tag())
+            .map_err(|why| bad("image", format!("{why} (image, org and tag make the name)")))?;
+        for arch in &self.yml.arches {
+            let ok = !arch.is_empty()
+                && arch
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+            if !ok {
+                return Err(bad(
+                    "arches",
+                    format!(
+                        "arch `{arch}`: arches are lower-case Go names (amd64, arm64, riscv64, …)"
+                    ),
+                ));
+            }
+        }
+        for source in &self.yml.extra_sources {
+            if source.dst == ".." || source.dst.starts_with("../") {
+                return Err(bad(
+                    "extra-sources",
+                    format!(
+                        "`{}`: the destination `{}` leaves the build context",
+                        source.spec, source.dst
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Package directory relative to `base`, for display (`pkg/init`).

@@ -111,6 +111,21 @@ fn cases() -> Vec<Case> {
             "lacks a digest",
         ),
         case(
+            "image name in upper case",
+            "image: UPPER\n",
+            "invalid image name",
+        ),
+        case(
+            "arch in upper case",
+            "image: p\narches: [AMD64]\n",
+            "arches are lower-case",
+        ),
+        case(
+            "extra-source destination out of the context",
+            "image: p\nextra-sources:\n  - .:../../x\n",
+            "leaves the build context",
+        ),
+        case(
             "depends image without a registry path",
             &depends("    list: [alpine:3.20]\n"),
             "invalid port",
@@ -324,4 +339,16 @@ fn symlinks_out_of_the_package_are_refused_before_anything_reads_them() {
             "{dir}: {stderr}"
         );
     }
+}
+
+/// A Dockerfile that is not UTF-8 text is the package's error (exit 2), not the machine's.
+#[test]
+fn a_dockerfile_that_is_not_utf8_is_bad_input() {
+    let repo = Repo::new();
+    repo.write("pkg/p/build.yml", "image: p\n");
+    std::fs::write(repo.join("pkg/p/Dockerfile"), b"FROM scratch\n\xff\xfe\n").unwrap();
+    repo.commit_all("p");
+    let (code, _, stderr) = run(repo.lkpkg().args(["graph", "pkg/p"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("not UTF-8"), "{stderr}");
 }

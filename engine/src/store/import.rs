@@ -96,7 +96,13 @@ impl Store {
                     .into(),
             ));
         }
-        ingest.publish(names.clone())?;
+        ingest.publish(names.clone()).map_err(|e| match e {
+            // Within an import, a blob the archive's own index reaches is the archive's fault.
+            StoreError::MissingBlob { name, digest } => StoreError::BadArchive(format!(
+                "`{name}` needs blob `{digest}`, which the archive does not hold"
+            )),
+            other => other,
+        })?;
         Ok(names
             .into_iter()
             .map(|(name, descriptor)| ImportedName { name, descriptor })

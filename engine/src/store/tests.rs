@@ -742,6 +742,25 @@ fn bad_names_and_bad_content_are_refused_and_verify_reports_them() {
     assert!(matches!(e, StoreError::BadContent { .. }), "{e}");
     let names: Vec<String> = store.names().unwrap().into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["docker.io/o/good:1"]);
+    // An index entry whose blob the archive does not hold: the archive's fault.
+    let absent = b"{\"schemaVersion\":2}";
+    let e = store
+        .import(
+            &layout_tar(
+                &[],
+                &[(
+                    layout::MEDIA_TYPE_OCI_MANIFEST,
+                    absent,
+                    absent.len(),
+                    "docker.io/o/m:1",
+                )],
+            )[..],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, StoreError::BadArchive(_)) && e.is_user_error(),
+        "{e}"
+    );
 
     // Planted by another tool: verify reports both.
     let mut index = raw_index(&store);
