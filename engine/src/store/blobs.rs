@@ -24,6 +24,37 @@ pub fn blob_file(root: &Path, digest: &Digest) -> PathBuf {
     root.join(BLOBS_DIR).join(digest.hex())
 }
 
+/// `<kind><pid>-`: a temporary file's name says which process writes it, so that what a
+/// killed writer left can be told from what a live one is writing ([`remove_dead_temps`]).
+pub(crate) fn temp_prefix(kind: &str) -> String {
+    format!("{kind}{}-", std::process::id())
+}
+
+/// Removes the temporary files (`<kind><pid>-…`) in `dir` whose writer is dead: what a killed
+/// lkpkg left (a blob being streamed, an `index.json` being replaced). A live writer's files
+/// are kept; so are names without a pid (older lkpkg: `gc` removes those after an hour).
+pub(crate) fn remove_dead_temps(dir: &Path, kinds: &[&str]) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Some(rest) = kinds.iter().find_map(|k| name.strip_prefix(k)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// A blob being written: a temporary file and the running hash of what went into it.
 pub struct TempBlob {
     file: tempfile::NamedTempFile,
@@ -35,7 +66,7 @@ impl TempBlob {
     pub fn create(root: &Path) -> Result<TempBlob, StoreError> {
         let dir = root.join(TMP_DIR);
         let file = tempfile::Builder::new()
-            .prefix("blob-")
+            .prefix(&temp_prefix("blob-"))
             .tempfile_in(&dir)
             .map_err(|e| StoreError::io(&dir, e))?;
         Ok(TempBlob {

@@ -62,6 +62,9 @@ pub fn parse(root: &Path, bytes: &[u8]) -> Result<ImageIndex, StoreError> {
 
 /// Replaces `index.json` atomically and durably; returns the stamp of what was written.
 /// The caller holds the cache lock.
+/// The prefix of `index.json`'s temporary files (then the writer's pid).
+pub(crate) const TEMP_KIND: &str = "index.json.lkpkg-tmp-";
+
 pub fn write(root: &Path, index: &ImageIndex) -> Result<IndexStamp, StoreError> {
     let path = root.join(INDEX_FILE);
     let bytes = canonical_json::to_vec_index_json(index).map_err(|e| StoreError::Json {
@@ -69,7 +72,7 @@ pub fn write(root: &Path, index: &ImageIndex) -> Result<IndexStamp, StoreError> 
         message: e.to_string(),
     })?;
     let mut tmp = tempfile::Builder::new()
-        .prefix("index.json.lkpkg-tmp-")
+        .prefix(&super::blobs::temp_prefix(TEMP_KIND))
         .tempfile_in(root)
         .map_err(|e| StoreError::io(root, e))?;
     tmp.write_all(&bytes)

@@ -213,6 +213,9 @@ impl Store {
         ] {
             std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
         }
+        // What killed writers left: their temporary blobs and index.json replacements.
+        blobs::remove_dead_temps(&root.join(blobs::TMP_DIR), &["blob-"]);
+        blobs::remove_dead_temps(root, &[index_json::TEMP_KIND]);
         let db_path = root.join(format::DB_FILE);
         let needs_init = !root.join(OCI_LAYOUT_FILE).exists()
             || !root.join(layout::INDEX_FILE).exists()

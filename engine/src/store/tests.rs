@@ -796,3 +796,27 @@ fn bad_names_and_bad_content_are_refused_and_verify_reports_them() {
         "{problems:?}"
     );
 }
+
+/// Temporary files a killed writer left (a blob being streamed, an index.json replacement) are
+/// removed by the next open; a live writer's are kept.
+#[test]
+fn temporary_files_of_dead_writers_are_removed_on_open() {
+    let (dir, store) = store();
+    drop(store);
+    let dead = (4_000_000..4_100_000)
+        .find(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        .unwrap();
+    let tmp = dir.path().join(blobs::TMP_DIR);
+    let files = [
+        tmp.join(format!("blob-{dead}-abc")),
+        dir.path().join(format!("index.json.lkpkg-tmp-{dead}-abc")),
+        tmp.join("blob-1-live"),
+        dir.path().join("index.json.lkpkg-tmp-1-live"),
+    ];
+    for f in &files {
+        std::fs::write(f, b"partial").unwrap();
+    }
+    let _store = Store::open(dir.path()).unwrap();
+    assert!(!files[0].exists() && !files[1].exists());
+    assert!(files[2].exists() && files[3].exists());
+}
