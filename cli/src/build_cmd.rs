@@ -174,7 +174,11 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
                 &base,
                 events,
             ) => Some(summary),
-            _ = tokio::signal::ctrl_c() => None,
+            _ = tokio::signal::ctrl_c() => {
+                // A task waiting for the cache lock stops waiting.
+                lkpkg_engine::store::interrupt_waits();
+                None
+            }
         }
     });
     drop(runtime);

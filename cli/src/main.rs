@@ -18,6 +18,8 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = args::Cli::parse();
+    // A busy cache lock is said, never waited for in silence (as cargo's "Blocking").
+    lkpkg_engine::store::report_waits_with(|message| output::errln!("    Blocking {message}"));
     let result = match cli.command {
         args::Command::Pkg(pkg) => pkg::run(*pkg, &cli.global),
         args::Command::Cache(cmd) => cache_cmd::run(cmd, &cli.global.cache_dir(), cli.global.quiet),

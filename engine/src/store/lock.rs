@@ -12,12 +12,39 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, fcntl};
 use nix::libc;
 
 use super::StoreError;
+
+/// How long to wait for a lock held by someone else before giving up, unless
+/// `LKPKG_LOCK_TIMEOUT` (seconds; `0` waits forever) says otherwise. Writers hold the lock for
+/// one publication (milliseconds), so a holder for this long is stuck (stopped, or hung).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+const POLL: Duration = Duration::from_millis(50);
+/// How long a wait lasts before it is reported.
+const REPORT_AFTER: Duration = Duration::from_secs(1);
+
+/// What to tell the user when the lock is busy, set once by the binary (cargo's "Blocking
+/// waiting for file lock"). Without it, nothing is printed.
+static WAIT_REPORTER: OnceLock<fn(&str)> = OnceLock::new();
+/// Set by the binary on Ctrl-C: waits end at once with [`StoreError::Interrupted`].
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Where waiting for the lock is reported (see [`WAIT_REPORTER`]).
+pub fn report_waits_with(reporter: fn(&str)) {
+    let _ = WAIT_REPORTER.set(reporter);
+}
+
+/// Ends every wait for the lock (Ctrl-C).
+pub fn interrupt_waits() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
 
 /// A held write lock on `<cache>/.lock`; dropping it unlocks.
 #[derive(Debug)]
@@ -26,8 +53,20 @@ pub struct CacheLock {
 }
 
 impl CacheLock {
-    /// Blocks until the lock is ours.
+    /// Takes the lock, waiting while someone else holds it: it says once whom it waits for,
+    /// and gives up after the timeout (or on Ctrl-C) with an error that says so.
     pub fn acquire(root: &Path) -> Result<CacheLock, StoreError> {
+        let timeout = std::env::var("LKPKG_LOCK_TIMEOUT")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(Some(DEFAULT_TIMEOUT), |s| {
+                (s > 0).then(|| Duration::from_secs(s))
+            });
+        Self::acquire_within(root, timeout)
+    }
+
+    /// [`CacheLock::acquire`] with an explicit timeout (`None`: wait for ever).
+    pub fn acquire_within(root: &Path, timeout: Option<Duration>) -> Result<CacheLock, StoreError> {
         let path = root.join(lkpkg_cache_format::layout::LOCK_FILE);
         let file = OpenOptions::new()
             .read(true)
@@ -44,13 +83,52 @@ impl CacheLock {
             l_len: 0,
             l_pid: 0,
         };
+        let started = Instant::now();
+        let mut reported = false;
+        let mut attempt: u32 = 0;
         loop {
-            match fcntl(&file, FcntlArg::F_OFD_SETLKW(&whole_file)) {
+            match fcntl(&file, FcntlArg::F_OFD_SETLK(&whole_file)) {
                 Ok(_) => return Ok(CacheLock { _file: file }),
                 Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN | Errno::EACCES) => {}
                 Err(e) => return Err(StoreError::io(&path, io::Error::from(e))),
             }
+            let holder = holder(&file, &whole_file);
+            // Writers hold the lock for milliseconds: only a wait that lasts is worth a line.
+            if !reported && started.elapsed() >= REPORT_AFTER {
+                reported = true;
+                if let Some(report) = WAIT_REPORTER.get() {
+                    report(&format!(
+                        "waiting for the cache lock `{}`, held by {holder}",
+                        path.display()
+                    ));
+                }
+            }
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                return Err(StoreError::Interrupted);
+            }
+            if timeout.is_some_and(|t| started.elapsed() >= t) {
+                return Err(StoreError::LockTimeout {
+                    path: path.clone(),
+                    seconds: started.elapsed().as_secs(),
+                    holder,
+                });
+            }
+            // Short waits first (the common case is a publication by another task), then
+            // a steady poll.
+            std::thread::sleep(POLL.min(Duration::from_millis(1 << attempt.min(6))));
+            attempt += 1;
         }
+    }
+}
+
+/// Who holds the lock, as far as the kernel says: a pid for a classic POSIX lock (linuxkit's),
+/// none for an open file description lock (another lkpkg).
+fn holder(file: &File, whole_file: &libc::flock) -> String {
+    let mut probe = *whole_file;
+    match fcntl(file, FcntlArg::F_OFD_GETLK(&mut probe)) {
+        Ok(_) if probe.l_pid > 0 => format!("process {} (linuxkit, or another tool)", probe.l_pid),
+        _ => "another lkpkg process".to_owned(),
     }
 }
 
@@ -60,6 +138,28 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    /// A holder that never lets go (a process stopped with SIGSTOP): the waiter gives up after
+    /// its timeout with an error naming the lock, instead of waiting for ever in silence.
+    #[test]
+    fn a_stuck_holder_makes_waiters_give_up_with_a_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = CacheLock::acquire(dir.path()).unwrap();
+        let root = dir.path().to_owned();
+        let started = Instant::now();
+        let e = std::thread::spawn(move || {
+            CacheLock::acquire_within(&root, Some(Duration::from_millis(300))).unwrap_err()
+        })
+        .join()
+        .unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(matches!(e, StoreError::LockTimeout { .. }), "{e}");
+        let message = e.to_string();
+        assert!(
+            message.contains(".lock") && message.contains("LKPKG_LOCK_TIMEOUT"),
+            "{message}"
+        );
+    }
 
     #[test]
     fn excludes_other_threads_of_the_same_process() {

@@ -82,7 +82,7 @@ pub use export::ExportFormat;
 pub use gc::{GcOptions, GcReport, UsageReport};
 pub use import::ImportedName;
 pub use ingest::Ingest;
-pub use lock::CacheLock;
+pub use lock::{CacheLock, interrupt_waits, report_waits_with};
 pub use verify::{Problem, VerifyReport};
 
 /// Conditions a caller of the store acts on.
@@ -128,6 +128,18 @@ pub enum StoreError {
     VerifyFailed { problems: usize },
     /// `index.json` is gone while redb still lists names: nothing is changed on the word of
     /// one index when the other disagrees.
+    #[error(
+        "gave up waiting for the cache lock `{}` after {seconds} s: it is held by {holder}, \
+         which may be stopped or hung (LKPKG_LOCK_TIMEOUT sets the wait in seconds, 0 for ever)",
+        .path.display()
+    )]
+    LockTimeout {
+        path: PathBuf,
+        seconds: u64,
+        holder: String,
+    },
+    #[error("interrupted while waiting for the cache lock")]
+    Interrupted,
     #[error(
         "`{}` is missing, but the cache's index database still lists {names} name(s); nothing \
          was changed. `lkpkg cache verify --repair` writes index.json back from it \
