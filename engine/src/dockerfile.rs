@@ -36,7 +36,14 @@ pub struct Dockerfile {
     pub args_used_outside_from: BTreeSet<String>,
     /// The `# syntax=` parser directive (the frontend image BuildKit is asked to run).
     pub syntax: Option<String>,
+    /// An `ARG` or reference whose expansion passed [`MAX_EXPANSION`] bytes (doubling `ARG`s
+    /// grow 2^n from a few bytes): the package's error, not a reason to allocate without bound.
+    pub oversized: Option<String>,
 }
+
+/// The most bytes one substitution may produce. BuildKit's own limits on a Dockerfile's
+/// values are far below what would need more.
+pub const MAX_EXPANSION: usize = 64 * 1024;
 
 /// The `# syntax=` directive of a Dockerfile, as BuildKit reads it: a `#` comment of the form
 /// `key=value` among the first lines, before any instruction or other comment.
@@ -134,6 +141,11 @@ pub fn read(text: &str, args: &BTreeMap<String, String>) -> Dockerfile {
                         .get(name)
                         .cloned()
                         .or_else(|| default.map(|d| substitute(&d, &global)));
+                    if value.as_ref().is_some_and(|v| v.len() > MAX_EXPANSION) {
+                        result
+                            .oversized
+                            .get_or_insert_with(|| format!("ARG {name}"));
+                    }
                     if let Some(value) = value {
                         global.insert(name.to_owned(), value);
                     }
@@ -287,6 +299,10 @@ pub fn substitute(s: &str, vars: &BTreeMap<String, String>) -> String {
     let mut out = String::new();
     let mut i = 0;
     while i < s.len() {
+        if out.len() > MAX_EXPANSION {
+            // Cut short; `read` reports it (see `Dockerfile::oversized`).
+            break;
+        }
         let c = s[i..].chars().next().unwrap_or_default();
         if c == '$' {
             let (name, next) = variable_at(s, i + 1);
@@ -370,5 +386,18 @@ mod tests {
             Some("docker/dockerfile:1.7")
         );
         assert_eq!(syntax_directive("FROM x\n# syntax=y\n"), None);
+    }
+
+    /// `ARG A0=xx`, `ARG Ai=${A(i-1)}${A(i-1)}` up to 40: 851 bytes that doubled to 2^41
+    /// bytes. The expansion is cut at `MAX_EXPANSION` and reported.
+    #[test]
+    fn doubling_args_are_bounded_and_reported() {
+        let mut text = String::from("ARG A0=xx\n");
+        for i in 1..=40 {
+            text.push_str(&format!("ARG A{i}=${{A{}}}${{A{}}}\n", i - 1, i - 1));
+        }
+        text.push_str("FROM scratch\n");
+        let d = read(&text, &BTreeMap::new());
+        assert_eq!(d.oversized.as_deref(), Some("ARG A16"));
     }
 }

@@ -565,6 +565,17 @@ fn load_one(
         .map(|a| (a.key.clone(), a.value.clone()))
         .collect();
     let dockerfile = dockerfile::read(&text, &values);
+    if let Some(what) = &dockerfile.oversized {
+        return Err(PackageError::new(
+            &dockerfile_path,
+            None,
+            format!(
+                "{what} expands to more than {} bytes",
+                dockerfile::MAX_EXPANSION
+            ),
+        )
+        .into());
+    }
     let mut references = Vec::new();
     let mut tag_sources = Vec::new();
     for arg in &args {

@@ -9,7 +9,7 @@ struct Case {
     name: &'static str,
     build_yml: String,
     /// Extra files to write in the package dir.
-    files: Vec<(&'static str, &'static str)>,
+    files: Vec<(&'static str, String)>,
     /// Extra arguments to `lkpkg graph`.
     args: Vec<&'static str>,
     /// What the error must say.
@@ -206,7 +206,19 @@ fn cases() -> Vec<Case> {
         .last_mut()
         .unwrap()
         .files
-        .push(("Dockerfile", "ARG SELF\nFROM ${SELF}\n"));
+        .push(("Dockerfile", "ARG SELF\nFROM ${SELF}\n".into()));
+    let mut doubling = String::from("ARG A0=xx\n");
+    for i in 1..=40 {
+        doubling.push_str(&format!("ARG A{i}=${{A{}}}${{A{}}}\n", i - 1, i - 1));
+    }
+    doubling.push_str("FROM scratch\n");
+    let mut c = case(
+        "ARGs doubling to 2^41 bytes",
+        "image: p\n",
+        "expands to more than",
+    );
+    c.files.push(("Dockerfile", doubling));
+    cases.push(c);
     let mut c = case(
         "cycle through two packages",
         "image: p\nbuildArgs:\n  - O=@lkt:pkg:../other\n",
@@ -214,17 +226,18 @@ fn cases() -> Vec<Case> {
     );
     c.files.push((
         "../other/build.yml",
-        "image: other\nbuildArgs:\n  - P=@lkt:pkg:../p\n",
+        "image: other\nbuildArgs:\n  - P=@lkt:pkg:../p\n".into(),
     ));
-    c.files.push(("Dockerfile", "ARG O\nFROM ${O}\n"));
-    c.files.push(("../other/Dockerfile", "ARG P\nFROM ${P}\n"));
+    c.files.push(("Dockerfile", "ARG O\nFROM ${O}\n".into()));
+    c.files
+        .push(("../other/Dockerfile", "ARG P\nFROM ${P}\n".into()));
     cases.push(c);
     let mut c = case(
         "bad arg file line",
         "image: p\n",
         "must be in format 'arg=value'",
     );
-    c.files.push(("args.txt", "NOEQUALS\n"));
+    c.files.push(("args.txt", "NOEQUALS\n".into()));
     c.args.extend(["--build-arg-file", "pkg/p/args.txt"]);
     cases.push(c);
     let mut c = case(
@@ -232,7 +245,7 @@ fn cases() -> Vec<Case> {
         "image: p\n",
         "must be in format 'arg=value'",
     );
-    c.files.push(("args.txt", "A=1\n\nB=2\n"));
+    c.files.push(("args.txt", "A=1\n\nB=2\n".into()));
     c.args.extend(["--build-arg-file", "pkg/p/args.txt"]);
     cases.push(c);
     let mut c = case("missing arg file", "image: p\n", "nope.txt");
