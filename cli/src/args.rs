@@ -399,6 +399,9 @@ pub struct ExplainArgs {
     /// linuxkit's `pkg` options that change tags
     #[command(flatten)]
     pub options: PkgOptions,
+    /// Files of build arguments, as for `pkg build`
+    #[arg(long)]
+    pub build_arg_file: Vec<std::path::PathBuf>,
     /// Package directories; none means every package below the current directory
     pub dirs: Vec<std::path::PathBuf>,
 }

@@ -95,10 +95,8 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
         }),
         keep_going: args.keep_going,
         docker: args.docker,
-        network: options.network.or(options.nonetwork.map(|no| !no)),
-        disable_cache: options
-            .disable_cache
-            .or(options.enable_cache.map(|enable| !enable)),
+        network: crate::pkg::network_and_cache(options).0,
+        disable_cache: crate::pkg::network_and_cache(options).1,
         dry_run: args.dry_run,
         epoch: epoch()?,
     };

@@ -12,11 +12,24 @@ use crate::args::{ExplainArgs, GlobalArgs, MessageFormat};
 
 pub fn run(args: ExplainArgs, global: &GlobalArgs) -> Result<()> {
     let (loader, dirs) = crate::pkg::load_packages(&args.dirs, &args.options)?;
-    let graph = BuildGraph::build(&loader, &dirs, &GraphOptions::default())?;
+    // The inputs are what `pkg build` would use: its build-argument files and its network
+    // and cache flags, or the reasons would not be the build's.
+    let mut arg_files = Vec::new();
+    for file in &args.build_arg_file {
+        arg_files.extend(lkpkg_engine::build_args::read_arg_file(file, &loader)?);
+    }
+    let graph_options = GraphOptions {
+        arg_files,
+        ..GraphOptions::default()
+    };
+    let graph = BuildGraph::build(&loader, &dirs, &graph_options)?;
     let store = Arc::new(crate::output::open_store(&global.cache_dir())?);
+    let (network, disable_cache) = crate::pkg::network_and_cache(&args.options);
     let options = BuildOptions {
         jobs: 1,
         dry_run: true,
+        network,
+        disable_cache,
         ..BuildOptions::default()
     };
     let base = std::env::current_dir()?;

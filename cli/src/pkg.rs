@@ -26,6 +26,18 @@ pub fn run(pkg: PkgCommand, global: &GlobalArgs) -> Result<()> {
     }
 }
 
+/// The command line's network and cache overrides (`--network`/`--nonetwork`,
+/// `--disable-cache`/`--enable-cache`, with pflag values), as every command that decides
+/// builds must see them: `pkg build`, `--dry-run` and `explain` alike.
+pub fn network_and_cache(options: &PkgOptions) -> (Option<bool>, Option<bool>) {
+    (
+        options.network.or(options.nonetwork.map(|no| !no)),
+        options
+            .disable_cache
+            .or(options.enable_cache.map(|enable| !enable)),
+    )
+}
+
 /// The tag options the `pkg` flags give (`--org` over `LINUXKIT_PKG_ORG`).
 pub fn tag_options(options: &PkgOptions) -> TagOptions {
     TagOptions {

@@ -1436,3 +1436,44 @@ fn a_metadata_only_image_with_no_layer_builds() {
     }
     assert!(t.export(&tag, "amd64").entries.is_empty());
 }
+
+/// `explain` sees the inputs `pkg build` used: its network and cache flags and its
+/// build-argument files (it ignored them, and called such builds stale).
+#[test]
+fn explain_uses_the_builds_network_cache_and_arg_file_inputs() {
+    let t = Test::new("explain");
+    t.build_yml("net", "arches: [amd64]\n");
+    t.repo.write(
+        "net/Dockerfile",
+        "FROM scratch\nARG GREETING\nLABEL greeting=${GREETING}\nCOPY build.yml /\n",
+    );
+    t.repo.write("args.txt", "GREETING=hello\n");
+    t.repo.commit_all("net");
+    let arg_file = t.repo.join("args.txt");
+    let arg_file = arg_file.to_str().unwrap();
+    t.build_ok(&[
+        "--network",
+        "--disable-cache",
+        "--build-arg-file",
+        arg_file,
+        "net",
+    ]);
+    let explain = |flags: &[&str]| {
+        ok(t.lkpkg().arg("explain").args(flags).arg("net"))
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(
+        explain(&["--network", "--disable-cache", "--build-arg-file", arg_file]),
+        "net/amd64: fresh"
+    );
+    let stale = explain(&[]);
+    assert!(
+        stale.starts_with("net/amd64: stale")
+            && stale.contains("network")
+            && stale.contains("GREETING"),
+        "{stale}"
+    );
+}
