@@ -291,6 +291,7 @@ fn human_line(event: &Event, verbose: bool) -> Option<String> {
         Event::Started { unit, reason, .. } => format!("    Building {unit}: {reason}"),
         Event::Log { unit, line } if verbose => format!("    [{unit}] {line}"),
         Event::Log { .. } => return None,
+        Event::Waiting { unit, reason } => format!("     Waiting {unit}: {reason}"),
         Event::Finished {
             unit,
             digest,
@@ -340,6 +341,7 @@ fn event_json(event: &Event) -> serde_json::Value {
             json!({ "unit": unit, "reason": reason.to_string(), "builder": builder }),
         ),
         Event::Log { unit, line } => ("log", json!({ "unit": unit, "line": line })),
+        Event::Waiting { unit, reason } => ("waiting", json!({ "unit": unit, "reason": reason })),
         Event::Finished {
             unit,
             digest,

@@ -1477,3 +1477,52 @@ fn explain_uses_the_builds_network_cache_and_arg_file_inputs() {
         "{stale}"
     );
 }
+
+/// Two lkpkg processes building the same package into one cache at once (two CI jobs): one
+/// builds, the other says it waits and takes what the first built. The unit is built once.
+#[test]
+fn two_processes_never_build_the_same_unit_at_once() {
+    let t = Test::new("twice");
+    t.build_yml("slow", "arches: [amd64]\n")
+        .busybox_per_arch("slow");
+    t.repo.write(
+        "slow/Dockerfile",
+        "FROM scratch\nARG TARGETARCH\nCOPY busybox-${TARGETARCH} /bin/busybox\nRUN [\"/bin/busybox\", \"sleep\", \"3\"]\n",
+    );
+    t.repo.commit_all("slow");
+    let spawn = || {
+        t.lkpkg()
+            .args(["--message-format", "json", "pkg", "build", "slow"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = spawn();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let second = spawn();
+    let outputs: Vec<std::process::Output> = [first, second]
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let mut started = 0;
+    let mut waited = 0;
+    for out in &outputs {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in stdout.lines() {
+            let event: Value = serde_json::from_str(line).unwrap();
+            match event["type"].as_str() {
+                Some("started") => started += 1,
+                Some("waiting") => waited += 1,
+                _ => {}
+            }
+        }
+    }
+    assert_eq!((started, waited), (1, 1), "{outputs:?}");
+    platforms(t.cache(), &t.tag("slow", &[]), AMD64);
+}

@@ -54,7 +54,7 @@ use tokio::sync::Semaphore;
 use crate::executor::docker::EngineError;
 use crate::fingerprint::{self, Inputs, content};
 use crate::graph::{BuildGraph, Edge, Node, Platform};
-use crate::store::Store;
+use crate::store::{Store, UnitClaim};
 use crate::workspace::Workspaces;
 
 /// A boxed future, as the [`Executor`]'s methods return (the trait is used as an object).
@@ -169,6 +169,12 @@ pub enum Event {
     IndexKept {
         package: String,
         name: String,
+        reason: String,
+    },
+    /// Another lkpkg process sharing the cache is building the unit: this one waits for it
+    /// instead of building it a second time.
+    Waiting {
+        unit: String,
         reason: String,
     },
 }
@@ -869,6 +875,59 @@ impl UnitTask {
             }),
             log,
         };
+        // Across processes sharing the cache, one build of a key at a time; whoever waited
+        // takes what the other built.
+        let store = shared.store.clone();
+        let claim_root = store.root().to_owned();
+        let mut waited = false;
+        let _claim = loop {
+            let root = claim_root.clone();
+            let key = self.key;
+            let claimed = tokio::task::spawn_blocking(move || UnitClaim::try_claim(&root, &key))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            let claim = match claimed {
+                Ok(claim) => claim,
+                Err(error) => {
+                    events(Event::Failed {
+                        unit: self.name.clone(),
+                        error: format!("claiming the unit in the cache: {error}"),
+                        log_tail: Vec::new(),
+                    });
+                    return Err(UnitFailure::Failed);
+                }
+            };
+            if let Some(claim) = claim {
+                break claim;
+            }
+            if !waited {
+                waited = true;
+                events(Event::Waiting {
+                    unit: self.name.clone(),
+                    reason: "another lkpkg process sharing the cache is building it".into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let name =
+            lkpkg_cache_format::reference::per_arch(&package.tag.full_tag(), &self.platform.arch);
+        // (`--force` builds whatever the records say.)
+        if let Some(record) = (!shared.options.force)
+            .then(|| store.build_record(&self.key).ok().flatten())
+            .flatten()
+            .filter(|r| present(&store, &r.manifest))
+        {
+            // Built by the other process meanwhile (or before this one decided).
+            if store.point_name(&name, &record.manifest).is_ok() {
+                events(Event::Fresh {
+                    unit: self.name.clone(),
+                    digest: record.manifest.digest.to_string(),
+                    reason: Freshness::Reused,
+                });
+                return Ok(record.manifest);
+            }
+        }
         let result = shared.executor.build(job).await;
         let (since, started_at, builder) = started
             .lock()

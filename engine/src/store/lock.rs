@@ -122,6 +122,52 @@ impl CacheLock {
     }
 }
 
+/// One unit being built: an OFD lock on one of 4,096 slot files in `<cache>/lkpkg-locks/`,
+/// chosen by the unit's build key, so that two processes sharing a cache never build the same
+/// key at once (two keys sharing a slot only wait for each other). Slot files are never
+/// deleted: removing a lock file while someone waits on it would let a third process lock a new
+/// file of the same name. Dropping the claim releases it; so does the kernel if the process dies.
+#[derive(Debug)]
+pub struct UnitClaim {
+    _file: File,
+}
+
+impl UnitClaim {
+    /// Claims `key` if no other process has it claimed; `None` when one has.
+    pub fn try_claim(root: &Path, key: &[u8; 32]) -> Result<Option<UnitClaim>, StoreError> {
+        let dir = root.join(UNIT_LOCKS_DIR);
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        let slot = (u16::from(key[0]) << 4 | u16::from(key[1] >> 4)) & 0x0fff;
+        let path = dir.join(format!("{slot:03x}"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        let whole_file = libc::flock {
+            l_type: libc::F_WRLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        loop {
+            return match fcntl(&file, FcntlArg::F_OFD_SETLK(&whole_file)) {
+                Ok(_) => Ok(Some(UnitClaim { _file: file })),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN | Errno::EACCES) => Ok(None),
+                Err(e) => Err(StoreError::io(&path, io::Error::from(e))),
+            };
+        }
+    }
+}
+
+/// Where the unit claims live.
+pub const UNIT_LOCKS_DIR: &str = "lkpkg-locks";
+
 /// Who holds the lock, as far as the kernel says: a pid for a classic POSIX lock (linuxkit's),
 /// none for an open file description lock (another lkpkg).
 fn holder(file: &File, whole_file: &libc::flock) -> String {

@@ -82,7 +82,7 @@ pub use export::ExportFormat;
 pub use gc::{GcOptions, GcReport, UsageReport};
 pub use import::ImportedName;
 pub use ingest::Ingest;
-pub use lock::{CacheLock, interrupt_waits, report_waits_with};
+pub use lock::{CacheLock, UnitClaim, interrupt_waits, report_waits_with};
 pub use verify::{Problem, VerifyReport};
 
 /// Conditions a caller of the store acts on.
