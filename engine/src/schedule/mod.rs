@@ -477,8 +477,14 @@ pub async fn build(
         let (node, result) = joined.map_err(|e| internal(format!("a build task panicked: {e}")))?;
         let package = units[by_node[&node]].package;
         match result {
-            Ok(descriptor) => {
-                summary.built += 1;
+            Ok((descriptor, built_here)) => {
+                // A unit another process built meanwhile counts as fresh here; its dependents
+                // still see it as new (its digest is not the one they were decided against).
+                if built_here {
+                    summary.built += 1;
+                } else {
+                    summary.fresh += 1;
+                }
                 rebuilt.insert(node);
                 package_changed.insert(package);
                 done.insert(node, Some(descriptor));
@@ -836,7 +842,9 @@ enum UnitFailure {
 }
 
 impl UnitTask {
-    async fn run(self) -> Result<Descriptor, UnitFailure> {
+    /// Builds the unit; the flag says whether this process built it (`false`: another process
+    /// sharing the cache built the same key meanwhile, and its image is taken).
+    async fn run(self) -> Result<(Descriptor, bool), UnitFailure> {
         let shared = self.shared.clone();
         let events = shared.events.clone();
         let package = &shared.graph.packages[self.package].package;
@@ -925,7 +933,7 @@ impl UnitTask {
                     digest: record.manifest.digest.to_string(),
                     reason: Freshness::Reused,
                 });
-                return Ok(record.manifest);
+                return Ok((record.manifest, false));
             }
         }
         let result = shared.executor.build(job).await;
@@ -978,7 +986,7 @@ impl UnitTask {
             digest: descriptor.digest.to_string(),
             duration,
         });
-        Ok(descriptor)
+        Ok((descriptor, true))
     }
 }
 
