@@ -20,27 +20,9 @@ fn encode(out: &mut String, value: &GoValue, ty: &GoType) -> Result<(), String> 
         (GoType::Ptr(_) | GoType::Slice(_) | GoType::Map(_), GoValue::Nil) => out.push_str("null"),
         (GoType::Ptr(elem), GoValue::Ptr(v)) => encode(out, v, elem)?,
         (GoType::Slice(elem), GoValue::Slice(items)) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                encode(out, item, elem)?;
-            }
-            out.push(']');
+            array(out, items, |out, item| encode(out, item, elem))?
         }
-        (GoType::Map(elem), GoValue::Map(map)) => {
-            out.push('{');
-            for (i, (k, v)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                string(out, k);
-                out.push(':');
-                encode(out, v, elem)?;
-            }
-            out.push('}');
-        }
+        (GoType::Map(elem), GoValue::Map(map)) => object(out, map, |out, v| encode(out, v, elem))?,
         (GoType::Struct(s), GoValue::Struct(values)) => {
             out.push('{');
             let mut first = true;
@@ -90,6 +72,42 @@ fn encode_fields(
     Ok(())
 }
 
+/// `[a,b,…]`, each item written by `item`.
+fn array(
+    out: &mut String,
+    items: &[GoValue],
+    mut item: impl FnMut(&mut String, &GoValue) -> Result<(), String>,
+) -> Result<(), String> {
+    out.push('[');
+    for (i, value) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        item(out, value)?;
+    }
+    out.push(']');
+    Ok(())
+}
+
+/// `{"k":v,…}` in key order (Go sorts map keys), each value written by `value`.
+fn object(
+    out: &mut String,
+    map: &std::collections::BTreeMap<String, GoValue>,
+    mut value: impl FnMut(&mut String, &GoValue) -> Result<(), String>,
+) -> Result<(), String> {
+    out.push('{');
+    for (i, (k, v)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        string(out, k);
+        out.push(':');
+        value(out, v)?;
+    }
+    out.push('}');
+    Ok(())
+}
+
 /// `encoding/json`'s `isEmptyValue`.
 fn is_empty(value: &GoValue) -> bool {
     match value {
@@ -114,28 +132,8 @@ fn encode_dynamic(out: &mut String, value: &GoValue) -> Result<(), String> {
         GoValue::Uint(u) => out.push_str(&u.to_string()),
         GoValue::Float(f) => float(out, *f)?,
         GoValue::String(s) | GoValue::Time(s) => string(out, s),
-        GoValue::Slice(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                encode_dynamic(out, item)?;
-            }
-            out.push(']');
-        }
-        GoValue::Map(map) => {
-            out.push('{');
-            for (i, (k, v)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                string(out, k);
-                out.push(':');
-                encode_dynamic(out, v)?;
-            }
-            out.push('}');
-        }
+        GoValue::Slice(items) => array(out, items, encode_dynamic)?,
+        GoValue::Map(map) => object(out, map, encode_dynamic)?,
         GoValue::GeneralMap => {
             return Err("json: unsupported type: map[interface {}]interface {}".into());
         }

@@ -762,6 +762,14 @@ impl Decoder {
         }
     }
 
+    /// The name of a mapping's key to decode, or `None` to skip it: a null key (yaml.v3
+    /// skips it), a collection (a type error), or, inside a merge, a key already set (it wins).
+    fn own_key(&mut self, key: &Node, merged: Option<&mut Merged>) -> Option<String> {
+        let name = self.key_name(key)?;
+        let already_set = merged.is_some_and(|set| !set.insert(name.clone()));
+        (!already_set).then_some(name)
+    }
+
     fn mapping_map(
         &mut self,
         node: &Node,
@@ -783,16 +791,9 @@ impl Decoder {
                 merge = Some(v);
                 continue;
             }
-            let Some(name) = self.key_name(k) else {
+            let Some(name) = self.own_key(k, merged.as_deref_mut()) else {
                 continue;
             };
-            // Inside a merge: keys already set win.
-            if merged
-                .as_deref_mut()
-                .is_some_and(|set| !set.insert(name.clone()))
-            {
-                continue;
-            }
             self.path.push(name.clone());
             let mut value = elem.zero();
             let good = self.unmarshal(v, elem, &mut value, None);
@@ -826,16 +827,9 @@ impl Decoder {
                 merge = Some(v);
                 continue;
             }
-            let Some(name) = self.key_name(k) else {
+            let Some(name) = self.own_key(k, merged.as_deref_mut()) else {
                 continue;
             };
-            // Inside a merge: keys already set win.
-            if merged
-                .as_deref_mut()
-                .is_some_and(|set| !set.insert(name.clone()))
-            {
-                continue;
-            }
             let Some(index) = ty.fields.iter().position(|f| f.yaml == name) else {
                 self.key_error(
                     k.line,

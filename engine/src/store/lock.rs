@@ -68,39 +68,22 @@ impl CacheLock {
     /// [`CacheLock::acquire`] with an explicit timeout (`None`: wait for ever).
     pub fn acquire_within(root: &Path, timeout: Option<Duration>) -> Result<CacheLock, StoreError> {
         let path = root.join(lkpkg_cache_format::layout::LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(&path)
-            .map_err(|e| StoreError::io(&path, e))?;
-        let whole_file = libc::flock {
-            l_type: libc::F_WRLCK as libc::c_short,
-            l_whence: libc::SEEK_SET as libc::c_short,
-            l_start: 0,
-            l_len: 0,
-            l_pid: 0,
-        };
+        let file = open_lock_file(&path)?;
         let started = Instant::now();
         let mut reported = false;
         let mut attempt: u32 = 0;
         loop {
-            match fcntl(&file, FcntlArg::F_OFD_SETLK(&whole_file)) {
-                Ok(_) => return Ok(CacheLock { _file: file }),
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN | Errno::EACCES) => {}
-                Err(e) => return Err(StoreError::io(&path, io::Error::from(e))),
+            if try_write_lock(&file, &path)? {
+                return Ok(CacheLock { _file: file });
             }
-            let holder = holder(&file, &whole_file);
             // Writers hold the lock for milliseconds: only a wait that lasts is worth a line.
             if !reported && started.elapsed() >= REPORT_AFTER {
                 reported = true;
                 if let Some(report) = WAIT_REPORTER.get() {
                     report(&format!(
-                        "waiting for the cache lock `{}`, held by {holder}",
-                        path.display()
+                        "waiting for the cache lock `{}`, held by {}",
+                        path.display(),
+                        holder(&file)
                     ));
                 }
             }
@@ -111,7 +94,7 @@ impl CacheLock {
                 return Err(StoreError::LockTimeout {
                     path: path.clone(),
                     seconds: started.elapsed().as_secs(),
-                    holder,
+                    holder: holder(&file),
                 });
             }
             // Short waits first (the common case is a publication by another task), then
@@ -139,29 +122,42 @@ impl UnitClaim {
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
         let slot = (u16::from(key[0]) << 4 | u16::from(key[1] >> 4)) & 0x0fff;
         let path = dir.join(format!("{slot:03x}"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(&path)
-            .map_err(|e| StoreError::io(&path, e))?;
-        let whole_file = libc::flock {
-            l_type: libc::F_WRLCK as libc::c_short,
-            l_whence: libc::SEEK_SET as libc::c_short,
-            l_start: 0,
-            l_len: 0,
-            l_pid: 0,
+        let file = open_lock_file(&path)?;
+        Ok(try_write_lock(&file, &path)?.then_some(UnitClaim { _file: file }))
+    }
+}
+
+/// The whole file, for writing: linuxkit's byte range.
+fn whole_file() -> libc::flock {
+    libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    }
+}
+
+fn open_lock_file(path: &Path) -> Result<File, StoreError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(path)
+        .map_err(|e| StoreError::io(path, e))
+}
+
+/// Takes the OFD write lock on `file` if it is free: `false` when someone holds it.
+fn try_write_lock(file: &File, path: &Path) -> Result<bool, StoreError> {
+    loop {
+        return match fcntl(file, FcntlArg::F_OFD_SETLK(&whole_file())) {
+            Ok(_) => Ok(true),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN | Errno::EACCES) => Ok(false),
+            Err(e) => Err(StoreError::io(path, io::Error::from(e))),
         };
-        loop {
-            return match fcntl(&file, FcntlArg::F_OFD_SETLK(&whole_file)) {
-                Ok(_) => Ok(Some(UnitClaim { _file: file })),
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EAGAIN | Errno::EACCES) => Ok(None),
-                Err(e) => Err(StoreError::io(&path, io::Error::from(e))),
-            };
-        }
     }
 }
 
@@ -170,8 +166,8 @@ pub const UNIT_LOCKS_DIR: &str = "lkpkg-locks";
 
 /// Who holds the lock, as far as the kernel says: a pid for a classic POSIX lock (linuxkit's),
 /// none for an open file description lock (another lkpkg).
-fn holder(file: &File, whole_file: &libc::flock) -> String {
-    let mut probe = *whole_file;
+fn holder(file: &File) -> String {
+    let mut probe = whole_file();
     match fcntl(file, FcntlArg::F_OFD_GETLK(&mut probe)) {
         Ok(_) if probe.l_pid > 0 => format!("process {} (linuxkit, or another tool)", probe.l_pid),
         _ => "another lkpkg process".to_owned(),
