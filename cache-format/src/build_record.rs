@@ -11,6 +11,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::layout::Descriptor;
 
+/// The tag under which a build record is shared through a registry: in the repository of the
+/// unit's image, `lkpkg-key-<the build key in hex>` names the unit's per-platform image
+/// manifest (see FORMAT.md, "Shared build records").
+pub fn shared_record_tag(key: &[u8; 32]) -> String {
+    let mut tag = String::with_capacity(10 + 64);
+    tag.push_str("lkpkg-key-");
+    for byte in key {
+        tag.push_str(&format!("{byte:02x}"));
+    }
+    tag
+}
+
 /// The encoding version of a build record.
 pub const RECORD_VERSION: u8 = 1;
 

@@ -211,6 +211,41 @@ impl ImageIndex {
     }
 }
 
+/// linuxkit's index merge (`util.AppendIndex`): the entries of `old` whose os/arch/variant match
+/// none of `new`'s manifests are kept, `new`'s are appended (without a `ref.name`), and
+/// attestation manifests that refer to an image no longer in the result are dropped. Used for
+/// the cache's multi-arch names and for the indexes pushed to registries alike.
+pub fn merge_index_entries(old: Vec<Descriptor>, new: &[Descriptor]) -> Vec<Descriptor> {
+    let mut entries = old;
+    entries.retain(|e| {
+        e.is_attestation()
+            || !new.iter().any(|m| match (&e.platform, &m.platform) {
+                (Some(a), Some(b)) => a.same_slot(b),
+                _ => false,
+            })
+    });
+    for m in new {
+        if entries.iter().any(|e| e.digest == m.digest) {
+            continue;
+        }
+        let mut m = m.clone();
+        m.annotations.remove(REF_NAME_ANNOTATION);
+        entries.push(m);
+    }
+    let present: std::collections::BTreeSet<String> = entries
+        .iter()
+        .filter(|e| !e.is_attestation())
+        .map(|e| e.digest.to_string())
+        .collect();
+    entries.retain(|e| {
+        !e.is_attestation()
+            || e.annotations
+                .get("vnd.docker.reference.digest")
+                .is_none_or(|d| present.contains(d))
+    });
+    entries
+}
+
 /// An OCI image manifest (or Docker schema 2 manifest).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ImageManifest {

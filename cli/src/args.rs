@@ -47,6 +47,13 @@ pub struct GlobalArgs {
     /// How to print events: human text, or JSON Lines
     #[arg(long, global = true, value_enum, default_value_t = MessageFormat::Human)]
     pub message_format: MessageFormat,
+    /// Registry mirror for pulls, `<registry>=<url>` or `<url>` for every registry (repeatable;
+    /// LINUXKIT_MIRROR is read first)
+    #[arg(long, global = true, value_name = "MIRROR")]
+    pub mirror: Vec<String>,
+    /// Extra CA certificates (PEM) to trust for registries (repeatable)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub cert_file: Vec<PathBuf>,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,15 +140,9 @@ pub struct PkgOptions {
     /// package discovery; `.lkpkgignore` files in the repository do the same
     #[arg(long, global = true, value_name = "PATTERN")]
     pub exclude: Vec<String>,
-    /// Registry credentials, `registry=user:pass` or `registry=token` (needs registry support)
+    /// Registry credentials, `registry=user:pass` or `registry=token` (over the docker config)
     #[arg(long, global = true, value_delimiter = ',')]
     pub registry_creds: Vec<String>,
-    /// linuxkit's registry mirrors (needs registry support)
-    #[arg(long, global = true, hide = true)]
-    pub mirror: Vec<String>,
-    /// linuxkit's extra CA certificates for pulling (needs registry support)
-    #[arg(long, global = true, hide = true)]
-    pub cert_file: Vec<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -150,12 +151,13 @@ pub enum PkgSubcommand {
     Build(BuildArgs),
     /// Show the tag of packages
     ShowTag(ShowTagArgs),
-    /// Build and push packages (needs registry support)
+    /// Build and push packages (`pkg build --push`)
     Push(BuildArgs),
-    /// Create and push the multi-arch index of a package (needs registry support)
+    /// Create and push the multi-arch index of a package from its `<tag>-<arch>` images in the
+    /// registry
     #[command(alias = "index")]
     Manifest(ManifestArgs),
-    /// Tag a remote image with another name (needs registry support)
+    /// Tag a remote image with another tag of its repository
     RemoteTag(RemoteTagArgs),
     /// Show and manage the builders
     #[command(subcommand)]
@@ -212,33 +214,46 @@ pub struct BuildArgs {
     /// Keep building what does not depend on a failed unit
     #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
     pub keep_going: bool,
-    /// linuxkit's registry and SBOM flags, refused (or accepted where they change nothing)
+    #[command(flatten)]
+    pub publish: PublishArgs,
+    /// linuxkit's flags lkpkg has no counterpart for, refused (or accepted where they change
+    /// nothing)
     #[command(flatten)]
     pub linuxkit_only: LinuxkitBuildFlags,
     /// Package directories; none means every package below the current directory
     pub dirs: Vec<PathBuf>,
 }
 
-/// Flags of linuxkit's `pkg build` that lkpkg has no counterpart for yet. They are parsed so
+/// The registry side of `pkg build`, with linuxkit's names.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PublishArgs {
+    /// Pull a unit missing from the cache from the registry rather than build it (what lkpkg
+    /// does by default too)
+    #[arg(long, conflicts_with = "force", action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
+    pub pull: bool,
+    /// After building, push the images, the multi-arch index and the build records
+    #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
+    pub push: bool,
+    /// With --push: push what the cache holds, build nothing
+    #[arg(long, conflicts_with = "force", action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
+    pub nobuild: bool,
+    /// With --push: also push the image as `org/image:RELEASE`
+    #[arg(long, value_name = "RELEASE")]
+    pub release: Option<String>,
+    /// With --push: also push the `<tag>-<arch>` tags
+    #[arg(long, action = clap::ArgAction::Set, default_value_t = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
+    pub manifest: bool,
+}
+
+/// Flags of linuxkit's `pkg build` that lkpkg has no counterpart for. They are parsed so
 /// that a linuxkit user's command line gets a reason and a way on, not "unexpected argument"
 /// ([`LinuxkitBuildFlags::refusal`]).
 #[derive(Args, Debug, Clone, Default)]
 pub struct LinuxkitBuildFlags {
     #[arg(long, hide = true, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
-    pub pull: bool,
-    #[arg(long, hide = true, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
-    pub push: bool,
-    #[arg(long, hide = true, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
-    pub nobuild: bool,
-    #[arg(long, hide = true, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
     pub ignore_cached: bool,
     #[arg(long, hide = true, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
     pub precache_images: bool,
-    #[arg(long, hide = true)]
-    pub release: Option<String>,
-    /// `--manifest` only matters with `--push`: accepted, with and without a value.
-    #[arg(long, hide = true, action = clap::ArgAction::Set, default_value_t = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
-    pub manifest: bool,
     #[arg(long, hide = true)]
     pub sbom_scanner: Option<String>,
 }
@@ -246,29 +261,21 @@ pub struct LinuxkitBuildFlags {
 impl LinuxkitBuildFlags {
     /// Why the flags given cannot be honoured, if one cannot.
     pub fn refusal(&self) -> Option<String> {
-        let registry = |flag: &str| {
-            Some(format!(
-                "{flag}: lkpkg has no registry support yet; build here, then push with linuxkit \
-                 (`linuxkit pkg push` finds lkpkg's images in the shared cache)"
-            ))
-        };
-        if self.push {
-            return registry("--push");
-        }
-        if self.pull {
-            return registry("--pull");
-        }
-        if self.nobuild {
-            return registry("--nobuild");
-        }
-        if self.release.is_some() {
-            return registry("--release");
-        }
         if self.ignore_cached {
-            return registry("--ignore-cached");
+            return Some(
+                "--ignore-cached: lkpkg builds FROM in-repo images out of the cache, platform \
+                 by platform, so that every dependent sees what its dependency built; there is \
+                 no registry path to ignore it for (use --force to rebuild)"
+                    .into(),
+            );
         }
         if self.precache_images {
-            return registry("--precache-images");
+            return Some(
+                "--precache-images: lkpkg already resolves in-repo images from the cache; \
+                 other base images come through the builder (`lkpkg cache pull` fetches an \
+                 image into the cache)"
+                    .into(),
+            );
         }
         match self.sbom_scanner.as_deref() {
             // lkpkg attaches no SBOM: asking for none is what it does.

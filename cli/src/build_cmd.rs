@@ -29,17 +29,10 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
     if let Some(refusal) = args.linuxkit_only.refusal() {
         return Err(bad_input(refusal));
     }
-    if !options.mirror.is_empty() || !options.cert_file.is_empty() {
+    let publish = &args.publish;
+    if publish.nobuild && !publish.push {
         return Err(bad_input(
-            "--mirror and --cert-file: lkpkg has no registry support yet, and its builds pull \
-             base images through the engine; leave them out, or build with linuxkit",
-        ));
-    }
-    if !options.registry_creds.is_empty() {
-        // linuxkit gives them to the builder for pulling; lkpkg's builds cannot use them yet.
-        return Err(bad_input(
-            "--registry-creds: lkpkg has no registry support yet, and its builds pull base \
-             images anonymously; leave the flag out, or build with linuxkit",
+            "--nobuild skips the build before a push: use it with --push",
         ));
     }
     let (builder_mode, builder_container) = crate::pkg::builder_mode(&args.builder_container)?;
@@ -86,6 +79,32 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
         }
     }
     let store = Arc::new(crate::output::open_store(&global.cache_dir())?);
+    // The registry: asked before units build (by shared build record, then by tag), and
+    // pushed to with --push. A client that cannot be made (a malformed docker config, a bad
+    // certificate file) fails a push; a build goes on without registry lookups, and says so.
+    let registry = match crate::registry_cmd::client(global, &options.registry_creds) {
+        Ok(registry) => Some(registry),
+        Err(e) if !publish.push => {
+            if !global.quiet {
+                crate::output::errln!(
+                    "warning: not looking in registries for published images: {e}"
+                );
+            }
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    if publish.nobuild {
+        let registry = registry.expect("a push has a registry client");
+        return crate::registry_cmd::publish(
+            &store,
+            &registry,
+            &graph,
+            &[],
+            &publish_options(publish),
+            &|line| say(global, line),
+        );
+    }
     let build_options = BuildOptions {
         force: args.force,
         jobs: args.jobs.unwrap_or_else(|| {
@@ -147,6 +166,13 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
         .enable_all()
         .build()?;
     let graph = Arc::new(graph);
+    let remote = registry.clone().map(|registry| {
+        Arc::new(lkpkg_engine::remote::RegistryRemote::new(
+            registry,
+            store.clone(),
+            graph.clone(),
+        )) as Arc<dyn lkpkg_engine::schedule::Remote>
+    });
     let executor = Arc::new(
         BuildkitExecutor::new(
             graph.clone(),
@@ -164,10 +190,10 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
     let summary = runtime.block_on(async {
         tokio::select! {
             summary = schedule::build(
-                graph,
+                graph.clone(),
                 loader.workspaces(),
-                store,
-                executor,
+                store.clone(),
+                schedule::Backends { executor, remote },
                 &build_options,
                 &base,
                 events,
@@ -192,8 +218,13 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
         Err(e) => return Err(e.into()),
     };
     if !quiet && !json_output {
+        let pulled = if summary.pulled > 0 {
+            format!("{} pulled, ", summary.pulled)
+        } else {
+            String::new()
+        };
         crate::output::errln!(
-            "    Finished {} {}, {} fresh, {} failed, {} skipped",
+            "    Finished {} {}, {pulled}{} fresh, {} failed, {} skipped",
             summary.built,
             if args.dry_run { "to build" } else { "built" },
             summary.fresh,
@@ -213,7 +244,32 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
             "{load_failures} package(s) could not be loaded (above); the others were built"
         )));
     }
+    if publish.push && !args.dry_run {
+        let registry = registry.expect("a push has a registry client");
+        crate::registry_cmd::publish(
+            &store,
+            &registry,
+            &graph,
+            &summary.units,
+            &publish_options(publish),
+            &|line| say(global, line),
+        )?;
+    }
     Ok(())
+}
+
+fn publish_options(publish: &crate::args::PublishArgs) -> crate::registry_cmd::Publish {
+    crate::registry_cmd::Publish {
+        arch_tags: publish.manifest,
+        release: publish.release.clone(),
+    }
+}
+
+/// A line of the registry steps, on stderr unless `-q`.
+fn say(global: &GlobalArgs, line: String) {
+    if !global.quiet {
+        crate::output::errln!("{line}");
+    }
 }
 
 /// An engine failure: a bad builder name is bad input (2), an unreachable engine is the
@@ -292,6 +348,8 @@ fn human_line(event: &Event, verbose: bool) -> Option<String> {
         Event::Log { unit, line } if verbose => format!("    [{unit}] {line}"),
         Event::Log { .. } => return None,
         Event::Waiting { unit, reason } => format!("     Waiting {unit}: {reason}"),
+        Event::Pulled { unit, digest, how } => format!("      Pulled {unit} {digest}: {how}"),
+        Event::RegistryUnavailable { message } => format!("warning: {message}"),
         Event::Finished {
             unit,
             digest,
@@ -342,6 +400,13 @@ fn event_json(event: &Event) -> serde_json::Value {
         ),
         Event::Log { unit, line } => ("log", json!({ "unit": unit, "line": line })),
         Event::Waiting { unit, reason } => ("waiting", json!({ "unit": unit, "reason": reason })),
+        Event::Pulled { unit, digest, how } => (
+            "pulled",
+            json!({ "unit": unit, "digest": digest, "reason": how.to_string() }),
+        ),
+        Event::RegistryUnavailable { message } => {
+            ("registry-unavailable", json!({ "message": message }))
+        }
         Event::Finished {
             unit,
             digest,

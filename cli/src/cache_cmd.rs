@@ -89,15 +89,18 @@ pub enum CacheCommand {
         /// The tar file, or `-`
         file: String,
     },
-    /// Pull images from a registry into the cache (needs registry support: refused for now)
+    /// Pull images (every platform) from their registries into the cache
     Pull { references: Vec<String> },
-    /// Push images from the cache to a registry (needs registry support: refused for now)
+    /// Push images from the cache to their registries
     Push {
         references: Vec<String>,
+        /// The name to push to (one image only)
         #[arg(long)]
         remote_name: Option<String>,
+        /// Push even if the registry has the tag (an index is merged with the registry's)
         #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
         r#override: bool,
+        /// Also tag each platform's image `<tag>-<arch>`
         #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
         with_arch_tags: bool,
     },
@@ -166,13 +169,9 @@ fn short_type(media_type: &str) -> &str {
 }
 
 /// Runs one `cache` subcommand against the cache at `cache_dir`.
-pub fn run(cmd: CacheCommand, cache_dir: &Path, quiet: bool) -> anyhow::Result<()> {
-    if matches!(cmd, CacheCommand::Pull { .. } | CacheCommand::Push { .. }) {
-        return Err(crate::exit::bad_input(
-            "cache pull and cache push need registry support, which lkpkg does not have yet; \
-             `linuxkit cache pull` and `linuxkit cache push` work on the same cache",
-        ));
-    }
+pub fn run(cmd: CacheCommand, global: &crate::args::GlobalArgs) -> anyhow::Result<()> {
+    let cache_dir = &global.cache_dir();
+    let quiet = global.quiet;
     let say = |message: String| {
         if !quiet {
             crate::output::errln!("{message}");
@@ -226,7 +225,7 @@ pub fn run(cmd: CacheCommand, cache_dir: &Path, quiet: bool) -> anyhow::Result<(
                 wanted.push((stored, root));
             }
             if published_only {
-                wanted = published(wanted, &say)?;
+                wanted = published(wanted, global, &say)?;
             }
             let wanted: Vec<String> = wanted.into_iter().map(|(n, _)| n).collect();
             for name in store.remove_names(&wanted)? {
@@ -242,7 +241,7 @@ pub fn run(cmd: CacheCommand, cache_dir: &Path, quiet: bool) -> anyhow::Result<(
         CacheCommand::Clean {
             published_only: true,
         } => {
-            let wanted: Vec<String> = published(store.names()?, &say)?
+            let wanted: Vec<String> = published(store.names()?, global, &say)?
                 .into_iter()
                 .map(|(n, _)| n)
                 .collect();
@@ -405,8 +404,28 @@ pub fn run(cmd: CacheCommand, cache_dir: &Path, quiet: bool) -> anyhow::Result<(
                 }
             }
         }
-        CacheCommand::Pull { .. } | CacheCommand::Push { .. } => {
-            unreachable!("refused before the cache is opened")
+        CacheCommand::Pull { references } => {
+            let registry = crate::registry_cmd::client(global, &[])?;
+            crate::registry_cmd::cache_pull(&store, &registry, &references, &say)?;
+        }
+        CacheCommand::Push {
+            references,
+            remote_name,
+            r#override,
+            with_arch_tags,
+        } => {
+            let registry = crate::registry_cmd::client(global, &[])?;
+            crate::registry_cmd::cache_push(
+                &store,
+                &registry,
+                &references,
+                remote_name.as_deref(),
+                lkpkg_engine::transfer::PushOptions {
+                    arch_tags: with_arch_tags,
+                    override_existing: r#override,
+                },
+                &say,
+            )?;
         }
         CacheCommand::Import { file } => {
             let imported = if file == "-" {
@@ -520,19 +539,25 @@ fn print_node(out: &mut impl Write, node: &serde_json::Value, depth: usize) -> i
 /// The names whose registry (asked anonymously, as linuxkit asks) serves the same digest as
 /// the cache: those `--published-only` may remove, since they can be pulled back. A name the
 /// registry does not have, or serves with another digest, is kept; a registry that cannot be
-/// reached keeps the name too, and says so.
+/// reached keeps the name too, and says so. (linuxkit asks anonymously; lkpkg with the
+/// credentials the docker config gives, so that private images count as published too.)
 fn published(
     names: Vec<(String, lkpkg_cache_format::layout::Descriptor)>,
+    global: &crate::args::GlobalArgs,
     say: &dyn Fn(String),
 ) -> anyhow::Result<Vec<(String, lkpkg_cache_format::layout::Descriptor)>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let registry = lkpkg_engine::registry::Registry::new()?;
+    let registry = crate::registry_cmd::client(global, &[])?;
     let mut out = Vec::new();
     for (name, root) in names {
-        match runtime.block_on(registry.manifest_digest(&name)) {
-            Ok(Some(remote)) if remote == root.digest.to_string() => out.push((name, root)),
+        let digest = match lkpkg_engine::registry::parse_reference(&name) {
+            Ok(reference) => runtime.block_on(registry.manifest_digest(&reference)),
+            Err(e) => Err(e),
+        };
+        match digest {
+            Ok(Some(remote)) if remote == root.digest => out.push((name, root)),
             Ok(Some(_)) => say(format!("keeping `{name}`: the registry has another digest")),
             Ok(None) => say(format!("keeping `{name}`: not published")),
             Err(e) => say(format!("keeping `{name}`: {e}")),

@@ -64,6 +64,20 @@ fn kind_of(error: &anyhow::Error) -> ErrorKind {
         if let Some(e) = cause.downcast_ref::<Classified>() {
             return e.kind;
         }
+        if let Some(e) = cause.downcast_ref::<lkpkg_engine::transfer::TransferError>() {
+            return if e.is_user_error() {
+                ErrorKind::BadInput
+            } else {
+                ErrorKind::Environment
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<lkpkg_engine::registry::RegistryError>() {
+            return if e.is_user_error() {
+                ErrorKind::BadInput
+            } else {
+                ErrorKind::Environment
+            };
+        }
         if let Some(e) = cause.downcast_ref::<lkpkg_engine::store::StoreError>() {
             return if e.is_user_error() {
                 ErrorKind::BadInput

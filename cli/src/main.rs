@@ -13,6 +13,7 @@ mod graph_cmd;
 mod output;
 mod pkg;
 mod progress;
+mod registry_cmd;
 
 use clap::Parser;
 
@@ -22,7 +23,7 @@ fn main() -> std::process::ExitCode {
     lkpkg_engine::store::report_waits_with(|message| output::errln!("    Blocking {message}"));
     let result = match cli.command {
         args::Command::Pkg(pkg) => pkg::run(*pkg, &cli.global),
-        args::Command::Cache(cmd) => cache_cmd::run(cmd, &cli.global.cache_dir(), cli.global.quiet),
+        args::Command::Cache(cmd) => cache_cmd::run(cmd, &cli.global),
         args::Command::Graph(graph) => graph_cmd::run(graph, &cli.global),
         args::Command::Explain(explain) => explain_cmd::run(explain, &cli.global),
     };

@@ -14,16 +14,36 @@ pub fn run(pkg: PkgCommand, global: &GlobalArgs) -> Result<()> {
         PkgSubcommand::ShowTag(args) => show_tag(&pkg.options, args),
         PkgSubcommand::Build(args) => crate::build_cmd::run(&pkg.options, args, global),
         PkgSubcommand::Builder(command) => crate::builder_cmd::run(command, global),
-        PkgSubcommand::Push(_) => Err(bad_input(
-            "pkg push talks to a registry, and lkpkg has no registry support yet: build with \
-             `lkpkg pkg build`, then `linuxkit pkg push` pushes the image it finds in the \
-             shared cache",
-        )),
-        PkgSubcommand::Manifest(_) | PkgSubcommand::RemoteTag(_) => Err(bad_input(
-            "pkg manifest and pkg remote-tag talk to a registry, and lkpkg has no registry \
-             support yet: use `linuxkit pkg manifest` / `linuxkit pkg remote-tag`",
-        )),
+        PkgSubcommand::Push(mut args) => {
+            // linuxkit's deprecated alias of `pkg build --push`.
+            args.publish.push = true;
+            crate::build_cmd::run(&pkg.options, args, global)
+        }
+        PkgSubcommand::Manifest(args) => {
+            let full = package_name(&pkg.options, &args.dir)?;
+            let registry = crate::registry_cmd::client(global, &pkg.options.registry_creds)?;
+            crate::registry_cmd::manifest(&registry, &full, args.release.as_deref(), &|line| {
+                if !global.quiet {
+                    crate::output::errln!("{line}");
+                }
+            })
+        }
+        PkgSubcommand::RemoteTag(args) => {
+            let registry = crate::registry_cmd::client(global, &pkg.options.registry_creds)?;
+            crate::registry_cmd::remote_tag(&registry, &args.from, &args.to, &|line| {
+                if !global.quiet {
+                    crate::output::errln!("{line}");
+                }
+            })
+        }
     }
+}
+
+/// The canonical name (`docker.io/org/image:tag`) of the package in `dir`.
+fn package_name(options: &PkgOptions, dir: &std::path::Path) -> Result<String> {
+    let (loader, dirs) = load_packages(std::slice::from_ref(&dir.to_path_buf()), options)?;
+    let package = loader.load(&dirs[0])?;
+    Ok(package.tag.full_tag())
 }
 
 /// The command line's network and cache overrides (`--network`/`--nonetwork`,

@@ -10,5 +10,6 @@ mod compat;
 mod graph;
 mod incremental;
 mod malformed;
+mod registry;
 mod support;
 mod tags;

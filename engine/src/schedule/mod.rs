@@ -38,7 +38,7 @@ mod reason;
 #[cfg(test)]
 mod tests;
 
-pub use reason::{BuildReason, Freshness, SkipReason};
+pub use reason::{BuildReason, Freshness, Pulled, SkipReason};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -67,6 +67,31 @@ pub trait Executor: Send + Sync {
     fn build<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Descriptor, ExecError>>;
     /// `--docker`: loads a package's host-platform image into the default engine.
     fn load_into_engine(&self, package: usize) -> BoxFuture<'_, Result<(), BuildError>>;
+}
+
+/// Where units missing from the cache may be found before they are built: a registry
+/// ([`crate::remote::RegistryRemote`]); the scheduler's tests use a fake.
+pub trait Remote: Send + Sync {
+    /// Fetches the unit's image into the cache, published under its per-arch name, if the
+    /// registry has it: by `key` (a build record another machine published), else, when
+    /// `by_tag`, by the package's tag. `Ok(None)`: not published. An error is a warning: the
+    /// unit is built.
+    fn fetch<'a>(
+        &'a self,
+        ask: RemoteAsk<'a>,
+    ) -> BoxFuture<'a, Result<Option<(Descriptor, Pulled)>, String>>;
+}
+
+/// A unit the scheduler would build, asked of the [`Remote`].
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAsk<'a> {
+    pub package: usize,
+    pub platform: &'a Platform,
+    pub key: &'a [u8; 32],
+    /// Whether the tag may stand for the unit: its cache entry is missing and nothing it
+    /// consumes changed in this run (a dependent keeps its tag when its base changes, so a
+    /// published tag would be stale).
+    pub by_tag: bool,
 }
 
 /// One unit to build.
@@ -171,6 +196,17 @@ pub enum Event {
         name: String,
         reason: String,
     },
+    /// The unit was found in a registry and pulled instead of built.
+    Pulled {
+        unit: String,
+        digest: String,
+        how: Pulled,
+    },
+    /// A registry could not be asked for units (it is not asked again in this run); they
+    /// build.
+    RegistryUnavailable {
+        message: String,
+    },
     /// Another lkpkg process sharing the cache is building the unit: this one waits for it
     /// instead of building it a second time.
     Waiting {
@@ -184,8 +220,33 @@ pub enum Event {
 pub struct Summary {
     pub built: usize,
     pub fresh: usize,
+    /// Found in a registry instead of built.
+    pub pulled: usize,
+    /// Every unit that ended with an image, in the order they ended.
+    pub units: Vec<UnitOutcome>,
     pub failed: usize,
     pub skipped: usize,
+}
+
+/// A unit's image at the end of a build, and the build key a record for it exists under (what
+/// `--push` publishes as a shared build record).
+#[derive(Debug, Clone)]
+pub struct UnitOutcome {
+    pub package: usize,
+    pub platform: Platform,
+    pub descriptor: Descriptor,
+    /// The key of the unit's build record (`None`: no record, as for a foreign image).
+    pub recorded_key: Option<[u8; 32]>,
+}
+
+/// How a unit task got its image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Built,
+    /// Another process sharing the cache built the key meanwhile.
+    TakenFromOtherProcess,
+    PulledByKey,
+    PulledByTag,
 }
 
 /// A failure of the build as a whole (not of one unit).
@@ -226,6 +287,7 @@ enum Decision {
     Fresh {
         descriptor: Descriptor,
         freshness: Freshness,
+        key: [u8; 32],
     },
     Build {
         reason: BuildReason,
@@ -233,6 +295,8 @@ enum Decision {
         key: [u8; 32],
         /// The package's files, recorded for later explanations.
         files: BTreeMap<String, String>,
+        /// See [`RemoteAsk::by_tag`].
+        by_tag: bool,
     },
 }
 
@@ -248,6 +312,7 @@ struct Shared {
     unit_index: HashMap<NodeIndex, usize>,
     /// Each package's multi-arch index annotations (source, revision).
     index_annotations: HashMap<usize, BTreeMap<String, String>>,
+    remote: Option<Arc<dyn Remote>>,
 }
 
 /// The graph's units in build order, their index by node, and each package's build arguments
@@ -312,12 +377,20 @@ pub fn unit_id(workspaces: &Workspaces, dir: &Path, platform: &Platform) -> Stri
     }
 }
 
+/// Who makes the images: the executor builds them; the remote, when there is one, is asked
+/// first for what others published.
+#[derive(Clone)]
+pub struct Backends {
+    pub executor: Arc<dyn Executor>,
+    pub remote: Option<Arc<dyn Remote>>,
+}
+
 /// Builds every unit of `graph` that needs it.
 pub async fn build(
     graph: Arc<BuildGraph>,
     workspaces: &Workspaces,
     store: Arc<Store>,
-    executor: Arc<dyn Executor>,
+    backends: Backends,
     options: &BuildOptions,
     base: &Path,
     events: Arc<dyn Fn(Event) + Send + Sync>,
@@ -326,7 +399,7 @@ pub async fn build(
     let shared = Arc::new(Shared {
         graph: graph.clone(),
         store,
-        executor,
+        executor: backends.executor,
         args,
         events: events.clone(),
         options: options.clone(),
@@ -337,6 +410,9 @@ pub async fn build(
             .enumerate()
             .map(|(i, p)| (i, inputs::index_annotations(p, workspaces)))
             .collect(),
+        remote: backends
+            .remote
+            .filter(|_| !options.force && !options.dry_run),
     });
 
     shared.store.ensure_fresh()?;
@@ -402,8 +478,15 @@ pub async fn build(
                     Decision::Fresh {
                         descriptor,
                         freshness,
+                        key,
                     } => {
                         summary.fresh += 1;
+                        summary.units.push(UnitOutcome {
+                            package: unit.package,
+                            platform: unit.platform.clone(),
+                            descriptor: descriptor.clone(),
+                            recorded_key: (freshness != Freshness::Foreign).then_some(key),
+                        });
                         if freshness.repointed() {
                             package_changed.insert(unit.package);
                         }
@@ -431,8 +514,10 @@ pub async fn build(
                         inputs,
                         key,
                         files,
+                        by_tag,
                     } => {
                         let task = UnitTask {
+                            by_tag,
                             shared: shared.clone(),
                             package: unit.package,
                             platform: unit.platform.clone(),
@@ -477,15 +562,25 @@ pub async fn build(
         let (node, result) = joined.map_err(|e| internal(format!("a build task panicked: {e}")))?;
         let package = units[by_node[&node]].package;
         match result {
-            Ok((descriptor, built_here)) => {
+            Ok((descriptor, outcome, key)) => {
                 // A unit another process built meanwhile counts as fresh here; its dependents
                 // still see it as new (its digest is not the one they were decided against).
-                if built_here {
-                    summary.built += 1;
-                } else {
-                    summary.fresh += 1;
+                match outcome {
+                    Outcome::Built => summary.built += 1,
+                    Outcome::TakenFromOtherProcess => summary.fresh += 1,
+                    Outcome::PulledByKey | Outcome::PulledByTag => summary.pulled += 1,
                 }
-                rebuilt.insert(node);
+                summary.units.push(UnitOutcome {
+                    package,
+                    platform: units[by_node[&node]].platform.clone(),
+                    descriptor: descriptor.clone(),
+                    recorded_key: (outcome != Outcome::PulledByTag).then_some(key),
+                });
+                // A unit pulled by its tag is a foreign entry, as an imported one: it leaves
+                // its dependents' tags standing for them (see `RemoteAsk::by_tag`).
+                if outcome != Outcome::PulledByTag {
+                    rebuilt.insert(node);
+                }
                 package_changed.insert(package);
                 done.insert(node, Some(descriptor));
                 finish_package(&shared, &units, &done, &package_changed, package).await?;
@@ -651,7 +746,7 @@ fn decide(
     let inputs = unit_inputs(shared, workspaces, unit, units, by_node, dep_digests)?;
     let key = fingerprint::key(&inputs);
     let package_dir = &shared.graph.packages[unit.package].package.dir;
-    let build = |reason: BuildReason| Decision::Build {
+    let build_as = |reason: BuildReason, by_tag: bool| Decision::Build {
         reason,
         inputs: inputs.clone(),
         key,
@@ -660,7 +755,9 @@ fn decide(
         } else {
             current_files(workspaces, package_dir).unwrap_or_default()
         },
+        by_tag,
     };
+    let build = |reason: BuildReason| build_as(reason, false);
     if shared.options.force {
         return Ok(build(BuildReason::Forced));
     }
@@ -699,6 +796,7 @@ fn decide(
         return Ok(Decision::Fresh {
             descriptor: record.manifest,
             freshness,
+            key,
         });
     }
     let last = store.last_build(&unit.id)?;
@@ -711,6 +809,7 @@ fn decide(
         last.as_ref()
             .is_some_and(|(_, r)| r.manifest.digest == descriptor.digest)
     };
+    let by_tag = cached.is_none() && deps_rebuilt.is_empty();
     if let Some(descriptor) = cached
         && !built_by_lkpkg(&descriptor)
     {
@@ -718,24 +817,27 @@ fn decide(
             return Ok(Decision::Fresh {
                 descriptor,
                 freshness: Freshness::Foreign,
+                key,
             });
         }
         return Ok(build(BuildReason::DependencyRebuilt(
             deps_rebuilt.iter().map(|d| (*d).to_owned()).collect(),
         )));
     }
+    // (`by_tag`: the tag may stand for the unit only where linuxkit's would: nothing under
+    // the unit's name, and nothing it consumes changed in this run.)
     match last {
         Some((_, record)) => {
             let files = current_files(workspaces, package_dir);
             let reasons =
                 fingerprint::explain(&record.inputs, &inputs, &record.files, files.as_ref());
             if reasons.is_empty() {
-                Ok(build(BuildReason::RecordedImageGone))
+                Ok(build_as(BuildReason::RecordedImageGone, by_tag))
             } else {
-                Ok(build(BuildReason::Changed(reasons)))
+                Ok(build_as(BuildReason::Changed(reasons), by_tag))
             }
         }
-        None => Ok(build(BuildReason::FirstBuild)),
+        None => Ok(build_as(BuildReason::FirstBuild, by_tag)),
     }
 }
 
@@ -822,6 +924,7 @@ async fn finish_package(
 }
 
 struct UnitTask {
+    by_tag: bool,
     shared: Arc<Shared>,
     package: usize,
     platform: Platform,
@@ -844,7 +947,7 @@ enum UnitFailure {
 impl UnitTask {
     /// Builds the unit; the flag says whether this process built it (`false`: another process
     /// sharing the cache built the same key meanwhile, and its image is taken).
-    async fn run(self) -> Result<(Descriptor, bool), UnitFailure> {
+    async fn run(self) -> Result<(Descriptor, Outcome, [u8; 32]), UnitFailure> {
         let shared = self.shared.clone();
         let events = shared.events.clone();
         let package = &shared.graph.packages[self.package].package;
@@ -933,8 +1036,11 @@ impl UnitTask {
                     digest: record.manifest.digest.to_string(),
                     reason: Freshness::Reused,
                 });
-                return Ok((record.manifest, false));
+                return Ok((record.manifest, Outcome::TakenFromOtherProcess, self.key));
             }
+        }
+        if let Some(pulled) = self.pull(&name).await {
+            return pulled;
         }
         let result = shared.executor.build(job).await;
         let (since, started_at, builder) = started
@@ -986,7 +1092,71 @@ impl UnitTask {
             digest: descriptor.digest.to_string(),
             duration,
         });
-        Ok((descriptor, true))
+        Ok((descriptor, Outcome::Built, self.key))
+    }
+
+    /// Asks the registry for the unit before it is built; `None`: build it.
+    async fn pull(
+        &self,
+        name: &str,
+    ) -> Option<Result<(Descriptor, Outcome, [u8; 32]), UnitFailure>> {
+        let shared = &self.shared;
+        let remote = shared.remote.as_ref()?;
+        let ask = RemoteAsk {
+            package: self.package,
+            platform: &self.platform,
+            key: &self.key,
+            by_tag: self.by_tag,
+        };
+        let (descriptor, how) = match remote.fetch(ask).await {
+            Ok(found) => found?,
+            Err(message) => {
+                (shared.events)(Event::RegistryUnavailable { message });
+                return None;
+            }
+        };
+        let outcome = match how {
+            Pulled::ByKey { .. } => {
+                // The record another machine published stands for this one's: recorded here
+                // too, with this checkout's inputs, so that later runs find the unit fresh.
+                let record = BuildRecord {
+                    unit: self.id.clone(),
+                    manifest: descriptor.clone(),
+                    inputs: self.inputs.clone(),
+                    files: self.files.clone(),
+                    builder: format!("registry ({how})"),
+                    started_unix_ms: SystemTime::now()
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64),
+                    duration_ms: 0,
+                };
+                let store = shared.store.clone();
+                let key = self.key;
+                let written =
+                    tokio::task::spawn_blocking(move || store.put_build_record(&key, &record))
+                        .await;
+                if let Err(e) = written
+                    .map_err(internal)
+                    .and_then(|r| r.map_err(BuildError::from))
+                {
+                    (shared.events)(Event::Failed {
+                        unit: self.name.clone(),
+                        error: e.to_string(),
+                        log_tail: Vec::new(),
+                    });
+                    return Some(Err(UnitFailure::Failed));
+                }
+                Outcome::PulledByKey
+            }
+            Pulled::ByTag { .. } => Outcome::PulledByTag,
+        };
+        let _ = name;
+        (shared.events)(Event::Pulled {
+            unit: self.name.clone(),
+            digest: descriptor.digest.to_string(),
+            how,
+        });
+        Some(Ok((descriptor, outcome, self.key)))
     }
 }
 
@@ -1043,6 +1213,7 @@ pub fn explain(
         options: options.clone(),
         unit_index: by_node.clone(),
         index_annotations: HashMap::new(),
+        remote: None,
     };
     let mut digests: HashMap<NodeIndex, String> = HashMap::new();
     let mut reports = Vec::new();

@@ -36,6 +36,26 @@ impl fmt::Display for Freshness {
     }
 }
 
+/// How a unit missing from the cache was found in a registry instead of built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pulled {
+    /// A build record another machine published for exactly these inputs (its build key).
+    ByKey { reference: String },
+    /// The package's tag, as linuxkit looks it up (the image is a foreign entry: no record).
+    ByTag { reference: String },
+}
+
+impl fmt::Display for Pulled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pulled::ByKey { reference } => {
+                write!(f, "pulled {reference} (published build of these inputs)")
+            }
+            Pulled::ByTag { reference } => write!(f, "pulled {reference} (published tag)"),
+        }
+    }
+}
+
 /// Why a unit builds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BuildReason {

@@ -109,6 +109,65 @@ impl Executor for Fake {
     }
 }
 
+/// What a scheduler run gave: its result, its events, the executor.
+type Run = (Result<Summary, BuildError>, Vec<Event>, Arc<Fake>);
+
+/// What the fake registry holds for a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// A shared build record for whatever key is asked.
+    ByKey,
+    /// The tag (answered only when the tag may stand for the unit).
+    ByTag,
+    /// Nothing.
+    Unpublished,
+    /// The registry cannot be reached.
+    Unreachable,
+}
+
+/// A registry of published units: it "pulls" by writing an image into the store, as the
+/// real one does, and remembers what it was asked (unit, whether by tag).
+struct FakeRemote {
+    graph: Arc<BuildGraph>,
+    store: Arc<Store>,
+    published: BTreeMap<String, Answer>,
+    asks: Mutex<Vec<(String, bool)>>,
+}
+
+impl Remote for FakeRemote {
+    fn fetch<'a>(
+        &'a self,
+        ask: RemoteAsk<'a>,
+    ) -> BoxFuture<'a, Result<Option<(Descriptor, Pulled)>, String>> {
+        Box::pin(async move {
+            let package = &self.graph.packages[ask.package].package;
+            let unit = format!("{}/{}", package.yml.image, ask.platform.arch);
+            self.asks.lock().unwrap().push((unit.clone(), ask.by_tag));
+            let how = match self.published.get(&unit).copied() {
+                Some(Answer::ByKey) => Pulled::ByKey {
+                    reference: "registry:lkpkg-key".into(),
+                },
+                Some(Answer::ByTag) if ask.by_tag => Pulled::ByTag {
+                    reference: "registry:tag".into(),
+                },
+                Some(Answer::Unreachable) => return Err("registry down".into()),
+                _ => return Ok(None),
+            };
+            let layer = crate::store::tests::layer_tar(&[("content", b"published")]);
+            let archive = crate::store::tests::oci_archive(&ask.platform.arch, &[layer]);
+            let descriptor = self
+                .store
+                .ingest_oci_archive(
+                    &archive[..],
+                    &package.tag.full_tag(),
+                    &OciPlatform::linux(&ask.platform.arch),
+                )
+                .map_err(|e| e.to_string())?;
+            Ok(Some((descriptor, how)))
+        })
+    }
+}
+
 /// A git repository of packages: `(dir, Dockerfile)`; `app`-like packages name their base
 /// through `@lkt:pkg:`.
 struct Fixture {
@@ -166,14 +225,29 @@ impl Fixture {
     }
 
     /// Loads the graph and runs the scheduler with `fake` (made by `setup` for the graph).
-    fn run(
+    fn run(&self, options: &BuildOptions, setup: impl FnOnce(&Fake)) -> Run {
+        self.run_with_remote(options, setup, &[]).0
+    }
+
+    /// [`Fixture::run`] with a [`FakeRemote`] answering `published` (unit → answer).
+    fn run_with_remote(
         &self,
         options: &BuildOptions,
         setup: impl FnOnce(&Fake),
-    ) -> (Result<Summary, BuildError>, Vec<Event>, Arc<Fake>) {
+        published: &[(&str, Answer)],
+    ) -> (Run, Vec<(String, bool)>) {
         let (graph, store, loader) = self.load();
         let fake = Fake::new(graph.clone(), store.clone());
         setup(&fake);
+        let remote = Arc::new(FakeRemote {
+            graph: graph.clone(),
+            store: store.clone(),
+            published: published
+                .iter()
+                .map(|(u, a)| ((*u).to_owned(), *a))
+                .collect(),
+            asks: Mutex::default(),
+        });
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink = events.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -185,13 +259,17 @@ impl Fixture {
             graph,
             loader.workspaces(),
             store,
-            fake.clone(),
+            Backends {
+                executor: fake.clone(),
+                remote: (!published.is_empty()).then(|| remote.clone() as Arc<dyn Remote>),
+            },
             options,
             self.dir.path(),
             Arc::new(move |e| sink.lock().unwrap().push(e)),
         ));
         let events = events.lock().unwrap().clone();
-        (result, events, fake)
+        let asks = remote.asks.lock().unwrap().clone();
+        ((result, events, fake), asks)
     }
 
     fn load(&self) -> (Arc<BuildGraph>, Arc<Store>, Loader) {
@@ -418,7 +496,10 @@ fn cancelling_drops_running_builds_and_records_nothing() {
             graph.clone(),
             loader.workspaces(),
             store.clone(),
-            executor,
+            Backends {
+                executor,
+                remote: None,
+            },
             &options,
             fixture.dir.path(),
             Arc::new(|_| {}),
@@ -448,4 +529,95 @@ fn cancelling_drops_running_builds_and_records_nothing() {
     let name = lkpkg_cache_format::reference::per_arch(&base.package.tag.full_tag(), "amd64");
     assert!(store.lookup(&name).unwrap().is_none());
     assert!(store.last_build("base/amd64").unwrap().is_none());
+}
+
+#[test]
+fn units_published_by_build_record_are_pulled_recorded_and_then_fresh() {
+    let fixture = Fixture::new(&[BASE, APP]);
+    let options = fixture.options();
+    let published = [("base/amd64", Answer::ByKey), ("app/amd64", Answer::ByKey)];
+    let ((result, events, fake), asks) = fixture.run_with_remote(&options, |_| {}, &published);
+    let summary = result.unwrap();
+    assert_eq!((summary.built, summary.pulled), (0, 2));
+    assert!(fake.calls().is_empty());
+    assert!(events.iter().any(|e| matches!(e, Event::Pulled { unit, how: Pulled::ByKey { .. }, .. } if unit == "app/amd64")));
+    // The app was asked after its base came by key: its tag may not stand for it.
+    assert_eq!(
+        asks,
+        [("base/amd64".into(), true), ("app/amd64".into(), false)]
+    );
+    // Records were written: the next run is fresh without asking.
+    let ((result, events, _), asks) = fixture.run_with_remote(&options, |_| {}, &published);
+    assert_eq!(result.unwrap().fresh, 2);
+    assert!(asks.is_empty());
+    assert_eq!(
+        fresh_reason(&events, "app/amd64"),
+        Some(Freshness::UpToDate)
+    );
+}
+
+#[test]
+fn a_base_pulled_by_tag_leaves_the_dependents_tag_standing_and_a_built_base_does_not() {
+    let fixture = Fixture::new(&[BASE, APP]);
+    let options = fixture.options();
+    let ((result, _, fake), asks) = fixture.run_with_remote(
+        &options,
+        |_| {},
+        &[("base/amd64", Answer::ByTag), ("app/amd64", Answer::ByTag)],
+    );
+    let summary = result.unwrap();
+    assert_eq!((summary.built, summary.pulled), (0, 2));
+    assert!(fake.calls().is_empty());
+    assert_eq!(
+        asks,
+        [("base/amd64".into(), true), ("app/amd64".into(), true)]
+    );
+    // Pulled by tag: foreign entries, fresh as linuxkit would use them.
+    let (result, events, _) = fixture.run(&options, |_| {});
+    assert_eq!(result.unwrap().fresh, 2);
+    assert_eq!(fresh_reason(&events, "app/amd64"), Some(Freshness::Foreign));
+
+    // A base built here makes its dependent's published tag stale: asked by key only.
+    let fixture = Fixture::new(&[BASE, APP]);
+    let ((result, _, fake), asks) = fixture.run_with_remote(
+        &options,
+        |_| {},
+        &[
+            ("base/amd64", Answer::Unpublished),
+            ("app/amd64", Answer::ByTag),
+        ],
+    );
+    assert_eq!(result.unwrap().built, 2);
+    assert_eq!(fake.calls(), ["base/amd64", "app/amd64"]);
+    assert_eq!(
+        asks,
+        [("base/amd64".into(), true), ("app/amd64".into(), false)]
+    );
+}
+
+#[test]
+fn an_unreachable_registry_is_a_warning_and_force_never_asks() {
+    let fixture = Fixture::new(&[BASE, APP]);
+    let options = fixture.options();
+    let published = [
+        ("base/amd64", Answer::Unreachable),
+        ("app/amd64", Answer::ByKey),
+    ];
+    let ((result, events, fake), _) = fixture.run_with_remote(&options, |_| {}, &published);
+    let summary = result.unwrap();
+    assert_eq!((summary.built, summary.pulled), (1, 1));
+    assert_eq!(fake.calls(), ["base/amd64"]);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::RegistryUnavailable { .. }))
+    );
+
+    let forced = BuildOptions {
+        force: true,
+        ..fixture.options()
+    };
+    let ((result, _, _), asks) = fixture.run_with_remote(&forced, |_| {}, &published);
+    assert_eq!(result.unwrap().built, 2);
+    assert!(asks.is_empty());
 }

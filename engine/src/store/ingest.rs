@@ -115,6 +115,26 @@ impl<'s> Ingest<'s> {
         Ok((digest, size))
     }
 
+    /// A temporary blob file for a writer that streams the content itself (a download);
+    /// hand it back with [`Ingest::put_temp`].
+    pub fn temp_blob(&self) -> Result<TempBlob, StoreError> {
+        TempBlob::create(self.store.root())
+    }
+
+    /// Installs a blob streamed into `tmp`, which must hash to `expected`.
+    pub fn put_temp(&mut self, tmp: TempBlob, expected: &Digest) -> Result<u64, StoreError> {
+        let (file, digest, size) = tmp.finish()?;
+        if *expected != digest {
+            return Err(StoreError::DigestMismatch {
+                expected: *expected,
+                actual: digest,
+            });
+        }
+        let _lock = self.store.lock()?;
+        self.pin_and_install_locked(file, &digest)?;
+        Ok(size)
+    }
+
     /// Writes a small blob from memory.
     pub fn put_bytes(&mut self, bytes: &[u8]) -> Result<(Digest, u64), StoreError> {
         self.put_blob(bytes, None)
@@ -218,30 +238,7 @@ impl<'s> Ingest<'s> {
                 entries.push(single);
             }
         }
-        entries.retain(|e| {
-            e.is_attestation()
-                || !manifests.iter().any(|m| match (&e.platform, &m.platform) {
-                    (Some(a), Some(b)) => a.same_slot(b),
-                    _ => false,
-                })
-        });
-        for m in manifests {
-            let mut m = m.clone();
-            m.annotations
-                .remove(lkpkg_cache_format::layout::REF_NAME_ANNOTATION);
-            entries.push(m);
-        }
-        let present: BTreeSet<String> = entries
-            .iter()
-            .filter(|e| !e.is_attestation())
-            .map(|e| e.digest.to_string())
-            .collect();
-        entries.retain(|e| {
-            !e.is_attestation()
-                || e.annotations
-                    .get("vnd.docker.reference.digest")
-                    .is_none_or(|d| present.contains(d))
-        });
+        let entries = layout::merge_index_entries(entries, manifests);
         let new_index = ImageIndex {
             manifests: entries,
             annotations: annotations.clone(),
