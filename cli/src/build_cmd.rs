@@ -10,7 +10,9 @@
 //! `would-build` (`unit`, `reason`), `started` (`unit`, `reason`, `builder`), `log` (`unit`,
 //! `line`), `finished` (`unit`, `digest`, `duration_ms`), `skipped` (`unit`, `reason`),
 //! `failed` (`unit`, `error`, `log_tail`), `indexed` (`package`, `name`, `digest`),
-//! `index-kept` (`package`, `name`, `reason`: a platform failed, the index was left as it was).
+//! `index-kept` (`package`, `name`, `reason`: a platform failed, the index was left as it was),
+//! `waiting` (`unit`, `reason`), `pulled` (`unit`, `digest`, `reason`: found in a registry
+//! instead of built), `registry-unavailable` (`message`: a registry that could not be asked).
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -279,12 +279,7 @@ pub fn manifest(
                 "pkg manifest: the registry has no `{name}:{tag}-<arch>` image"
             )));
         }
-        let changed = runtime.block_on(transfer::push_index(
-            registry,
-            &target,
-            &std::collections::BTreeMap::new(),
-            &entries,
-        ))?;
+        let changed = runtime.block_on(transfer::push_index(registry, &target, None, &entries))?;
         say(if changed {
             format!("Pushed index {name}:{tag} ({} platform(s))", entries.len())
         } else {
@@ -298,6 +293,12 @@ pub fn manifest(
 pub fn remote_tag(registry: &Registry, from: &str, to: &str, say: &dyn Fn(String)) -> Result<()> {
     let from = reference::expand(from);
     let to = reference::expand(to);
+    if reference::split_tag(&from).0 != reference::split_tag(&to).0 {
+        return Err(bad_input(format!(
+            "pkg remote-tag: `{to}` stays in the repository of `{from}` (a tag names a \
+             manifest of its own repository)"
+        )));
+    }
     let changed = runtime()?.block_on(transfer::retag(registry, &from, &to))?;
     say(if changed {
         format!("Tagged {from} as {to}")

@@ -93,10 +93,15 @@ impl Remote for RegistryRemote {
             match self.lookup(ask).await {
                 Ok(found) => Ok(found),
                 Err(e) => {
-                    self.down
+                    // Said once, by whichever lookup failed first.
+                    if !self
+                        .down
                         .lock()
                         .expect("down lock")
-                        .insert(registry.clone());
+                        .insert(registry.clone())
+                    {
+                        return Ok(None);
+                    }
                     Err(format!(
                         "not looking in registry `{registry}` for published images in this run \
                          (building instead): {e}"

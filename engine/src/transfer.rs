@@ -14,11 +14,14 @@
 //! what another repository of the registry was seen to hold), then each image manifest by
 //! digest, then the tags. A multi-arch index is merged with the one already in the registry as
 //! linuxkit merges it (`util.AppendIndex`: the pushed platforms replace theirs, the others stay
-//! with their attestations), and re-read after the upload: when another job's push replaced it
-//! in between (CI jobs pushing platforms of one package at once), the merge is done again over
-//! what is there now, so no job's platform is lost. The registry has no conditional upload, so
-//! this narrows the race to the moment between the re-read and the upload; each retry waits a
-//! random, growing pause so that two jobs do not keep colliding.
+//! with their attestations), and read back after the upload, at once and three more times over
+//! about a second: when another job's push replaced it (CI jobs pushing platforms of one
+//! package at once: the other read the index before this upload and wrote after it), the merge
+//! is done again over what is there now, so no job's platform is lost. The registry has no
+//! conditional upload, so this is a narrowing, not a lock: a push that lands more than a second
+//! after another's last read-back can still drop it (the other push's `<tag>-<arch>` tags stay,
+//! and `pkg manifest` rebuilds the index from them). Each retry waits a random, growing pause
+//! so that two jobs do not keep colliding.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -40,6 +43,8 @@ use crate::store::{Store, StoreError};
 const PARALLEL_BLOBS: usize = 4;
 /// How many times an index push is merged again after another push replaced it.
 const INDEX_ATTEMPTS: u32 = 6;
+/// How many more times a pushed index is read back, to see a later push that dropped it.
+const SETTLE_READS: u32 = 3;
 
 /// A failed pull or push.
 #[derive(Debug, thiserror::Error)]
@@ -416,7 +421,13 @@ pub async fn push(
     for entry in &entries {
         push_image(store, registry, &reference, entry, &mut pushed).await?;
     }
-    push_index(registry, &reference, &local_index.annotations, &entries).await?;
+    push_index(
+        registry,
+        &reference,
+        Some(&local_index.annotations),
+        &entries,
+    )
+    .await?;
     pushed.tags.push(remote.to_owned());
     if options.arch_tags {
         for entry in entries.iter().filter(|e| !e.is_attestation()) {
@@ -441,12 +452,12 @@ pub async fn push(
 }
 
 /// Merges `entries` into the registry's index at `reference` and uploads the result (with
-/// `annotations`), again while another push replaced it in between. Returns whether the
-/// registry's index changed.
+/// `annotations`; `None` keeps the registry's), again while another push replaced it in
+/// between. Returns whether the registry's index changed.
 pub async fn push_index(
     registry: &Registry,
     reference: &Reference,
-    annotations: &std::collections::BTreeMap<String, String>,
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
     entries: &[Descriptor],
 ) -> Result<bool, TransferError> {
     let shown = reference.whole();
@@ -454,18 +465,21 @@ pub async fn push_index(
     let mut pause = Duration::from_millis(50);
     for _ in 0..INDEX_ATTEMPTS {
         let current = registry.manifest(reference).await?;
-        let remote_entries = match &current {
+        let remote = match &current {
             Some(m) if layout::is_index_media_type(&m.media_type) => {
-                serde_json::from_slice::<ImageIndex>(&m.bytes)
-                    .map(|i| i.manifests)
-                    .unwrap_or_default()
+                serde_json::from_slice::<ImageIndex>(&m.bytes).ok()
             }
-            _ => Vec::new(),
+            _ => None,
         };
+        let remote_annotations = remote
+            .as_ref()
+            .map(|i| i.annotations.clone())
+            .unwrap_or_default();
+        let remote_entries = remote.map(|i| i.manifests).unwrap_or_default();
         let merged = layout::merge_index_entries(remote_entries, entries);
         let index = ImageIndex {
             manifests: merged,
-            annotations: annotations.clone(),
+            annotations: annotations.cloned().unwrap_or(remote_annotations),
             ..ImageIndex::empty()
         };
         let bytes = canonical_json::to_vec(&index)
@@ -476,20 +490,42 @@ pub async fn push_index(
         registry
             .put_manifest(reference, &bytes, MEDIA_TYPE_OCI_INDEX)
             .await?;
-        // Read it back: did another push replace it meanwhile?
-        if let Some(now) = registry.manifest(reference).await? {
-            let held: BTreeSet<Digest> = serde_json::from_slice::<ImageIndex>(&now.bytes)
-                .map(|i| i.manifests.iter().map(|e| e.digest).collect())
-                .unwrap_or_default();
-            if ours.is_subset(&held) {
-                return Ok(true);
-            }
+        // Read it back, now and a few times over the next second: another push that read the
+        // index before this one's upload may replace it after, and would drop this push's
+        // platforms. Seen missing, they are merged in again.
+        if still_held(registry, reference, &ours).await? {
+            return Ok(true);
         }
         let jitter = u64::from(std::process::id() % 97) + u64::from(now_nanos() % 113);
         tokio::time::sleep(pause + Duration::from_millis(jitter)).await;
         pause *= 2;
     }
     Err(TransferError::IndexContended { reference: shown })
+}
+
+/// Whether the registry's index at `reference` holds every digest of `ours`, read right away
+/// and then [`SETTLE_READS`] times more, a random 100–350 ms apart.
+async fn still_held(
+    registry: &Registry,
+    reference: &Reference,
+    ours: &BTreeSet<Digest>,
+) -> Result<bool, TransferError> {
+    for read in 0..=SETTLE_READS {
+        if read > 0 {
+            let pause = 100 + u64::from(now_nanos() % 250);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+        let Some(now) = registry.manifest(reference).await? else {
+            return Ok(false);
+        };
+        let held: BTreeSet<Digest> = serde_json::from_slice::<ImageIndex>(&now.bytes)
+            .map(|i| i.manifests.iter().map(|e| e.digest).collect())
+            .unwrap_or_default();
+        if !ours.is_subset(&held) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn now_nanos() -> u32 {

@@ -208,23 +208,23 @@ fn linuxkit_build_flags_are_accepted_or_refused_with_a_reason() {
         &["--manifest=false"],
         &["--manifest"],
         &["--force=false", "--enable-cache=false"],
+        // A dry run asks no registry and pushes nothing: the registry flags are accepted.
+        &["--push", "--release", "v1"],
+        &["--pull"],
+        &["--mirror", "docker.io=http://m.invalid"],
+        &["--registry-creds", "r=u:p"],
+        &["--cert-file", "/dev/null"],
     ] {
         let (code, _, stderr) = build(accepted);
         assert_eq!(code, 0, "{accepted:?}: {stderr}");
     }
     for (refused, reason) in [
-        (&["--push"][..], "no registry support"),
-        (&["--pull"], "no registry support"),
-        (&["--nobuild"], "no registry support"),
-        (&["--release", "v1"], "no registry support"),
-        (&["--ignore-cached"], "no registry support"),
-        (&["--precache-images"], "no registry support"),
+        (&["--nobuild"][..], "use it with --push"),
+        (&["--push", "--nobuild", "--force"], "cannot be used with"),
+        (&["--pull", "--force"], "cannot be used with"),
+        (&["--ignore-cached"], "--force to rebuild"),
+        (&["--precache-images"], "lkpkg cache pull"),
         (&["--sbom-scanner", "syft"], "use --sbom-scanner=false"),
-        (
-            &["--mirror", "docker.io=http://m.invalid"],
-            "no registry support",
-        ),
-        (&["--registry-creds", "r=u:p"], "no registry support"),
     ] {
         let (code, _, stderr) = build(refused);
         assert_eq!(code, 2, "{refused:?}: {stderr}");
@@ -235,26 +235,14 @@ fn linuxkit_build_flags_are_accepted_or_refused_with_a_reason() {
             "{stderr}"
         );
     }
-    // linuxkit's commands lkpkg has no counterpart for say so, and leave the cache alone.
+    // linuxkit's commands lkpkg has no counterpart for say so; misused ones say why; both
+    // before touching the cache or a registry.
     let cache = tempfile::tempdir().unwrap();
     for (command, reason) in [
+        (&["pkg", "builder", "du"][..], "docker buildx du"),
         (
-            &["cache", "pull", "alpine:3.20"][..],
-            "`linuxkit cache pull`",
-        ),
-        (
-            &["cache", "push", "--remote-name", "x/y:1", "a/b:1"],
-            "registry support",
-        ),
-        (&["pkg", "builder", "du"], "docker buildx du"),
-        (&["pkg", "push", "--force", "pkg/a"], "`linuxkit pkg push`"),
-        (
-            &["pkg", "manifest", "--release", "v1", "pkg/a"],
-            "`linuxkit pkg manifest`",
-        ),
-        (
-            &["pkg", "remote-tag", "--release", "v1", "a/b:1", "a/b:2"],
-            "remote-tag`",
+            &["pkg", "remote-tag", "a/b:1", "c/d:2"],
+            "stays in the repository",
         ),
         (
             &["pkg", "builder", "prune", "--builder-name", "x"],
@@ -267,6 +255,17 @@ fn linuxkit_build_flags_are_accepted_or_refused_with_a_reason() {
         assert!(stderr.contains(reason), "{command:?}: {stderr}");
     }
     assert!(!cache.path().join("index.json").exists());
+    // A push of a name the cache does not hold is bad input, before any registry is asked.
+    let (code, _, stderr) =
+        crate::support::run(repo.lkpkg().arg("--cache").arg(cache.path()).args([
+            "cache",
+            "push",
+            "--remote-name",
+            "x/y:1",
+            "a/b:1",
+        ]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("a/b:1"), "{stderr}");
 }
 
 /// An error names its real source, once: a bad `--tag` or `--dockerfile` is the command

@@ -581,6 +581,7 @@ fn registry_faults_give_clear_errors_and_leave_the_cache_as_it_was() {
     for (path, expected) in [
         ("bad/digest:t", "does not match its digest"),
         ("endless/body:t", "larger than a manifest may be"),
+        ("long/blob:t", "longer than its descriptor"),
     ] {
         let (code, _, err) = run(lkpkg(&repo, &cache, false).args([
             "cache",
@@ -616,8 +617,12 @@ fn registry_faults_give_clear_errors_and_leave_the_cache_as_it_was() {
     );
 }
 
-/// A registry that serves bad manifests: `bad/digest` with a wrong `Docker-Content-Digest`,
-/// `endless/body` a body that never ends.
+/// sha256 of `{}`.
+const EMPTY_OBJECT: &str = "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+
+/// A registry that serves bad content: `bad/digest` a manifest with a wrong
+/// `Docker-Content-Digest`, `endless/body` a manifest body that never ends, `long/blob` a blob
+/// longer than its descriptor.
 struct FakeRegistry {
     port: u16,
 }
@@ -656,6 +661,26 @@ fn serve_fake(mut stream: std::net::TcpStream) {
             body.len()
         );
         let _ = stream.write_all(body);
+    } else if path.contains("/long/blob/manifests/") {
+        // A valid manifest whose config blob ("{}", 2 bytes) is served far longer.
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{EMPTY_OBJECT}","size":2}},"layers":[]}}"#
+        );
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    } else if path.contains("/long/blob/blobs/") {
+        let mut body = b"{}".to_vec();
+        body.extend(vec![b' '; 1 << 20]);
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = stream.write_all(&body);
     } else if path.contains("/endless/body/manifests/") {
         let _ = write!(
             stream,
@@ -786,4 +811,79 @@ fn sha256_hex(bytes: &[u8]) -> String {
 fn base64_encode(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+#[test]
+fn nobuild_manifest_release_remote_tag_and_mirror_as_linuxkit() {
+    let registry = TestRegistry::plain();
+    let host = registry.host();
+    let repo = chain(&host, "misc");
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    ok(lkpkg(&repo, &a, true).args(["pkg", "build", "base"]));
+    let base = tag_of(&repo, "base");
+    let (name, hash) = base.rsplit_once(':').unwrap();
+
+    // --nobuild pushes what the cache holds; --manifest=false leaves out the per-arch tags.
+    let (code, _, err) = run(lkpkg(&repo, &a, false).args([
+        "pkg",
+        "build",
+        "--push",
+        "--nobuild",
+        "--manifest=false",
+        "base",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let tags = registry.tags("e2e-misc/base");
+    assert!(tags.contains(&hash.to_owned()), "{tags:?}");
+    assert!(!tags.iter().any(|t| t.ends_with("-amd64")), "{tags:?}");
+    // --nobuild without --push, and with --force, are refused.
+    let (code, _, _) = run(lkpkg(&repo, &a, false).args(["pkg", "build", "--nobuild", "base"]));
+    assert_eq!(code, 2);
+    let (code, _, _) = run(lkpkg(&repo, &a, false).args([
+        "pkg",
+        "build",
+        "--push",
+        "--nobuild",
+        "--force",
+        "base",
+    ]));
+    assert_eq!(code, 2);
+
+    // `pkg manifest` makes the index of the registry's `<tag>-<arch>` images.
+    for arch in ["amd64", "arm64"] {
+        ok(lkpkg(&repo, &a, false).args(["cache", "push", &format!("{base}-{arch}")]));
+    }
+    let (code, _, err) = run(lkpkg(&repo, &a, false).args(["pkg", "manifest", "base"]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(platforms_of(&registry.raw(&base)), ["amd64", "arm64"]);
+
+    // --release pushes the release tag; `pkg remote-tag` tags in the repository.
+    ok(lkpkg(&repo, &a, false).args(["pkg", "push", "--nobuild", "--release", "v1.0", "base"]));
+    assert_eq!(
+        skopeo_digest(&registry, &format!("{name}:v1.0")),
+        skopeo_digest(&registry, &base)
+    );
+    ok(lkpkg(&repo, &a, false).args(["pkg", "remote-tag", &base, &format!("{name}:stable")]));
+    assert_eq!(
+        skopeo_digest(&registry, &format!("{name}:stable")),
+        skopeo_digest(&registry, &base)
+    );
+
+    // A mirror for Docker Hub serves `docker.io/...` pulls (the test registry holds the
+    // repository `e2e-misc/base`).
+    let hub_name = format!("docker.io/e2e-misc/base:{hash}");
+    let b = tmp.path().join("b");
+    let (code, _, err) = run(lkpkg(&repo, &b, false).args([
+        "--mirror",
+        &format!("docker.io=http://{host}"),
+        "cache",
+        "pull",
+        &hub_name,
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        local_digest(&repo, &b, &hub_name),
+        local_digest(&repo, &a, &base)
+    );
 }

@@ -64,6 +64,9 @@ pub enum RegistryError {
         registry: String,
         reference: String,
         message: String,
+        /// Whether trying again may help (a refused or cut connection, a timeout; not a name
+        /// that does not resolve).
+        transient: bool,
     },
     #[error("registry `{registry}` denied access to `{reference}` ({status}): {hint}")]
     Denied {
@@ -104,7 +107,7 @@ impl RegistryError {
     /// Whether trying again may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            RegistryError::Unreachable { .. } => true,
+            RegistryError::Unreachable { transient, .. } => *transient,
             RegistryError::Status { status, .. } => *status >= 500 || *status == 429,
             _ => false,
         }
@@ -757,7 +760,8 @@ impl Registry {
             .map_err(|e| RegistryError::Unreachable {
                 registry: host.name.clone(),
                 reference: shown.whole(),
-                message: format!("the download of {digest} broke off: {e}"),
+                message: format!("the download of {digest} broke off ({e})"),
+                transient: true,
             })?
         {
             received += chunk.len() as u64;
@@ -773,6 +777,7 @@ impl Registry {
                 registry: host.name.clone(),
                 reference: shown.whole(),
                 message: format!("the download of {digest} ended after {received} of {size} bytes"),
+                transient: true,
             });
         }
         let actual = hasher.finish();
@@ -854,10 +859,12 @@ impl Registry {
     }
 
     fn unreachable(&self, host: &Host, reference: &Reference, e: &reqwest::Error) -> RegistryError {
+        let (message, transient) = describe(e);
         RegistryError::Unreachable {
             registry: host.name.clone(),
             reference: reference.whole(),
-            message: error_chain(e),
+            message,
+            transient,
         }
     }
 
@@ -935,10 +942,35 @@ impl Registry {
                 registry: host.name.clone(),
                 reference: reference.whole(),
                 message: e.to_string(),
+                transient: true,
             },
             other => self.protocol(host, reference, other.to_string()),
         }
     }
+}
+
+/// What went wrong with a request, in words (reqwest's own say "error sending request for url
+/// (…): client error (Connect): …"), and whether trying again may help.
+fn describe(e: &reqwest::Error) -> (String, bool) {
+    let chain = error_chain(e);
+    let mut innermost: &dyn std::error::Error = e;
+    while let Some(source) = innermost.source() {
+        innermost = source;
+    }
+    let cause = innermost.to_string();
+    if chain.contains("dns error") {
+        return (format!("its name does not resolve ({cause})"), false);
+    }
+    if e.is_timeout() {
+        return ("it did not answer in time".into(), true);
+    }
+    if e.is_connect() {
+        return (format!("cannot connect ({cause})"), true);
+    }
+    if e.is_body() || e.is_decode() {
+        return (format!("the answer broke off ({cause})"), true);
+    }
+    (chain, true)
 }
 
 /// An error and its causes on one line (reqwest's top level says only "error sending
