@@ -164,12 +164,14 @@ pub struct Publish {
 }
 
 /// Pushes every requested package of `graph`: its multi-arch index (merged with the
-/// registry's) and per-arch tags, its shared build records, and its release tag. A dirty
-/// package is refused, as linuxkit refuses it.
+/// registry's) and per-arch tags, its shared build records, and its release tag (`--release`,
+/// else the first git tag on HEAD, as linuxkit's default). A dirty package is refused, as
+/// linuxkit refuses it.
 pub fn publish(
     store: &Store,
     registry: &Registry,
     graph: &BuildGraph,
+    workspaces: &lkpkg_engine::workspace::Workspaces,
     units: &[UnitOutcome],
     options: &Publish,
     say: &dyn Fn(String),
@@ -219,7 +221,17 @@ pub fn publish(
                 &unit.descriptor.media_type,
             ))?;
         }
-        if let Some(release) = &options.release {
+        // linuxkit's default release: the git tag on HEAD, when there is one.
+        let auto_release = match &options.release {
+            Some(_) => None,
+            None => workspaces
+                .for_path(&gp.package.dir)?
+                .map(|w| w.tags_at_head())
+                .unwrap_or_default()
+                .into_iter()
+                .next(),
+        };
+        if let Some(release) = options.release.as_ref().or(auto_release.as_ref()) {
             let release_tag = format!("{name}:{release}");
             reference::validate(&release_tag)
                 .map_err(|e| bad_input(format!("--release {release}: {e}")))?;

@@ -468,4 +468,27 @@ impl Workspace {
     pub fn head_commit(&self) -> Option<String> {
         self.head().map(|(id, _)| id.clone())
     }
+
+    /// The tags that point at HEAD's commit (`git tag -l --points-at HEAD`: lightweight tags
+    /// and annotated ones peeled to their commit), sorted.
+    pub fn tags_at_head(&self) -> Vec<String> {
+        let Some(head) = self.head_commit() else {
+            return Vec::new();
+        };
+        self.with_repo(|repo| {
+            let mut tags = Vec::new();
+            let _ = repo.tag_foreach(|oid, name| {
+                let points_at = repo
+                    .find_object(oid, None)
+                    .and_then(|o| o.peel_to_commit())
+                    .is_ok_and(|c| c.id().to_string() == head);
+                if points_at && let Ok(name) = std::str::from_utf8(name) {
+                    tags.push(name.trim_start_matches("refs/tags/").to_owned());
+                }
+                true
+            });
+            tags.sort();
+            tags
+        })
+    }
 }

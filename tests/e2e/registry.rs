@@ -259,6 +259,14 @@ fn a_pushed_chain_is_pulled_not_built_by_an_empty_machine_also_after_a_dependenc
         .count();
     assert_eq!(records, 2);
 
+    // The layer the app shares with its base went once, then by a cross-repository mount.
+    let log = std::fs::read_to_string(registry.dir.path().join("log")).unwrap();
+    let mounts: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"POST /v2/e2e-pull/") && l.contains("mount=sha256"))
+        .collect();
+    assert!(!mounts.is_empty(), "no mount in the registry's log");
+
     // Pushing again uploads nothing.
     let before = registry.uploads();
     assert!(before > 0);
@@ -862,6 +870,13 @@ fn nobuild_manifest_release_remote_tag_and_mirror_as_linuxkit() {
     ok(lkpkg(&repo, &a, false).args(["pkg", "push", "--nobuild", "--release", "v1.0", "base"]));
     assert_eq!(
         skopeo_digest(&registry, &format!("{name}:v1.0")),
+        skopeo_digest(&registry, &base)
+    );
+    // Without --release, a git tag on HEAD is the release (linuxkit's default).
+    repo.git(&["tag", "v2.0"]);
+    ok(lkpkg(&repo, &a, false).args(["pkg", "push", "--nobuild", "base"]));
+    assert_eq!(
+        skopeo_digest(&registry, &format!("{name}:v2.0")),
         skopeo_digest(&registry, &base)
     );
     ok(lkpkg(&repo, &a, false).args(["pkg", "remote-tag", &base, &format!("{name}:stable")]));
