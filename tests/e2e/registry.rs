@@ -590,6 +590,7 @@ fn registry_faults_give_clear_errors_and_leave_the_cache_as_it_was() {
         ("bad/digest:t", "does not match its digest"),
         ("endless/body:t", "larger than a manifest may be"),
         ("long/blob:t", "longer than its descriptor"),
+        ("wrong/blob:t", "does not match its digest"),
     ] {
         let (code, _, err) = run(lkpkg(&repo, &cache, false).args([
             "cache",
@@ -630,7 +631,7 @@ const EMPTY_OBJECT: &str = "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c0
 
 /// A registry that serves bad content: `bad/digest` a manifest with a wrong
 /// `Docker-Content-Digest`, `endless/body` a manifest body that never ends, `long/blob` a blob
-/// longer than its descriptor.
+/// longer than its descriptor, `wrong/blob` one of the right length and the wrong bytes.
 struct FakeRegistry {
     port: u16,
 }
@@ -669,7 +670,7 @@ fn serve_fake(mut stream: std::net::TcpStream) {
             body.len()
         );
         let _ = stream.write_all(body);
-    } else if path.contains("/long/blob/manifests/") {
+    } else if path.contains("/long/blob/manifests/") || path.contains("/wrong/blob/manifests/") {
         // A valid manifest whose config blob ("{}", 2 bytes) is served far longer.
         let body = format!(
             r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{EMPTY_OBJECT}","size":2}},"layers":[]}}"#
@@ -689,6 +690,12 @@ fn serve_fake(mut stream: std::net::TcpStream) {
             body.len()
         );
         let _ = stream.write_all(&body);
+    } else if path.contains("/wrong/blob/blobs/") {
+        // The right length, the wrong bytes.
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n[]"
+        );
     } else if path.contains("/endless/body/manifests/") {
         let _ = write!(
             stream,

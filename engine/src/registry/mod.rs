@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
-use lkpkg_cache_format::digest::{Digest, Hasher};
+use lkpkg_cache_format::digest::Digest;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
@@ -259,14 +259,33 @@ fn parse_mirror(value: &str) -> Result<(Option<String>, Mirror), RegistryError> 
     ))
 }
 
-/// `reference` parsed, or the error that names it.
+/// `reference` (expanded as linuxkit expands names: `alpine` → `docker.io/library/alpine:latest`)
+/// checked against the reference grammar and taken apart by lkpkg's own parser: oci-spec's
+/// `Reference::from_str` compiles a large regular expression on first use, which measured
+/// 100 ms of every command that talks to a registry.
 pub fn parse_reference(reference: &str) -> Result<Reference, RegistryError> {
-    reference
-        .parse::<Reference>()
-        .map_err(|e| RegistryError::BadReference {
-            reference: reference.to_owned(),
-            message: e.to_string(),
-        })
+    let bad = |message: String| RegistryError::BadReference {
+        reference: reference.to_owned(),
+        message,
+    };
+    let canonical = lkpkg_cache_format::reference::expand(reference);
+    lkpkg_cache_format::reference::validate(&canonical).map_err(bad)?;
+    let (name, digest) = match canonical.split_once('@') {
+        Some((name, digest)) => (name, Some(digest)),
+        None => (canonical.as_str(), None),
+    };
+    let (name, tag) = lkpkg_cache_format::reference::split_tag(name);
+    let (registry, repository) = name
+        .split_once('/')
+        .ok_or_else(|| bad("no registry host in it".into()))?;
+    let (registry, repository) = (registry.to_owned(), repository.to_owned());
+    Ok(match (tag, digest) {
+        (Some(tag), Some(digest)) => {
+            Reference::with_tag_and_digest(registry, repository, tag.into(), digest.into())
+        }
+        (None, Some(digest)) => Reference::with_digest(registry, repository, digest.into()),
+        (tag, None) => Reference::with_tag(registry, repository, tag.unwrap_or("latest").into()),
+    })
 }
 
 /// The registry a reference lives in, as users write it (`docker.io`, `127.0.0.1:5000`).
@@ -752,23 +771,29 @@ impl Registry {
             reference: format!("{}@{digest}", shown.whole()),
             message,
         };
-        let mut hasher = Hasher::new();
+        // oci-client's stream checks the digest as it ends (an error after the last byte);
+        // lkpkg bounds the length.
         let mut received = 0u64;
-        while let Some(chunk) = stream
-            .try_next()
-            .await
-            .map_err(|e| RegistryError::Unreachable {
-                registry: host.name.clone(),
-                reference: shown.whole(),
-                message: format!("the download of {digest} broke off ({e})"),
-                transient: true,
-            })?
-        {
+        loop {
+            let chunk = match stream.try_next().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) if received == size => {
+                    return Err(bad(format!("does not match its digest ({e})")));
+                }
+                Err(e) => {
+                    return Err(RegistryError::Unreachable {
+                        registry: host.name.clone(),
+                        reference: shown.whole(),
+                        message: format!("the download of {digest} broke off ({e})"),
+                        transient: true,
+                    });
+                }
+            };
             received += chunk.len() as u64;
             if received > size {
                 return Err(bad(format!("is longer than its descriptor's {size} bytes")));
             }
-            hasher.update(&chunk);
             sink.write(&chunk)
                 .map_err(|e| self.protocol(host, shown, format!("writing {digest}: {e}")))?;
         }
@@ -779,10 +804,6 @@ impl Registry {
                 message: format!("the download of {digest} ended after {received} of {size} bytes"),
                 transient: true,
             });
-        }
-        let actual = hasher.finish();
-        if actual != *digest {
-            return Err(bad(format!("does not match its digest (it is {actual})")));
         }
         Ok(())
     }
@@ -1049,5 +1070,14 @@ mod tests {
         assert_eq!(r.repository(), "linuxkit/init");
         let r = parse_reference("127.0.0.1:5000/org/img:t-amd64").unwrap();
         assert_eq!((r.registry(), r.tag()), ("127.0.0.1:5000", Some("t-amd64")));
+        let r = parse_reference("alpine").unwrap();
+        assert_eq!(
+            (r.repository(), r.tag()),
+            ("library/alpine", Some("latest"))
+        );
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let r = parse_reference(&format!("ghcr.io/o/i@{digest}")).unwrap();
+        assert_eq!((r.tag(), r.digest()), (None, Some(digest.as_str())));
+        assert!(parse_reference("UPPER/x:1").is_err());
     }
 }
