@@ -12,7 +12,9 @@
 //! `failed` (`unit`, `error`, `log_tail`), `indexed` (`package`, `name`, `digest`),
 //! `index-kept` (`package`, `name`, `reason`: a platform failed, the index was left as it was),
 //! `waiting` (`unit`, `reason`), `pulled` (`unit`, `digest`, `reason`: found in a registry
-//! instead of built), `registry-unavailable` (`message`: a registry that could not be asked).
+//! instead of built), `registry-unavailable` (`message`: a registry that could not be asked),
+//! `unreproducible` (`unit`, `recorded`, `built`: a forced build of recorded inputs gave other
+//! bytes).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -354,6 +356,14 @@ fn human_line(event: &Event, verbose: bool) -> Option<String> {
         Event::Waiting { unit, reason } => format!("     Waiting {unit}: {reason}"),
         Event::Pulled { unit, digest, how } => format!("      Pulled {unit} {digest}: {how}"),
         Event::RegistryUnavailable { message } => format!("warning: {message}"),
+        Event::Unreproducible {
+            unit,
+            recorded,
+            built,
+        } => format!(
+            "warning: {unit} is not reproducible: its inputs built {recorded} before and \
+             {built} now; its build record is not shared by --push"
+        ),
         Event::Finished {
             unit,
             digest,
@@ -411,6 +421,14 @@ fn event_json(event: &Event) -> serde_json::Value {
         Event::RegistryUnavailable { message } => {
             ("registry-unavailable", json!({ "message": message }))
         }
+        Event::Unreproducible {
+            unit,
+            recorded,
+            built,
+        } => (
+            "unreproducible",
+            json!({ "unit": unit, "recorded": recorded, "built": built }),
+        ),
         Event::Finished {
             unit,
             digest,

@@ -605,6 +605,18 @@ fn registry_faults_give_clear_errors_and_leave_the_cache_as_it_was() {
         assert_eq!(names(&cache).trim(), "[]");
     }
 
+    // A registry behind a bearer-token handshake: the token is fetched for the pull scope and
+    // sent with manifests and blobs.
+    let tokens = FakeRegistry::start_with_tokens();
+    let pulled = tmp.path().join("tokens");
+    let (code, _, err) = run(lkpkg(&repo, &pulled, false).args([
+        "cache",
+        "pull",
+        &format!("127.0.0.1:{}/tok/img:t", tokens.port),
+    ]));
+    assert_eq!(code, 0, "{err}");
+    ok(lkpkg(&repo, &pulled, false).args(["cache", "verify"]));
+
     // 500s and cut connections on uploads, in front of a real registry: the push is retried
     // (visibly) and completes.
     let registry = TestRegistry::plain();
@@ -647,18 +659,106 @@ impl FakeRegistry {
         });
         FakeRegistry { port }
     }
+
+    /// A registry behind a bearer-token handshake (as Docker Hub's): `/v2/` answers 401 with a
+    /// `WWW-Authenticate: Bearer realm=…/token` challenge; `/token` gives a token for a pull
+    /// scope; `tok/img:t` (an image with a config and no layer) is served only with it.
+    fn start_with_tokens() -> FakeRegistry {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || serve_tokens(stream, port));
+            }
+        });
+        FakeRegistry { port }
+    }
 }
 
-fn serve_fake(mut stream: std::net::TcpStream) {
+const TOKEN_CONFIG: &str =
+    r#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+
+fn serve_tokens(mut stream: std::net::TcpStream, port: u16) {
+    let Some(head) = read_head(&mut stream) else {
+        return;
+    };
+    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+    let authorized = head
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case("authorization: bearer fake-token"));
+    let reply = |stream: &mut std::net::TcpStream, status: &str, headers: &str, body: &[u8]| {
+        let _ = write!(
+            stream,
+            "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        let _ = stream.write_all(body);
+    };
+    let challenge = format!(
+        "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"fake\"\r\n"
+    );
+    if path.starts_with("/token") {
+        if path.contains("scope=repository%3Atok%2Fimg%3Apull")
+            || path.contains("scope=repository:tok/img:pull")
+        {
+            reply(
+                &mut stream,
+                "200 OK",
+                "Content-Type: application/json\r\n",
+                br#"{"token":"fake-token"}"#,
+            );
+        } else {
+            reply(&mut stream, "403 Forbidden", "", b"");
+        }
+        return;
+    }
+    if !authorized {
+        reply(&mut stream, "401 Unauthorized", &challenge, b"");
+        return;
+    }
+    let config_digest = format!("sha256:{}", sha256_hex(TOKEN_CONFIG.as_bytes()));
+    if path == "/v2/" {
+        reply(&mut stream, "200 OK", "", b"");
+    } else if path.starts_with("/v2/tok/img/manifests/") {
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[]}}"#,
+            TOKEN_CONFIG.len()
+        );
+        reply(
+            &mut stream,
+            "200 OK",
+            "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n",
+            body.as_bytes(),
+        );
+    } else if path == format!("/v2/tok/img/blobs/{config_digest}") {
+        reply(&mut stream, "200 OK", "", TOKEN_CONFIG.as_bytes());
+    } else {
+        reply(&mut stream, "404 Not Found", "", b"");
+    }
+}
+
+/// A request's head; `None` for a closed connection, or a TLS hello (answered 400, as Go's
+/// HTTP server answers one).
+fn read_head(stream: &mut std::net::TcpStream) -> Option<String> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
         if stream.read(&mut byte).unwrap_or(0) == 0 {
-            return;
+            return None;
+        }
+        if head.is_empty() && byte[0] == 0x16 {
+            let _ = stream.write_all(b"HTTP/1.0 400 Bad Request\r\n\r\nmalformed HTTP request\n");
+            return None;
         }
         head.push(byte[0]);
     }
-    let head = String::from_utf8_lossy(&head).into_owned();
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+fn serve_fake(mut stream: std::net::TcpStream) {
+    let Some(head) = read_head(&mut stream) else {
+        return;
+    };
     let path = head.split(' ').nth(1).unwrap_or("").to_owned();
     if path.contains("/bad/digest/manifests/") {
         let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":2},"layers":[]}"#;

@@ -421,9 +421,11 @@ impl Registry {
     /// Whether `registry` answers in TLS (any HTTP answer over TLS, or a certificate lkpkg
     /// refuses); `false` when it speaks plain HTTP or cannot be reached over TLS at all.
     async fn speaks_tls(&self, registry: &str) -> bool {
+        // Loopback and insecure registries only: near, and quick to answer or refuse a TLS
+        // hello (a plain-HTTP server answers 400 at once).
         let mut probe = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(10));
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(2));
         for pem in &self.certs {
             for cert in reqwest::Certificate::from_pem_bundle(pem).unwrap_or_default() {
                 probe = probe.add_root_certificate(cert);

@@ -202,6 +202,13 @@ pub enum Event {
         digest: String,
         how: Pulled,
     },
+    /// A build of recorded inputs (`--force`) gave another image than the record's: the
+    /// package is not reproducible, and its record is not shared.
+    Unreproducible {
+        unit: String,
+        recorded: String,
+        built: String,
+    },
     /// A registry could not be asked for units (it is not asked again in this run); they
     /// build.
     RegistryUnavailable {
@@ -243,10 +250,19 @@ pub struct UnitOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Built,
+    /// Built to other bytes than the recorded build of the same key.
+    BuiltUnreproducible,
     /// Another process sharing the cache built the key meanwhile.
     TakenFromOtherProcess,
     PulledByKey,
     PulledByTag,
+}
+
+impl Outcome {
+    /// Whether `--push` may publish the unit's build record.
+    fn shares_record(self) -> bool {
+        !matches!(self, Outcome::PulledByTag | Outcome::BuiltUnreproducible)
+    }
 }
 
 /// A failure of the build as a whole (not of one unit).
@@ -566,7 +582,7 @@ pub async fn build(
                 // A unit another process built meanwhile counts as fresh here; its dependents
                 // still see it as new (its digest is not the one they were decided against).
                 match outcome {
-                    Outcome::Built => summary.built += 1,
+                    Outcome::Built | Outcome::BuiltUnreproducible => summary.built += 1,
                     Outcome::TakenFromOtherProcess => summary.fresh += 1,
                     Outcome::PulledByKey | Outcome::PulledByTag => summary.pulled += 1,
                 }
@@ -574,7 +590,7 @@ pub async fn build(
                     package,
                     platform: units[by_node[&node]].platform.clone(),
                     descriptor: descriptor.clone(),
-                    recorded_key: (outcome != Outcome::PulledByTag).then_some(key),
+                    recorded_key: outcome.shares_record().then_some(key),
                 });
                 // A unit pulled by its tag is a foreign entry, as an imported one: it leaves
                 // its dependents' tags standing for them (see `RemoteAsk::by_tag`).
@@ -1061,6 +1077,20 @@ impl UnitTask {
             }
         };
         let duration = since.elapsed();
+        // A build of inputs already recorded (`--force`) that gave other bytes shows the
+        // package is not reproducible: said, and its record is never shared through a
+        // registry, where it would stand for builds it does not match.
+        let previous = shared.store.build_record(&self.key).ok().flatten();
+        let unreproducible = previous
+            .as_ref()
+            .is_some_and(|p| p.manifest.digest != descriptor.digest);
+        if let (true, Some(previous)) = (unreproducible, &previous) {
+            events(Event::Unreproducible {
+                unit: self.name.clone(),
+                recorded: previous.manifest.digest.to_string(),
+                built: descriptor.digest.to_string(),
+            });
+        }
         let record = BuildRecord {
             unit: self.id.clone(),
             manifest: descriptor.clone(),
@@ -1092,7 +1122,12 @@ impl UnitTask {
             digest: descriptor.digest.to_string(),
             duration,
         });
-        Ok((descriptor, Outcome::Built, self.key))
+        let outcome = if unreproducible {
+            Outcome::BuiltUnreproducible
+        } else {
+            Outcome::Built
+        };
+        Ok((descriptor, outcome, self.key))
     }
 
     /// Asks the registry for the unit before it is built; `None`: build it.

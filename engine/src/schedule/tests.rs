@@ -621,3 +621,39 @@ fn an_unreachable_registry_is_a_warning_and_force_never_asks() {
     assert_eq!(result.unwrap().built, 2);
     assert!(asks.is_empty());
 }
+
+#[test]
+fn a_forced_build_that_gives_other_bytes_is_unreproducible_and_its_record_not_shared() {
+    let fixture = Fixture::new(&[BASE]);
+    let options = fixture.options();
+    let (result, _, _) = fixture.run(&options, |_| {});
+    let summary = result.unwrap();
+    assert!(summary.units[0].recorded_key.is_some());
+    let forced = BuildOptions {
+        force: true,
+        ..fixture.options()
+    };
+    // The same inputs, the same bytes: reproducible.
+    let (result, events, _) = fixture.run(&forced, |_| {});
+    assert!(result.unwrap().units[0].recorded_key.is_some());
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::Unreproducible { .. }))
+    );
+    // The same inputs, other bytes.
+    let (result, events, _) = fixture.run(&forced, |fake| {
+        fake.content
+            .lock()
+            .unwrap()
+            .insert("base/amd64".into(), "other bytes".into());
+    });
+    let summary = result.unwrap();
+    assert_eq!(summary.built, 1);
+    assert!(summary.units[0].recorded_key.is_none());
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Unreproducible { unit, .. } if unit == "base/amd64"))
+    );
+}
