@@ -178,16 +178,20 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
             graph.clone(),
         )) as Arc<dyn lkpkg_engine::schedule::Remote>
     });
-    let executor = Arc::new(
-        BuildkitExecutor::new(
-            graph.clone(),
-            store.clone(),
-            builders,
-            build_options.epoch,
-            ssh_agents(&args.ssh)?,
-        )
-        .with_builder_mode(builder_mode, builder_container),
-    );
+    let mut executor = BuildkitExecutor::new(
+        graph.clone(),
+        store.clone(),
+        builders,
+        build_options.epoch,
+        ssh_agents(&args.ssh)?,
+    )
+    .with_builder_mode(builder_mode, builder_container);
+    // The builder's own pulls of base images get the same credentials (as linuxkit hands
+    // `--registry-creds` and the docker config to its builder).
+    if let Some(registry) = &registry {
+        executor = executor.with_credentials(registry.credentials());
+    }
+    let executor = Arc::new(executor);
     // Ctrl-C drops the build: running tasks are aborted, which closes their connections to the
     // engines, and BuildKit cancels those solves (and ends their steps).
     // Ingests already under way run to completion when the runtime shuts down, and the store

@@ -609,6 +609,16 @@ fn registry_faults_give_clear_errors_and_leave_the_cache_as_it_was() {
     // sent with manifests and blobs.
     let tokens = FakeRegistry::start_with_tokens();
     let pulled = tmp.path().join("tokens");
+    std::fs::create_dir_all(pulled.with_extension("docker")).unwrap();
+    std::fs::write(
+        pulled.with_extension("docker").join("config.json"),
+        format!(
+            r#"{{"auths": {{"127.0.0.1:{}": {{"auth": "{}"}}}}}}"#,
+            tokens.port,
+            base64_encode(&format!("{USER}:{PASSWORD}"))
+        ),
+    )
+    .unwrap();
     let (code, _, err) = run(lkpkg(&repo, &pulled, false).args([
         "cache",
         "pull",
@@ -698,17 +708,41 @@ fn serve_tokens(mut stream: std::net::TcpStream, port: u16) {
         "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"fake\"\r\n"
     );
     if path.starts_with("/token") {
-        if path.contains("scope=repository%3Atok%2Fimg%3Apull")
-            || path.contains("scope=repository:tok/img:pull")
-        {
+        // Tokens for the pull scope, to `pusher` only: by basic auth (GET, the docker way) or
+        // an OAuth password grant (POST, what containerd tries first).
+        let basic = format!(
+            "authorization: basic {}",
+            base64_encode(&format!("{USER}:{PASSWORD}"))
+        );
+        let mut granted = head.lines().any(|l| l.eq_ignore_ascii_case(&basic));
+        let mut scope = path.clone();
+        if head.starts_with("POST ") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            let mut body = vec![0u8; length];
+            let _ = stream.read_exact(&mut body);
+            let body = String::from_utf8_lossy(&body).into_owned();
+            granted |= body.contains(&format!("username={USER}"))
+                && body.contains(&format!("password={PASSWORD}"));
+            scope.push_str(&body);
+        }
+        let for_pull = scope.contains("repository%3Atok%2Fimg%3Apull")
+            || scope.contains("repository:tok/img:pull");
+        if granted && for_pull {
             reply(
                 &mut stream,
                 "200 OK",
                 "Content-Type: application/json\r\n",
-                br#"{"token":"fake-token"}"#,
+                br#"{"token":"fake-token","access_token":"fake-token"}"#,
             );
         } else {
-            reply(&mut stream, "403 Forbidden", "", b"");
+            reply(&mut stream, "401 Unauthorized", "", b"");
         }
         return;
     }
@@ -1007,5 +1041,49 @@ fn nobuild_manifest_release_remote_tag_and_mirror_as_linuxkit() {
     assert_eq!(
         local_digest(&repo, &b, &hub_name),
         local_digest(&repo, &a, &base)
+    );
+}
+
+/// The builder's own pull of a base image (`FROM` a private registry) gets the credentials
+/// lkpkg has, through the session's Auth service, as linuxkit hands `--registry-creds` to its
+/// builder; without them the registry refuses the pull.
+#[test]
+fn the_builder_pulls_a_private_base_image_with_lkpkgs_credentials() {
+    let fake = FakeRegistry::start_with_tokens();
+    let repo = Repo::new();
+    repo.write(
+        "app/build.yml",
+        "image: app\norg: lkpkgtest-private-base\narches: [amd64]\n",
+    )
+    .write(
+        "app/Dockerfile",
+        &format!("FROM 127.0.0.1:{}/tok/img:t\nCOPY app.txt /\n", fake.port),
+    )
+    .write("app/app.txt", &format!("{}\n", std::process::id()));
+    repo.commit_all("app");
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("c");
+    let (code, out, err) = run(lkpkg(&repo, &cache, true).args(["pkg", "build", "app"]));
+    assert_eq!(code, 1, "{err}");
+    let lower = err.to_ascii_lowercase();
+    assert!(
+        lower.contains("401") || lower.contains("unauthorized"),
+        "{err}"
+    );
+    let mut outputs = out + &err;
+    let (code, out, err) = run(lkpkg(&repo, &cache, true).args([
+        "-v",
+        "3",
+        "pkg",
+        "build",
+        "--registry-creds",
+        &format!("127.0.0.1:{}={USER}:{PASSWORD}", fake.port),
+        "app",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    outputs.push_str(&(out + &err));
+    assert!(
+        !outputs.contains(PASSWORD),
+        "a secret was printed:\n{outputs}"
     );
 }

@@ -26,6 +26,7 @@
 //! into the cache while it arrives ([`build_image`]): no `docker save`, nothing in the engine's
 //! image store, never the whole image in memory.
 
+pub(crate) mod auth;
 pub(crate) mod content;
 pub(crate) mod context_tree;
 pub(crate) mod dial;
@@ -158,6 +159,7 @@ mod tests {
             exporter_attrs: [("compression".to_owned(), "uncompressed".to_owned())].into(),
             blobs: content::Blobs::default(),
             ssh: Default::default(),
+            auth: Default::default(),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

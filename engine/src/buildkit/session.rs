@@ -10,7 +10,8 @@
 //! - `moby.filesync.v1.FileSend`: the exporter's archive ([`super::filesync`]);
 //! - `containerd.services.content.v1.Content`: the linuxkit cache, read-only, for named
 //!   contexts ([`super::content`]);
-//! - `moby.sshforward.v1.SSH`: the ssh agents `--ssh` forwards ([`super::sshforward`]).
+//! - `moby.sshforward.v1.SSH`: the ssh agents `--ssh` forwards ([`super::sshforward`]);
+//! - `moby.filesync.v1.Auth`: registry credentials for the builder's pulls ([`super::auth`]).
 //!
 //! Requests are routed by their path's service name to one of these (tonic's own router would
 //! bring axum in for five string comparisons).
@@ -36,7 +37,10 @@ use super::dial;
 use super::filesync::{ExportSink, SyncedDirs};
 use super::sshforward::Agents;
 use crate::executor::docker::{Endpoint, EngineError};
+use bollard_buildkit_proto::moby::filesync::v1::auth_server::AuthServer;
 use bollard_buildkit_proto::moby::sshforward::v1::ssh_server::SshServer;
+
+use super::auth::RegistryAuth;
 
 /// The largest message either side sends (BuildKit's own limit).
 const MAX_MESSAGE: usize = 16 << 20;
@@ -83,6 +87,7 @@ pub(crate) struct Services {
     pub export: Arc<ExportSink>,
     pub blobs: content::Blobs,
     pub agents: Agents,
+    pub auth: RegistryAuth,
 }
 
 /// The session's router; see the module docs.
@@ -93,6 +98,7 @@ struct Router {
     send: FileSendServer<ExportSinkRef>,
     content: ContentServer,
     ssh: SshServer<Agents>,
+    auth: AuthServer<RegistryAuth>,
 }
 
 /// The export sink, shared with the solve that reads it.
@@ -128,6 +134,7 @@ impl Router {
                 .max_encoding_message_size(MAX_MESSAGE),
             content: ContentServer::new(services.blobs),
             ssh: SshServer::new(services.agents),
+            auth: AuthServer::new(services.auth),
         }
     }
 
@@ -146,6 +153,15 @@ impl Router {
         all.extend(of(
             SshServer::<Agents>::NAME,
             &["CheckAgent", "ForwardAgent"],
+        ));
+        all.extend(of(
+            AuthServer::<RegistryAuth>::NAME,
+            &[
+                "Credentials",
+                "FetchToken",
+                "GetTokenAuthority",
+                "VerifyTokenAuthority",
+            ],
         ));
         all
     }
@@ -179,6 +195,8 @@ impl Service<http::Request<tonic::body::Body>> for Router {
             self.content.call(request)
         } else if service == SshServer::<Agents>::NAME {
             self.ssh.call(request)
+        } else if service == AuthServer::<RegistryAuth>::NAME {
+            self.auth.call(request)
         } else {
             Box::pin(async move {
                 Ok(Status::unimplemented(format!("`{service}` is not offered")).into_http())

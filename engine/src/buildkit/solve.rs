@@ -37,6 +37,8 @@ pub(crate) struct Solve {
     pub blobs: Blobs,
     /// `--ssh`: agent sockets by id.
     pub ssh: BTreeMap<String, std::path::PathBuf>,
+    /// Registry credentials for the builder's pulls.
+    pub auth: super::auth::RegistryAuth,
 }
 
 /// One line of a build's progress, for people.
@@ -135,6 +137,7 @@ pub(crate) async fn run(
         export: export.clone(),
         blobs: solve.blobs,
         agents: super::sshforward::Agents { sockets: solve.ssh },
+        auth: solve.auth,
     };
     let opener = match target {
         Target::Engine(engine) if !HIJACK_ENGINE_SESSIONS.with(|h| h.get()) => {

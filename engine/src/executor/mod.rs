@@ -44,6 +44,8 @@ pub struct BuildkitExecutor {
     epoch: i64,
     /// `--ssh`: agent sockets by id.
     ssh: BTreeMap<String, PathBuf>,
+    /// Registry credentials the builder is given for its pulls of base images.
+    credentials: Option<Arc<crate::registry::Credentials>>,
     /// `--builder-mode` and the builder container wanted.
     mode: BuilderMode,
     container: ContainerSpec,
@@ -65,10 +67,17 @@ impl BuildkitExecutor {
             builders,
             epoch,
             ssh,
+            credentials: None,
             mode: BuilderMode::Auto,
             container: ContainerSpec::default(),
             targets: tokio::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// With the registry credentials the builder asks for when it pulls base images.
+    pub fn with_credentials(mut self, credentials: Arc<crate::registry::Credentials>) -> Self {
+        self.credentials = Some(credentials);
+        self
     }
 
     /// With `--builder-mode` and the builder container's settings.
@@ -195,6 +204,7 @@ impl BuildkitExecutor {
             named,
             cache_root: self.store.root(),
             ssh: self.ssh.clone(),
+            auth: crate::buildkit::auth::RegistryAuth(self.credentials.clone()),
         });
         let log = job.log.clone();
         let progress = Arc::new(move |line: crate::buildkit::ProgressLine| {

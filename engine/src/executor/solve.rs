@@ -171,6 +171,8 @@ pub(crate) struct UnitSolve<'a> {
     pub cache_root: &'a Path,
     /// `--ssh`: agent sockets by id.
     pub ssh: BTreeMap<String, std::path::PathBuf>,
+    /// Registry credentials for the builder's pulls.
+    pub auth: crate::buildkit::auth::RegistryAuth,
 }
 
 /// The solve of a unit; see the module docs.
@@ -216,6 +218,7 @@ pub(crate) fn solve_for(unit: UnitSolve<'_>) -> Solve {
             made: unit.named.blobs,
         },
         ssh: unit.ssh,
+        auth: unit.auth,
     }
 }
 
@@ -268,6 +271,7 @@ mod tests {
             },
             cache_root: Path::new("/cache"),
             ssh: BTreeMap::new(),
+            auth: Default::default(),
         }
     }
 

@@ -193,7 +193,7 @@ impl Host {
 
 /// The registry client. Cheap to share; connections are pooled per host.
 pub struct Registry {
-    credentials: Credentials,
+    credentials: Arc<Credentials>,
     certs: Vec<Vec<u8>>,
     mirrors: HashMap<String, Mirror>,
     default_mirror: Option<Mirror>,
@@ -323,7 +323,7 @@ impl Registry {
             }
         }
         Ok(Registry {
-            credentials,
+            credentials: Arc::new(credentials),
             certs,
             mirrors,
             default_mirror,
@@ -332,6 +332,11 @@ impl Registry {
             known_blobs: Mutex::new(HashMap::new()),
             log: settings.log,
         })
+    }
+
+    /// The credentials this client found, to hand on (the builder's pulls ask for them).
+    pub fn credentials(&self) -> Arc<Credentials> {
+        self.credentials.clone()
     }
 
     fn say(&self, message: String) {
