@@ -240,6 +240,10 @@ pub struct PublishArgs {
     /// With --push: also push the image as `org/image:RELEASE`
     #[arg(long, value_name = "RELEASE")]
     pub release: Option<String>,
+    /// Base images that are not packages of the build come from their registries, not from
+    /// the cache (in-repo dependencies still come from the cache)
+    #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
+    pub ignore_cached: bool,
     /// With --push: also push the `<tag>-<arch>` tags
     #[arg(long, action = clap::ArgAction::Set, default_value_t = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
     pub manifest: bool,
@@ -251,8 +255,6 @@ pub struct PublishArgs {
 #[derive(Args, Debug, Clone, Default)]
 pub struct LinuxkitBuildFlags {
     #[arg(long, hide = true, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
-    pub ignore_cached: bool,
-    #[arg(long, hide = true, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
     pub precache_images: bool,
     #[arg(long, hide = true)]
     pub sbom_scanner: Option<String>,
@@ -261,14 +263,6 @@ pub struct LinuxkitBuildFlags {
 impl LinuxkitBuildFlags {
     /// Why the flags given cannot be honoured, if one cannot.
     pub fn refusal(&self) -> Option<String> {
-        if self.ignore_cached {
-            return Some(
-                "--ignore-cached: lkpkg builds FROM in-repo images out of the cache, platform \
-                 by platform, so that every dependent sees what its dependency built; there is \
-                 no registry path to ignore it for (use --force to rebuild)"
-                    .into(),
-            );
-        }
         if self.precache_images {
             return Some(
                 "--precache-images: lkpkg already resolves in-repo images from the cache; \

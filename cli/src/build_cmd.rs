@@ -122,6 +122,7 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
         network: crate::pkg::network_and_cache(options).0,
         disable_cache: crate::pkg::network_and_cache(options).1,
         dry_run: args.dry_run,
+        ignore_cached: args.publish.ignore_cached,
         epoch: epoch()?,
     };
     // `--builders` over `LINUXKIT_BUILDERS` (Builders reads the variable itself, to say which

@@ -1087,3 +1087,70 @@ fn the_builder_pulls_a_private_base_image_with_lkpkgs_credentials() {
         "a secret was printed:\n{outputs}"
     );
 }
+
+/// `--ignore-cached`: a base image that is not a package of the build comes from its registry
+/// even when the cache holds an image of that name (here: another one, imported under it).
+#[test]
+fn ignore_cached_takes_external_bases_from_their_registry() {
+    let registry = TestRegistry::plain();
+    let host = registry.host();
+    let base = format!("{host}/ext/base:1");
+    let repo = Repo::new();
+    for (dir, which) in [("published", "registry"), ("local", "cache")] {
+        repo.write(
+            &format!("{dir}/build.yml"),
+            &format!("image: {dir}\norg: {host}/ext\narches: [amd64]\n"),
+        )
+        .write(&format!("{dir}/Dockerfile"), "FROM scratch\nCOPY which /\n")
+        .write(&format!("{dir}/which"), &format!("{which}\n"));
+    }
+    repo.write(
+        "app/build.yml",
+        "image: app\norg: lkpkgtest-ignore-cached\narches: [amd64]\n",
+    )
+    .write("app/Dockerfile", &format!("FROM {base}\nCOPY app.txt /\n"))
+    .write("app/app.txt", "app\n");
+    repo.commit_all("packages");
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("c");
+    // The registry has `published` under the base's name; the cache, `local`.
+    ok(lkpkg(&repo, &cache, true).args(["pkg", "build", "published", "local"]));
+    let published = tag_of(&repo, "published");
+    ok(lkpkg(&repo, &cache, false).args([
+        "cache",
+        "push",
+        &format!("{published}-amd64"),
+        "--remote-name",
+        &base,
+    ]));
+    let archive = tmp.path().join("local.tar");
+    ok(lkpkg(&repo, &cache, false).args([
+        "cache",
+        "export",
+        &tag_of(&repo, "local"),
+        "--platform",
+        "linux/amd64",
+        "--name",
+        &base,
+        "-o",
+        archive.to_str().unwrap(),
+    ]));
+    ok(lkpkg(&repo, &cache, false).args(["cache", "import", archive.to_str().unwrap()]));
+
+    ok(lkpkg(&repo, &cache, true).args(["pkg", "build", "app"]));
+    assert_eq!(
+        crate::support::file_in_image(&repo, &cache, "app", "/which"),
+        "cache\n"
+    );
+    let (code, _, err) =
+        run(lkpkg(&repo, &cache, true).args(["pkg", "build", "--ignore-cached", "app"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("--ignore-cached"),
+        "the key says why it rebuilt: {err}"
+    );
+    assert_eq!(
+        crate::support::file_in_image(&repo, &cache, "app", "/which"),
+        "registry\n"
+    );
+}

@@ -187,8 +187,24 @@ impl BuildkitExecutor {
             .map_err(|e| text(&e))?
             .map_err(|e| text(&e))?
         };
-        let named =
-            solve::NamedContexts::of(&self.store, &gp.dockerfile.images).map_err(|e| text(&e))?;
+        // `--ignore-cached`: only the build's own packages come from the cache.
+        let images: Vec<_> = if job.ignore_cached {
+            gp.dockerfile
+                .images
+                .iter()
+                .filter(|image| {
+                    let full = lkpkg_cache_format::reference::expand(&image.reference);
+                    self.graph
+                        .packages
+                        .iter()
+                        .any(|p| p.package.tag.full_tag() == full)
+                })
+                .cloned()
+                .collect()
+        } else {
+            gp.dockerfile.images.clone()
+        };
+        let named = solve::NamedContexts::of(&self.store, &images).map_err(|e| text(&e))?;
         let spec = solve::solve_for(solve::UnitSolve {
             unit: job.unit,
             shared_key: &package.dir.display().to_string(),

@@ -106,6 +106,8 @@ pub struct Job<'a> {
     pub labels: &'a BTreeMap<String, String>,
     pub network: bool,
     pub no_cache: bool,
+    /// See [`BuildOptions::ignore_cached`].
+    pub ignore_cached: bool,
     /// Called once the builder is chosen and free, with its name (the build starts).
     pub started: Box<dyn Fn(&str) + Send + Sync + 'a>,
     /// Each line of the build's progress.
@@ -137,6 +139,10 @@ pub struct BuildOptions {
     /// `--disable-cache` / `--enable-cache` over build.yml's `disable-cache`.
     pub disable_cache: Option<bool>,
     pub dry_run: bool,
+    /// `--ignore-cached`: base images that are not packages of the build are pulled by the
+    /// builder from their registries, not read from the cache (in-repo dependencies still
+    /// come from the cache: their build in this run is what a dependent must see).
+    pub ignore_cached: bool,
     /// The time stamped into outputs (unix seconds): `SOURCE_DATE_EPOCH`, else 0.
     ///
     /// Not a commit time: the epoch is part of every output (the config's `created`, history,
@@ -717,6 +723,10 @@ fn unit_inputs(
         if let Node::ExternalImage { reference } = &graph.graph[edge.target()] {
             match edge.weight() {
                 Edge::Depends => depends.push(reference.clone()),
+                // Read from the registry instead of the cache, the image may be other bytes:
+                // the key says which.
+                _ if shared.options.ignore_cached => external_images
+                    .push(format!("{reference} (from its registry: --ignore-cached)")),
                 _ => external_images.push(reference.clone()),
             }
         }
@@ -990,6 +1000,7 @@ impl UnitTask {
                 .options
                 .disable_cache
                 .unwrap_or(package.yml.disable_cache),
+            ignore_cached: shared.options.ignore_cached,
             started: Box::new(|builder: &str| {
                 events(Event::Started {
                     unit: self.name.clone(),
