@@ -2,8 +2,10 @@
 //! function of [`ops`]-like entry points here, and renders what comes back.
 //!
 //! The pipeline of one build, each stage a module:
-//! `discover` → `build_yml` → `package` (tags, `@lkt:` arguments) → `graph` → (plan, schedule,
-//! build, ingest into `store`).
+//! `discover` → `build_yml` → `package` (tags, `@lkt:` arguments) → `graph` → `schedule`
+//! (keys and decisions; a unit to build is first asked of `remote`, then built by `executor`
+//! through `buildkit`) → `store`. Registries: `registry` (the protocol, on oci-client) and
+//! `transfer` (images between the store and registries), neither of which knows packages.
 
 pub mod build_args;
 pub mod build_yml;
