@@ -53,9 +53,12 @@ pub fn client(global: &GlobalArgs, registry_creds: &[String]) -> Result<Arc<Regi
         .unwrap_or_default();
     let quiet = global.quiet;
     let debug = global.verbose >= 2;
-    let log: Arc<dyn Fn(String) + Send + Sync> = Arc::new(move |message: String| {
-        let is_debug = message.contains(": credentials: ");
-        if (is_debug && debug) || (!is_debug && !quiet) {
+    let log: registry::Log = Arc::new(move |level, message: String| {
+        let shown = match level {
+            registry::Level::Info => !quiet,
+            registry::Level::Debug => debug,
+        };
+        if shown {
             crate::output::errln!("    Registry {message}");
         }
     });

@@ -440,7 +440,7 @@ fn credential_helper(dir: &Path, registry: &str, password: &str) -> String {
         ),
     )
     .unwrap();
-    sh(dir, &format!("chmod 755 {}", script.display()));
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     format!(
         "{}:{}",
         bin.display(),

@@ -138,9 +138,20 @@ pub struct Settings {
     /// Registries spoken to over plain HTTP besides loopback ones (the engine's
     /// `insecure-registries`).
     pub insecure: Vec<String>,
-    /// Where retries and other diagnostics go (`-v`).
-    pub log: Option<Arc<dyn Fn(String) + Send + Sync>>,
+    /// Where retries and other diagnostics go.
+    pub log: Option<Log>,
 }
+
+/// How much a diagnostic matters: retries and fallbacks are said to people; where credentials
+/// came from only at `-v 2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Debug,
+}
+
+/// The receiver of the client's diagnostics.
+pub type Log = Arc<dyn Fn(Level, String) + Send + Sync>;
 
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -201,7 +212,7 @@ pub struct Registry {
     hosts: tokio::sync::Mutex<HashMap<String, Arc<Host>>>,
     /// Repositories known to hold a blob, per registry: the sources of cross-repository mounts.
     known_blobs: Mutex<HashMap<(String, Digest), String>>,
-    log: Option<Arc<dyn Fn(String) + Send + Sync>>,
+    log: Option<Log>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -288,11 +299,6 @@ pub fn parse_reference(reference: &str) -> Result<Reference, RegistryError> {
     })
 }
 
-/// The registry a reference lives in, as users write it (`docker.io`, `127.0.0.1:5000`).
-pub fn registry_of(reference: &Reference) -> &str {
-    reference.registry()
-}
-
 impl Registry {
     pub fn new(settings: Settings) -> Result<Registry, RegistryError> {
         // reqwest is built without a crypto provider: lkpkg's (ring) serves every TLS client.
@@ -340,8 +346,12 @@ impl Registry {
     }
 
     fn say(&self, message: String) {
+        self.log_at(Level::Info, message);
+    }
+
+    fn log_at(&self, level: Level, message: String) {
         if let Some(log) = &self.log {
-            log(message);
+            log(level, message);
         }
     }
 
@@ -399,7 +409,10 @@ impl Registry {
         }
         let http = http.build().map_err(|e| setting(e.to_string()))?;
         let (credential, source) = self.credentials.lookup(registry)?;
-        self.say(format!("registry `{registry}`: credentials: {source}"));
+        self.log_at(
+            Level::Debug,
+            format!("registry `{registry}`: credentials: {source}"),
+        );
         let auth = match &credential {
             Credential::Anonymous => RegistryAuth::Anonymous,
             Credential::Basic { username, password } => {

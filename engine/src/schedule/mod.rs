@@ -1066,7 +1066,7 @@ impl UnitTask {
                 return Ok((record.manifest, Outcome::TakenFromOtherProcess, self.key));
             }
         }
-        if let Some(pulled) = self.pull(&name).await {
+        if let Some(pulled) = self.pull().await {
             return pulled;
         }
         let result = shared.executor.build(job).await;
@@ -1142,10 +1142,7 @@ impl UnitTask {
     }
 
     /// Asks the registry for the unit before it is built; `None`: build it.
-    async fn pull(
-        &self,
-        name: &str,
-    ) -> Option<Result<(Descriptor, Outcome, [u8; 32]), UnitFailure>> {
+    async fn pull(&self) -> Option<Result<(Descriptor, Outcome, [u8; 32]), UnitFailure>> {
         let shared = &self.shared;
         let remote = shared.remote.as_ref()?;
         let ask = RemoteAsk {
@@ -1196,7 +1193,6 @@ impl UnitTask {
             }
             Pulled::ByTag { .. } => Outcome::PulledByTag,
         };
-        let _ = name;
         (shared.events)(Event::Pulled {
             unit: self.name.clone(),
             digest: descriptor.digest.to_string(),
