@@ -36,6 +36,13 @@ pub struct Dockerfile {
     pub args_used_outside_from: BTreeSet<String>,
     /// The `# syntax=` parser directive (the frontend image BuildKit is asked to run).
     pub syntax: Option<String>,
+    /// Whether the last stage (the image built) has a `RUN`, `COPY` or `ADD`: then its image
+    /// has a filesystem of its own. One without (`FROM scratch` + `ENTRYPOINT`, say) may be a
+    /// metadata-only image, which BuildKit before 0.23 cannot export from a multi-platform
+    /// solve (its `oci` exporter dereferences the platform's empty result and the builder
+    /// crashes: with the engine's own BuildKit, the whole dockerd). See
+    /// [`crate::executor`].
+    pub final_stage_writes: bool,
     /// An `ARG` or reference whose expansion passed [`MAX_EXPANSION`] bytes (doubling `ARG`s
     /// grow 2^n from a few bytes): the package's error, not a reason to allocate without bound.
     pub oversized: Option<String>,
@@ -153,6 +160,7 @@ pub fn read(text: &str, args: &BTreeMap<String, String>) -> Dockerfile {
             }
             "FROM" => {
                 seen_from = true;
+                result.final_stage_writes = false;
                 let words: Vec<&str> = instruction
                     .rest
                     .split_whitespace()
@@ -194,6 +202,9 @@ pub fn read(text: &str, args: &BTreeMap<String, String>) -> Dockerfile {
                 }
             }
             keyword => {
+                if matches!(keyword, "RUN" | "COPY" | "ADD") {
+                    result.final_stage_writes = true;
+                }
                 if keyword == "COPY" || keyword == "ADD" {
                     for word in instruction.rest.split_whitespace() {
                         if let Some(from) = word.strip_prefix("--from=") {
@@ -350,6 +361,20 @@ mod tests {
         assert_eq!(d.images[0].line, 4);
         assert!(d.args_used_outside_from.contains("OTHER"));
         assert!(!d.args_used_outside_from.contains("BASE"));
+    }
+
+    #[test]
+    fn whether_the_last_stage_writes_files() {
+        let writes = |text: &str| read(text, &BTreeMap::new()).final_stage_writes;
+        assert!(writes("FROM scratch\nENTRYPOINT [\"/x\"]\nCOPY x /\n"));
+        assert!(writes("FROM alpine\nrun true\n"));
+        assert!(writes("FROM a AS b\nRUN x\nFROM b\nADD y /\n"));
+        // Writes only in an earlier stage, or none: the image may have no layer.
+        assert!(!writes(
+            "FROM a AS b\nRUN x\nFROM scratch\nENTRYPOINT [\"/x\"]\n"
+        ));
+        assert!(!writes("FROM scratch\nLABEL a=b\n"));
+        assert!(!writes(""));
     }
 
     #[test]

@@ -296,6 +296,15 @@ impl Outcome {
             .to_owned()
     }
 
+    /// The build's log lines for `unit` (`log` events).
+    fn log(&self, unit: &str) -> Vec<String> {
+        self.events
+            .iter()
+            .filter(|e| e["unit"] == unit && e["type"] == "log")
+            .filter_map(|e| e["line"].as_str().map(str::to_owned))
+            .collect()
+    }
+
     fn dump(&self) -> String {
         format!(
             "exit {}\nstdout:\n{}\nstderr:\n{}",
@@ -608,6 +617,24 @@ fn chain_through_lkt_pkg_builds_each_platform_on_its_own_base() {
     let outcome = t.build_ok(&[]);
     for unit in ["base/amd64", "base/arm64", "app/amd64", "app/arm64"] {
         assert_eq!(outcome.kind(unit), "built", "{unit}\n{}", outcome.dump());
+    }
+    // One solve per package for both platforms (one builder serves both): BuildKit names the
+    // steps of a multi-platform solve with their platform, and each step's lines reach the
+    // unit of that platform.
+    for package in ["base", "app"] {
+        for (arch, other) in [("amd64", "arm64"), ("arm64", "amd64")] {
+            let lines = outcome.log(&format!("{package}/{arch}"));
+            assert!(
+                lines.iter().any(|l| l.contains(&format!("[linux/{arch} "))),
+                "{package}/{arch}: no step of a two-platform solve in {lines:#?}"
+            );
+            assert!(
+                !lines
+                    .iter()
+                    .any(|l| l.contains(&format!("[linux/{other} "))),
+                "{package}/{arch} got {other}'s lines: {lines:#?}"
+            );
+        }
     }
     let base_tag = t.tag("base", &[]);
     let app_tag = t.tag("app", &[]);
@@ -1415,6 +1442,9 @@ fn a_whole_tree_reports_every_package_that_cannot_load_and_can_exclude_them() {
 /// writes `"layers": null`; the image goes into the cache and exports like any other.
 #[test]
 fn a_metadata_only_image_with_no_layer_builds() {
+    // Two platforms of an image with no layer: built in a solve per platform, since the `oci`
+    // exporter of the engine's BuildKit (0.13) crashes the dockerd on the empty result of a
+    // multi-platform solve.
     let t = Test::new("nolayer");
     t.build_yml("meta", "arches: [amd64, arm64]\n");
     t.repo.write(

@@ -23,7 +23,7 @@
 //! code keeps its session crate-private and takes contexts as in-memory tars.
 //!
 //! An image leaves the builder through the `oci` exporter as a tar stream, which is ingested
-//! into the cache while it arrives ([`build_image`]): no `docker save`, nothing in the engine's
+//! into the cache while it arrives ([`build_images`]): no `docker save`, nothing in the engine's
 //! image store, never the whole image in memory.
 
 pub(crate) mod auth;
@@ -85,28 +85,29 @@ pub(crate) enum ImageBuildError {
     Internal(String),
 }
 
-/// Builds one image for `platform` and ingests it under `<full_name>-<arch>`; returns its
-/// manifest descriptor (with the platform).
-pub(crate) async fn build_image(
+/// Builds the images of one solve (one platform or several) and ingests each under
+/// `<full_name>-<arch>`; returns their manifest descriptors (with the platform), in the order
+/// of `platforms`.
+pub(crate) async fn build_images(
     target: &Target,
     solve: Solve,
     store: Arc<Store>,
     full_name: &str,
-    platform: &Platform,
+    platforms: &[Platform],
     progress: Arc<dyn Fn(ProgressLine) + Send + Sync>,
-) -> Result<Descriptor, ImageBuildError> {
+) -> Result<Vec<Descriptor>, ImageBuildError> {
     // Sixteen chunks in flight: the ingest's pace limits the builder's.
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
     let ingest = {
         let store = store.clone();
         let full_name = full_name.to_owned();
-        let platform = platform.clone();
+        let platforms = platforms.to_vec();
         tokio::task::spawn_blocking(move || {
             let reader = ChannelReader {
                 rx,
                 current: bytes::Bytes::new(),
             };
-            store.ingest_oci_archive(reader, &full_name, &platform)
+            store.ingest_oci_archive_platforms(reader, &full_name, &platforms)
         })
     };
     let solved = solve::run(target, solve, tx, progress).await;
@@ -169,15 +170,15 @@ mod tests {
         let target = Target::Engine(crate::executor::docker::Endpoint::new(
             "unix:///var/run/docker.sock",
         ));
-        let built = runtime.block_on(build_image(
+        let built = runtime.block_on(build_images(
             &target,
             solve,
             store.clone(),
             "docker.io/lkpkgtest/hijack:t",
-            &Platform::linux("amd64"),
+            &[Platform::linux("amd64")],
             Arc::new(|_| {}),
         ));
-        let descriptor = built.expect("a build through Control.Session");
+        let descriptor = built.expect("a build through Control.Session").remove(0);
         let manifest = store.read_manifest(&descriptor.digest).unwrap();
         let layer = store.read_blob(&manifest.layers[0].digest).unwrap();
         let mut archive = tar::Archive::new(&layer[..]);

@@ -45,6 +45,20 @@ pub(crate) struct Solve {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ProgressLine {
     pub text: String,
+    /// The platform of the step the line is about, when the solve builds several platforms
+    /// (BuildKit then names each step `[linux/arm64 2/3] RUN …`); `None` for a solve of one
+    /// platform and for steps of none (the context, the export).
+    pub platform: Option<String>,
+}
+
+/// The platform a step's name starts with (`[linux/arm64 stage-1 2/3] RUN …` →
+/// `linux/arm64`); `None` for names without one (`[2/3] RUN …`, `[internal] load …`).
+fn step_platform(name: &str) -> Option<String> {
+    let inner = name.strip_prefix('[')?;
+    let token = inner.split([' ', ']']).next()?;
+    let (os, rest) = token.split_once('/')?;
+    (!os.is_empty() && os.bytes().all(|b| b.is_ascii_lowercase()) && !rest.is_empty())
+        .then(|| token.to_owned())
 }
 
 /// How a solve failed.
@@ -219,20 +233,32 @@ async fn follow_status(
         let next = numbers.len() + 1;
         *numbers.entry(digest.to_owned()).or_insert(next)
     };
-    let say = |text: String| progress(ProgressLine { text });
+    let mut platforms: HashMap<String, String> = HashMap::new();
+    let say = |text: String, platform: Option<&String>| {
+        progress(ProgressLine {
+            text,
+            platform: platform.cloned(),
+        })
+    };
     while let Some(Ok(update)) = stream.next().await {
         for vertex in &update.vertexes {
             let n = number(&mut numbers, &vertex.digest);
+            if !platforms.contains_key(&vertex.digest)
+                && let Some(platform) = step_platform(&vertex.name)
+            {
+                platforms.insert(vertex.digest.clone(), platform);
+            }
+            let platform = platforms.get(&vertex.digest);
             let was_started = started.get(&vertex.digest).copied().unwrap_or(false);
             if (vertex.started.is_some() || vertex.cached) && !was_started {
                 started.insert(vertex.digest.clone(), true);
-                say(format!("#{n} {}", vertex.name));
+                say(format!("#{n} {}", vertex.name), platform);
             }
             if vertex.completed.is_some() {
                 if vertex.cached {
-                    say(format!("#{n} CACHED"));
+                    say(format!("#{n} CACHED"), platform);
                 } else if !vertex.error.is_empty() {
-                    say(format!("#{n} ERROR: {}", vertex.error));
+                    say(format!("#{n} ERROR: {}", vertex.error), platform);
                 }
             }
         }
@@ -243,20 +269,48 @@ async fn follow_status(
             while let Some(end) = buffer.find('\n') {
                 let line: String = buffer.drain(..=end).collect();
                 let line = line.trim_end_matches(['\n', '\r']);
-                say(format!("#{n} {line}"));
+                say(format!("#{n} {line}"), platforms.get(&log.vertex));
             }
         }
         for warning in &update.warnings {
-            say(format!(
-                "warning: {}",
-                String::from_utf8_lossy(&warning.short).trim()
-            ));
+            say(
+                format!(
+                    "warning: {}",
+                    String::from_utf8_lossy(&warning.short).trim()
+                ),
+                platforms.get(&warning.vertex),
+            );
         }
     }
     for (vertex, rest) in partial {
         if !rest.trim().is_empty() {
             let n = number(&mut numbers, &vertex);
-            say(format!("#{n} {}", rest.trim_end()));
+            say(format!("#{n} {}", rest.trim_end()), platforms.get(&vertex));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::step_platform;
+
+    #[test]
+    fn a_step_of_a_multi_platform_solve_names_its_platform() {
+        let platform = |name: &str| step_platform(name);
+        assert_eq!(
+            platform("[linux/arm64 2/3] RUN uname -m").as_deref(),
+            Some("linux/arm64")
+        );
+        assert_eq!(
+            platform("[linux/arm64/v8 build 1/2] FROM docker.io/x").as_deref(),
+            Some("linux/arm64/v8")
+        );
+        assert_eq!(platform("[2/3] RUN uname -m"), None);
+        assert_eq!(
+            platform("[internal] load build definition from Dockerfile"),
+            None
+        );
+        assert_eq!(platform("[stage-1 2/3] COPY a /"), None);
+        assert_eq!(platform("exporting to oci image format"), None);
     }
 }

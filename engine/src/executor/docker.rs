@@ -48,7 +48,7 @@ const REQUEST_TIMEOUT: u64 = 3600;
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A failure talking to, or building on, an engine.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
     #[error("the Docker engine at `{endpoint}` does not answer: {message}")]
     Unreachable { endpoint: String, message: String },

@@ -1,5 +1,16 @@
-//! The executor: builds one unit at a time through BuildKit, for the scheduler
+//! The executor: builds units through BuildKit, for the scheduler
 //! ([`crate::schedule::Executor`]).
+//!
+//! The scheduler hands over the units of one package that are ready at once; those whose
+//! platforms share a builder are built in **one solve** of several platforms (BuildKit shares
+//! the context transfer, `FROM --platform=$BUILDPLATFORM` stages and the export between them,
+//! and each platform's manifest is byte for byte what a solve of that platform alone gives, so
+//! build records do not depend on how units were grouped). Two kinds of package get a solve
+//! per platform: one with `depends.docker-images` archives (its context differs per
+//! platform), and one whose last stage has no `RUN`, `COPY` or `ADD`: such an image may have
+//! no layer at all, and the `oci` exporter of BuildKit before 0.23 (Docker 26's, for one)
+//! dereferences that empty result of a multi-platform solve and crashes, taking the engine's
+//! dockerd with it (fixed upstream by "exporter: fix oci export of multi-platform nil result").
 //!
 //! For a unit it chooses the platform's builder ([`builders`]: `--builders` >
 //! `LINUXKIT_BUILDERS` > context `linuxkit-<os>-<arch>` > default context), decides once per
@@ -7,7 +18,7 @@
 //! [`docker::Engine::check_buildkit`]; else linuxkit's builder container, [`container`]), assembles the
 //! context ([`context`]: the package, its extra sources, its `depends.docker-images`
 //! archives), turns the unit into a solve ([`solve`]: attributes, named contexts from the cache,
-//! reproducible outputs) and runs it with [`crate::buildkit::build_image`], which ingests the
+//! reproducible outputs) and runs it with [`crate::buildkit::build_images`], which ingests the
 //! result into the cache. `--docker` loads an image from the cache into the default engine.
 
 pub mod builders;
@@ -134,41 +145,130 @@ impl BuildkitExecutor {
         Ok(target)
     }
 
-    async fn build_unit(&self, job: Job<'_>) -> Result<Descriptor, ExecError> {
-        let builder = self
-            .builders
-            .for_platform(job.platform)
-            .await
-            .map_err(ExecError::Environment)?;
+    /// Builds units of one package: those whose platforms share a builder in one solve
+    /// (BuildKit builds the platforms side by side and shares what they have in common: the
+    /// context, `FROM --platform=$BUILDPLATFORM` stages, the export). A package with
+    /// `depends.docker-images` archives gets a solve per platform, since its context differs
+    /// per platform, and so does one whose last stage writes no file (it may be a
+    /// metadata-only image, which crashes the `oci` exporter of BuildKit before 0.23 in a
+    /// multi-platform solve: see [`crate::dockerfile::Dockerfile::final_stage_writes`]).
+    /// Results are in the order of `jobs`.
+    async fn build_units(&self, jobs: Vec<Job<'_>>) -> Vec<Result<Descriptor, ExecError>> {
+        let together = jobs.first().is_some_and(|job| {
+            let gp = &self.graph.packages[job.package];
+            gp.package.yml.depends.target.is_none() && gp.dockerfile.final_stage_writes
+        });
+        let mut results: Vec<Option<Result<Descriptor, ExecError>>> =
+            jobs.iter().map(|_| None).collect();
+        // Per builder, the jobs it builds in one solve (with their places in `jobs`).
+        type Group<'j> = (Arc<Builder>, Vec<(usize, Job<'j>)>);
+        let mut groups: Vec<Group<'_>> = Vec::new();
+        for (i, job) in jobs.into_iter().enumerate() {
+            let builder = match self.builders.for_platform(job.platform).await {
+                Ok(builder) => builder,
+                Err(e) => {
+                    results[i] = Some(Err(ExecError::Environment(e)));
+                    continue;
+                }
+            };
+            let endpoint = builder.engine.endpoint().to_owned();
+            match groups
+                .iter_mut()
+                .find(|(b, _)| together && b.engine.endpoint() == endpoint)
+            {
+                Some((_, group)) => group.push((i, job)),
+                None => groups.push((builder, vec![(i, job)])),
+            }
+        }
+        let built =
+            futures_util::future::join_all(groups.into_iter().map(|(builder, group)| async move {
+                let (indexes, jobs): (Vec<usize>, Vec<Job<'_>>) = group.into_iter().unzip();
+                indexes
+                    .into_iter()
+                    .zip(self.build_group(&builder, jobs).await)
+                    .collect::<Vec<_>>()
+            }))
+            .await;
+        for (i, result) in built.into_iter().flatten() {
+            results[i] = Some(result);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(ExecError::Environment(internal_error()))))
+            .collect()
+    }
+
+    /// One solve for `jobs` (units of one package, platforms of one builder).
+    async fn build_group(
+        &self,
+        builder: &Builder,
+        jobs: Vec<Job<'_>>,
+    ) -> Vec<Result<Descriptor, ExecError>> {
         let _limit = builder.limit.clone().acquire_owned().await;
         // An engine with no BuildKit lkpkg can use fails every unit sent to it: the build
         // stops with what to enable.
-        let target = self
-            .target(&builder)
-            .await
-            .map_err(ExecError::Environment)?;
-        (job.started)(builder.engine.endpoint());
+        let target = match self.target(builder).await {
+            Ok(target) => target,
+            Err(e) => {
+                return jobs
+                    .iter()
+                    .map(|_| Err(ExecError::Environment(e.clone())))
+                    .collect();
+            }
+        };
+        for job in &jobs {
+            (job.started)(builder.engine.endpoint());
+        }
         let tail = Arc::new(Mutex::new(Vec::<String>::new()));
-        let result = self.solve_unit(&job, &builder, &target, tail.clone()).await;
-        result.map_err(|failure| match failure {
-            UnitFailure::Environment(e) => ExecError::Environment(e),
-            UnitFailure::Build(message) => ExecError::Failed {
-                message: format!("build of {} failed: {message}", job.unit),
-                log_tail: tail.lock().map(|t| t.clone()).unwrap_or_default(),
-            },
-        })
+        match self
+            .solve_group(&jobs, builder, &target, tail.clone())
+            .await
+        {
+            Ok(descriptors) => descriptors.into_iter().map(Ok).collect(),
+            Err(failure) => {
+                let others = |unit: &str| -> String {
+                    let others: Vec<&str> =
+                        jobs.iter().map(|j| j.unit).filter(|u| *u != unit).collect();
+                    if others.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (in one solve with {})", others.join(", "))
+                    }
+                };
+                let log_tail = tail.lock().map(|t| t.clone()).unwrap_or_default();
+                jobs.iter()
+                    .map(|job| {
+                        Err(match &failure {
+                            UnitFailure::Environment(e) => ExecError::Environment(e.clone()),
+                            UnitFailure::Build(message) => ExecError::Failed {
+                                message: format!(
+                                    "build of {}{} failed: {message}",
+                                    job.unit,
+                                    others(job.unit)
+                                ),
+                                log_tail: log_tail.clone(),
+                            },
+                        })
+                    })
+                    .collect()
+            }
+        }
     }
 
-    async fn solve_unit(
+    async fn solve_group(
         &self,
-        job: &Job<'_>,
+        jobs: &[Job<'_>],
         builder: &Builder,
         target: &Target,
         tail: Arc<Mutex<Vec<String>>>,
-    ) -> Result<Descriptor, UnitFailure> {
+    ) -> Result<Vec<Descriptor>, UnitFailure> {
         let text = |e: &dyn std::fmt::Display| UnitFailure::Build(e.to_string());
+        let job = &jobs[0];
+        let platforms: Vec<Platform> = jobs.iter().map(|j| j.platform.clone()).collect();
         let gp = &self.graph.packages[job.package];
         let package = &gp.package;
+        // (Only a package without `depends.docker-images` archives builds several platforms in
+        // one solve, see `build_units`.)
         let generated = self
             .depends_archives(job.package, job.platform, builder)
             .await
@@ -205,10 +305,11 @@ impl BuildkitExecutor {
             gp.dockerfile.images.clone()
         };
         let named = solve::NamedContexts::of(&self.store, &images).map_err(|e| text(&e))?;
+        let units: Vec<&str> = jobs.iter().map(|j| j.unit).collect();
         let spec = solve::solve_for(solve::UnitSolve {
-            unit: job.unit,
+            unit: &units.join(", "),
             shared_key: &package.dir.display().to_string(),
-            platform: job.platform,
+            platforms: &platforms,
             context,
             dockerfile,
             filename,
@@ -222,7 +323,13 @@ impl BuildkitExecutor {
             ssh: self.ssh.clone(),
             auth: crate::buildkit::auth::RegistryAuth(self.credentials.clone()),
         });
-        let log = job.log.clone();
+        // Each line goes to the unit of its step's platform; lines of no platform (the
+        // context, the export) to the first unit.
+        type UnitLog = (String, Arc<dyn Fn(String) + Send + Sync>);
+        let logs: Vec<UnitLog> = jobs
+            .iter()
+            .map(|j| (j.platform.to_string(), j.log.clone()))
+            .collect();
         let progress = Arc::new(move |line: crate::buildkit::ProgressLine| {
             if let Ok(mut tail) = tail.lock() {
                 tail.push(line.text.clone());
@@ -230,14 +337,20 @@ impl BuildkitExecutor {
                     tail.remove(0);
                 }
             }
-            log(line.text)
+            let log = line
+                .platform
+                .as_deref()
+                .and_then(|step| logs.iter().find(|(unit, _)| same_platform(step, unit)))
+                .unwrap_or(&logs[0]);
+            (log.1)(line.text)
         });
-        crate::buildkit::build_image(
+        let oci_platforms: Vec<OciPlatform> = platforms.iter().map(oci_platform).collect();
+        crate::buildkit::build_images(
             target,
             spec,
             self.store.clone(),
             &package.tag.full_tag(),
-            &oci_platform(job.platform),
+            &oci_platforms,
             progress,
         )
         .await
@@ -321,7 +434,19 @@ impl BuildkitExecutor {
 
 impl Executor for BuildkitExecutor {
     fn build<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Descriptor, ExecError>> {
-        Box::pin(self.build_unit(job))
+        Box::pin(async move {
+            self.build_units(vec![job])
+                .await
+                .pop()
+                .unwrap_or_else(|| Err(ExecError::Environment(internal_error())))
+        })
+    }
+
+    fn build_together<'a>(
+        &'a self,
+        jobs: Vec<Job<'a>>,
+    ) -> BoxFuture<'a, Vec<Result<Descriptor, ExecError>>> {
+        Box::pin(self.build_units(jobs))
     }
 
     fn load_into_engine(&self, package: usize) -> BoxFuture<'_, Result<(), BuildError>> {
@@ -335,6 +460,21 @@ enum UnitFailure {
     Environment(EngineError),
     /// The build failed, as BuildKit said.
     Build(String),
+}
+
+/// Whether a step's platform as BuildKit names it (`linux/arm64`, `linux/arm64/v8`) is the
+/// unit's (`linux/arm64`).
+fn same_platform(step: &str, unit: &str) -> bool {
+    step.strip_prefix(unit)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// A job left without a result: cannot happen (every job is given one), reported as an
+/// environment failure rather than a panic.
+fn internal_error() -> EngineError {
+    EngineError::BadBuilder {
+        message: "internal error: a unit was given no builder (please report this bug)".into(),
+    }
 }
 
 /// A docker archive of `source`'s image for `platform`, named `name`, from the cache.

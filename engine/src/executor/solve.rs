@@ -4,8 +4,9 @@
 //!
 //! # Attributes (BuildKit's dockerfile frontend)
 //! - `filename`: the Dockerfile's name in the `dockerfile` directory of the session;
-//! - `platform`: the unit's platform; BuildKit then sets `TARGETPLATFORM`, `TARGETARCH`,
-//!   `BUILDPLATFORM`, … itself;
+//! - `platform`: the units' platforms, comma-separated (several when one builder serves
+//!   several platforms of a package); BuildKit then sets `TARGETPLATFORM`, `TARGETARCH`,
+//!   `BUILDPLATFORM`, … itself, per platform;
 //! - `build-arg:K`, `label:K`: the package's build arguments and labels in linuxkit's order;
 //! - `force-network-mode=none` unless the package (or `--network`) asks for the network, then
 //!   BuildKit's own sandbox network (never the host's), as linuxkit does;
@@ -158,7 +159,8 @@ impl NamedContexts {
 pub(crate) struct UnitSolve<'a> {
     pub unit: &'a str,
     pub shared_key: &'a str,
-    pub platform: &'a Platform,
+    /// The platforms built by this solve (one, or several that share a builder).
+    pub platforms: &'a [Platform],
     pub context: ContextTree,
     pub dockerfile: ContextTree,
     pub filename: String,
@@ -179,7 +181,8 @@ pub(crate) struct UnitSolve<'a> {
 pub(crate) fn solve_for(unit: UnitSolve<'_>) -> Solve {
     let mut attrs = BTreeMap::new();
     attrs.insert("filename".to_owned(), unit.filename);
-    attrs.insert("platform".to_owned(), unit.platform.to_string());
+    let platforms: Vec<String> = unit.platforms.iter().map(|p| p.to_string()).collect();
+    attrs.insert("platform".to_owned(), platforms.join(","));
     for (key, value) in unit.args {
         attrs.insert(format!("build-arg:{key}"), value.clone());
     }
@@ -247,13 +250,13 @@ mod tests {
     fn unit<'a>(
         args: &'a BTreeMap<String, String>,
         labels: &'a BTreeMap<String, String>,
-        platform: &'a Platform,
+        platforms: &'a [Platform],
         network: bool,
     ) -> UnitSolve<'a> {
         UnitSolve {
             unit: "pkg/arm64",
             shared_key: "/repo/pkg",
-            platform,
+            platforms,
             context: ContextTree::new(),
             dockerfile: ContextTree::new(),
             filename: "Dockerfile.alt".into(),
@@ -279,7 +282,7 @@ mod tests {
     fn a_unit_becomes_the_frontend_attributes_linuxkit_passes() {
         let args = BTreeMap::from([("BASE".to_owned(), "linuxkit/base:abc".to_owned())]);
         let labels = BTreeMap::from([("org.mobyproject.config".to_owned(), "{}".to_owned())]);
-        let platform = Platform::linux("arm64");
+        let platform = [Platform::linux("arm64")];
         let solve = solve_for(unit(&args, &labels, &platform, false));
         let attrs = &solve.frontend_attrs;
         assert_eq!(attrs["filename"], "Dockerfile.alt");
@@ -296,6 +299,10 @@ mod tests {
         // `network: true` is BuildKit's own sandbox network: no mode forced.
         let solve = solve_for(unit(&args, &labels, &platform, true));
         assert!(!solve.frontend_attrs.contains_key("force-network-mode"));
+        // Several platforms of one builder: one solve, BuildKit's comma-separated list.
+        let both = [Platform::linux("amd64"), Platform::linux("arm64")];
+        let solve = solve_for(unit(&args, &labels, &both, false));
+        assert_eq!(solve.frontend_attrs["platform"], "linux/amd64,linux/arm64");
     }
 
     #[test]

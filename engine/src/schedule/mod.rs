@@ -60,11 +60,23 @@ use crate::workspace::Workspaces;
 /// A boxed future, as the [`Executor`]'s methods return (the trait is used as an object).
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
-/// What the scheduler asks of whoever builds images: one unit at a time. The BuildKit
-/// implementation is [`crate::executor::BuildkitExecutor`]; the scheduler's tests use a fake.
+/// What the scheduler asks of whoever builds images. The BuildKit implementation is
+/// [`crate::executor::BuildkitExecutor`]; the scheduler's tests use a fake.
 pub trait Executor: Send + Sync {
     /// Builds `job`'s unit into the cache (its per-arch name) and returns its manifest.
     fn build<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Descriptor, ExecError>>;
+    /// Builds units of one package that became ready together (its platforms), results in
+    /// the order of `jobs`. An executor may build several in one solve (BuildKit's
+    /// multi-platform build on a builder that serves them all); by default each is built on
+    /// its own, all at once.
+    fn build_together<'a>(
+        &'a self,
+        jobs: Vec<Job<'a>>,
+    ) -> BoxFuture<'a, Vec<Result<Descriptor, ExecError>>> {
+        Box::pin(futures_util::future::join_all(
+            jobs.into_iter().map(|job| self.build(job)),
+        ))
+    }
     /// `--docker`: loads a package's host-platform image into the default engine.
     fn load_into_engine(&self, package: usize) -> BoxFuture<'_, Result<(), BuildError>>;
 }
@@ -447,8 +459,12 @@ pub async fn build(
     let mut pending: Vec<usize> = (0..units.len()).collect();
     let mut running = tokio::task::JoinSet::new();
     let mut stopped = false;
-    let semaphore = Arc::new(Semaphore::new(options.jobs.max(1)));
+    let jobs = options.jobs.max(1);
+    let semaphore = Arc::new(Semaphore::new(jobs));
     loop {
+        // Units to build found in this pass, by package: a package's platforms that are ready
+        // at once go to the executor together (one solve where they share a builder).
+        let mut ready: BTreeMap<usize, Vec<(NodeIndex, UnitTask)>> = BTreeMap::new();
         let mut progressed = true;
         while progressed {
             progressed = false;
@@ -550,15 +566,22 @@ pub async fn build(
                             key,
                             files,
                         };
-                        let permit = semaphore.clone();
-                        let node = unit.node;
-                        running.spawn(async move {
-                            let _permit = permit.acquire_owned().await;
-                            (node, task.run().await)
-                        });
+                        ready
+                            .entry(unit.package)
+                            .or_default()
+                            .push((unit.node, task));
                     }
                 }
             }
+        }
+        for (_, group) in ready {
+            // `-j` bounds the units in flight: a group takes a permit per unit (at most all).
+            let permits = group.len().min(jobs) as u32;
+            let semaphore = semaphore.clone();
+            running.spawn(async move {
+                let _permits = semaphore.acquire_many_owned(permits).await;
+                run_group(group).await
+            });
         }
         if options.dry_run {
             // Report dependents of would-build units instead of skipping them silently.
@@ -581,42 +604,45 @@ pub async fn build(
         let Some(joined) = running.join_next().await else {
             break;
         };
-        let (node, result) = joined.map_err(|e| internal(format!("a build task panicked: {e}")))?;
-        let package = units[by_node[&node]].package;
-        match result {
-            Ok((descriptor, outcome, key)) => {
-                // A unit another process built meanwhile counts as fresh here; its dependents
-                // still see it as new (its digest is not the one they were decided against).
-                match outcome {
-                    Outcome::Built | Outcome::BuiltUnreproducible => summary.built += 1,
-                    Outcome::TakenFromOtherProcess => summary.fresh += 1,
-                    Outcome::PulledByKey | Outcome::PulledByTag => summary.pulled += 1,
+        let finished = joined.map_err(|e| internal(format!("a build task panicked: {e}")))?;
+        for (node, result) in finished {
+            let package = units[by_node[&node]].package;
+            match result {
+                Ok((descriptor, outcome, key)) => {
+                    // A unit another process built meanwhile counts as fresh here; its
+                    // dependents still see it as new (its digest is not the one they were
+                    // decided against).
+                    match outcome {
+                        Outcome::Built | Outcome::BuiltUnreproducible => summary.built += 1,
+                        Outcome::TakenFromOtherProcess => summary.fresh += 1,
+                        Outcome::PulledByKey | Outcome::PulledByTag => summary.pulled += 1,
+                    }
+                    summary.units.push(UnitOutcome {
+                        package,
+                        platform: units[by_node[&node]].platform.clone(),
+                        descriptor: descriptor.clone(),
+                        recorded_key: outcome.shares_record().then_some(key),
+                    });
+                    // A unit pulled by its tag is a foreign entry, as an imported one: it
+                    // leaves its dependents' tags standing for them (see `RemoteAsk::by_tag`).
+                    if outcome != Outcome::PulledByTag {
+                        rebuilt.insert(node);
+                    }
+                    package_changed.insert(package);
+                    done.insert(node, Some(descriptor));
+                    finish_package(&shared, &units, &done, &package_changed, package).await?;
                 }
-                summary.units.push(UnitOutcome {
-                    package,
-                    platform: units[by_node[&node]].platform.clone(),
-                    descriptor: descriptor.clone(),
-                    recorded_key: outcome.shares_record().then_some(key),
-                });
-                // A unit pulled by its tag is a foreign entry, as an imported one: it leaves
-                // its dependents' tags standing for them (see `RemoteAsk::by_tag`).
-                if outcome != Outcome::PulledByTag {
-                    rebuilt.insert(node);
+                Err(UnitFailure::Environment(e)) => {
+                    running.abort_all();
+                    return Err(BuildError::Engine(e));
                 }
-                package_changed.insert(package);
-                done.insert(node, Some(descriptor));
-                finish_package(&shared, &units, &done, &package_changed, package).await?;
-            }
-            Err(UnitFailure::Environment(e)) => {
-                running.abort_all();
-                return Err(BuildError::Engine(e));
-            }
-            Err(UnitFailure::Failed) => {
-                summary.failed += 1;
-                done.insert(node, None);
-                finish_package(&shared, &units, &done, &package_changed, package).await?;
-                if !options.keep_going {
-                    stopped = true;
+                Err(UnitFailure::Failed) => {
+                    summary.failed += 1;
+                    done.insert(node, None);
+                    finish_package(&shared, &units, &done, &package_changed, package).await?;
+                    if !options.keep_going {
+                        stopped = true;
+                    }
                 }
             }
         }
@@ -970,55 +996,68 @@ enum UnitFailure {
     Environment(EngineError),
 }
 
+/// What a unit's result is once it is settled.
+type UnitResult = Result<(Descriptor, Outcome, [u8; 32]), UnitFailure>;
+
+/// When and where a unit's build started (set by [`Job::started`]).
+type StartedAt = std::sync::Mutex<Option<(Instant, SystemTime, String)>>;
+
+/// Builds the units of one package decided in one pass (see [`Executor::build_together`]):
+/// each is claimed and looked up first (another process may have built it, a registry may
+/// have it), in the order of the group, which every process shares, so that two processes
+/// never wait on each other's claims; what is left is handed to the executor at once.
+async fn run_group(group: Vec<(NodeIndex, UnitTask)>) -> Vec<(NodeIndex, UnitResult)> {
+    let mut results: Vec<Option<UnitResult>> = group.iter().map(|_| None).collect();
+    let mut to_build = Vec::new();
+    for (i, (_, task)) in group.iter().enumerate() {
+        match task.prepare().await {
+            Prepared::Settled(result) => results[i] = Some(*result),
+            Prepared::Build(claim) => to_build.push((i, claim)),
+        }
+    }
+    if let Some(&(first, _)) = to_build.first() {
+        let executor = group[first].1.shared.executor.clone();
+        let started: Vec<StartedAt> = to_build
+            .iter()
+            .map(|_| std::sync::Mutex::new(None))
+            .collect();
+        let jobs = to_build
+            .iter()
+            .zip(&started)
+            .map(|((i, _), started)| group[*i].1.job(started))
+            .collect();
+        let built = executor.build_together(jobs).await;
+        for (((i, _claim), started), result) in to_build.iter().zip(&started).zip(built) {
+            results[*i] = Some(group[*i].1.finish(result, started).await);
+        }
+    }
+    group
+        .iter()
+        .zip(results)
+        .map(|((node, _), result)| (*node, result.unwrap_or(Err(UnitFailure::Failed))))
+        .collect()
+}
+
+/// A unit after its claim and lookups.
+enum Prepared {
+    /// Settled without building (taken from another process, pulled, or failed).
+    Settled(Box<UnitResult>),
+    /// To build, holding its claim in the cache.
+    Build(UnitClaim),
+}
+
 impl UnitTask {
-    /// Builds the unit; the flag says whether this process built it (`false`: another process
-    /// sharing the cache built the same key meanwhile, and its image is taken).
-    async fn run(self) -> Result<(Descriptor, Outcome, [u8; 32]), UnitFailure> {
-        let shared = self.shared.clone();
-        let events = shared.events.clone();
+    /// Claims the unit in the cache (across processes sharing it, one build of a key at a
+    /// time: whoever waited takes what the other built), then looks it up in the cache and the
+    /// registry.
+    async fn prepare(&self) -> Prepared {
+        let shared = &self.shared;
+        let events = &shared.events;
         let package = &shared.graph.packages[self.package].package;
-        let (args, labels) = &shared.args[&self.package];
-        let started = std::sync::Mutex::new(None::<(Instant, SystemTime, String)>);
-        let log = {
-            let events = events.clone();
-            let unit = self.name.clone();
-            Arc::new(move |line: String| {
-                events(Event::Log {
-                    unit: unit.clone(),
-                    line,
-                })
-            })
-        };
-        let job = Job {
-            package: self.package,
-            platform: &self.platform,
-            unit: &self.name,
-            args,
-            labels,
-            network: shared.options.network.unwrap_or(package.yml.network),
-            no_cache: shared
-                .options
-                .disable_cache
-                .unwrap_or(package.yml.disable_cache),
-            ignore_cached: shared.options.ignore_cached,
-            started: Box::new(|builder: &str| {
-                events(Event::Started {
-                    unit: self.name.clone(),
-                    reason: self.reason.clone(),
-                    builder: builder.to_owned(),
-                });
-                if let Ok(mut started) = started.lock() {
-                    *started = Some((Instant::now(), SystemTime::now(), builder.to_owned()));
-                }
-            }),
-            log,
-        };
-        // Across processes sharing the cache, one build of a key at a time; whoever waited
-        // takes what the other built.
         let store = shared.store.clone();
         let claim_root = store.root().to_owned();
         let mut waited = false;
-        let _claim = loop {
+        let claim = loop {
             let root = claim_root.clone();
             let key = self.key;
             let claimed = tokio::task::spawn_blocking(move || UnitClaim::try_claim(&root, &key))
@@ -1033,7 +1072,7 @@ impl UnitTask {
                         error: format!("claiming the unit in the cache: {error}"),
                         log_tail: Vec::new(),
                     });
-                    return Err(UnitFailure::Failed);
+                    return Prepared::Settled(Box::new(Err(UnitFailure::Failed)));
                 }
             };
             if let Some(claim) = claim {
@@ -1063,13 +1102,69 @@ impl UnitTask {
                     digest: record.manifest.digest.to_string(),
                     reason: Freshness::Reused,
                 });
-                return Ok((record.manifest, Outcome::TakenFromOtherProcess, self.key));
+                return Prepared::Settled(Box::new(Ok((
+                    record.manifest,
+                    Outcome::TakenFromOtherProcess,
+                    self.key,
+                ))));
             }
         }
-        if let Some(pulled) = self.pull().await {
-            return pulled;
+        match self.pull().await {
+            Some(pulled) => Prepared::Settled(Box::new(pulled)),
+            None => Prepared::Build(claim),
         }
-        let result = shared.executor.build(job).await;
+    }
+
+    /// The executor's job for the unit; `started` receives when and where it started.
+    fn job<'a>(&'a self, started: &'a StartedAt) -> Job<'a> {
+        let shared = &self.shared;
+        let events = shared.events.clone();
+        let package = &shared.graph.packages[self.package].package;
+        let (args, labels) = &shared.args[&self.package];
+        let log = {
+            let events = events.clone();
+            let unit = self.name.clone();
+            Arc::new(move |line: String| {
+                events(Event::Log {
+                    unit: unit.clone(),
+                    line,
+                })
+            })
+        };
+        Job {
+            package: self.package,
+            platform: &self.platform,
+            unit: &self.name,
+            args,
+            labels,
+            network: shared.options.network.unwrap_or(package.yml.network),
+            no_cache: shared
+                .options
+                .disable_cache
+                .unwrap_or(package.yml.disable_cache),
+            ignore_cached: shared.options.ignore_cached,
+            started: Box::new(move |builder: &str| {
+                events(Event::Started {
+                    unit: self.name.clone(),
+                    reason: self.reason.clone(),
+                    builder: builder.to_owned(),
+                });
+                if let Ok(mut started) = started.lock() {
+                    *started = Some((Instant::now(), SystemTime::now(), builder.to_owned()));
+                }
+            }),
+            log,
+        }
+    }
+
+    /// Records what the executor built (or reports its failure).
+    async fn finish(
+        &self,
+        result: Result<Descriptor, ExecError>,
+        started: &StartedAt,
+    ) -> UnitResult {
+        let shared = &self.shared;
+        let events = &shared.events;
         let (since, started_at, builder) = started
             .lock()
             .ok()
@@ -1142,7 +1237,7 @@ impl UnitTask {
     }
 
     /// Asks the registry for the unit before it is built; `None`: build it.
-    async fn pull(&self) -> Option<Result<(Descriptor, Outcome, [u8; 32]), UnitFailure>> {
+    async fn pull(&self) -> Option<UnitResult> {
         let shared = &self.shared;
         let remote = shared.remote.as_ref()?;
         let ask = RemoteAsk {

@@ -27,6 +27,8 @@ struct Fake {
     /// Units whose build waits this long first.
     slow: Mutex<BTreeMap<String, u64>>,
     calls: Mutex<Vec<String>>,
+    /// The units of each `build_together` call.
+    groups: Mutex<Vec<Vec<String>>>,
     hung: AtomicUsize,
     dropped: Arc<AtomicBool>,
 }
@@ -41,6 +43,7 @@ impl Fake {
             hang: Mutex::default(),
             slow: Mutex::default(),
             calls: Mutex::default(),
+            groups: Mutex::default(),
             hung: AtomicUsize::new(0),
             dropped: Arc::new(AtomicBool::new(false)),
         })
@@ -48,6 +51,10 @@ impl Fake {
 
     fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
+    }
+
+    fn groups(&self) -> Vec<Vec<String>> {
+        self.groups.lock().unwrap().clone()
     }
 }
 
@@ -102,6 +109,17 @@ impl Executor for Fake {
                     log_tail: Vec::new(),
                 })
         })
+    }
+
+    fn build_together<'a>(
+        &'a self,
+        jobs: Vec<Job<'a>>,
+    ) -> BoxFuture<'a, Vec<Result<Descriptor, ExecError>>> {
+        let units = jobs.iter().map(|j| j.unit.to_owned()).collect();
+        self.groups.lock().unwrap().push(units);
+        Box::pin(futures_util::future::join_all(
+            jobs.into_iter().map(|job| self.build(job)),
+        ))
     }
 
     fn load_into_engine(&self, _package: usize) -> BoxFuture<'_, Result<(), BuildError>> {
@@ -655,5 +673,67 @@ fn a_forced_build_that_gives_other_bytes_is_unreproducible_and_its_record_not_sh
         events
             .iter()
             .any(|e| matches!(e, Event::Unreproducible { unit, .. } if unit == "base/amd64"))
+    );
+}
+
+#[test]
+fn the_platforms_of_a_package_ready_at_once_go_to_the_executor_together() {
+    let fixture = Fixture::new(&[BASE, APP]);
+    for dir in ["base", "app"] {
+        let yml = std::fs::read_to_string(fixture.dir.path().join(dir).join("build.yml")).unwrap();
+        fixture.write(
+            &format!("{dir}/build.yml"),
+            &yml.replace("arches: [amd64]", "arches: [amd64, arm64]"),
+        );
+    }
+    fixture.commit();
+    // `-j 1`: a group of two still runs (it takes every permit there is, not two).
+    let options = BuildOptions {
+        jobs: 1,
+        keep_going: true,
+        ..fixture.options()
+    };
+    let (result, events, fake) = fixture.run(&options, |f| {
+        f.fail.lock().unwrap().insert("base/arm64".into());
+    });
+    let summary = result.unwrap();
+    assert_eq!((summary.built, summary.failed, summary.skipped), (2, 1, 1));
+    assert_eq!(
+        fake.groups(),
+        [
+            vec!["base/amd64".to_owned(), "base/arm64".to_owned()],
+            vec!["app/amd64".to_owned()],
+        ]
+    );
+    assert_eq!(
+        build_reason(&events, "base/arm64"),
+        Some(BuildReason::FirstBuild)
+    );
+    // The next run hands over only what is left, each unit alone.
+    let (result, _, fake) = fixture.run(&options, |_| {});
+    let summary = result.unwrap();
+    assert_eq!((summary.built, summary.fresh), (2, 2));
+    assert_eq!(
+        fake.groups(),
+        [vec!["base/arm64".to_owned()], vec!["app/arm64".to_owned()]]
+    );
+    // Both platforms ready at once: one hand-over per package.
+    let fixture = Fixture::new(&[BASE, APP]);
+    for dir in ["base", "app"] {
+        let yml = std::fs::read_to_string(fixture.dir.path().join(dir).join("build.yml")).unwrap();
+        fixture.write(
+            &format!("{dir}/build.yml"),
+            &yml.replace("arches: [amd64]", "arches: [amd64, arm64]"),
+        );
+    }
+    fixture.commit();
+    let (result, _, fake) = fixture.run(&options, |_| {});
+    assert_eq!(result.unwrap().built, 4);
+    assert_eq!(
+        fake.groups(),
+        [
+            vec!["base/amd64".to_owned(), "base/arm64".to_owned()],
+            vec!["app/amd64".to_owned(), "app/arm64".to_owned()],
+        ]
     );
 }

@@ -283,16 +283,30 @@ impl Drop for Ingest<'_> {
 
 impl Store {
     /// Ingests the image of one platform from an OCI layout tar (what BuildKit's `oci`
-    /// exporter streams), as a build does: writes its blobs as they arrive (each verified
-    /// against its name), checks that the image is whole and for `platform`, and publishes the
-    /// per-arch name `<full_name>-<arch>` → manifest. Returns the manifest descriptor (with
-    /// platform); pass it to [`Store::merge_index`] to update `<full_name>`.
+    /// exporter streams); see [`Store::ingest_oci_archive_platforms`].
     pub fn ingest_oci_archive(
         &self,
         reader: impl Read,
         full_name: &str,
         platform: &Platform,
     ) -> Result<Descriptor, StoreError> {
+        let mut descriptors =
+            self.ingest_oci_archive_platforms(reader, full_name, std::slice::from_ref(platform))?;
+        Ok(descriptors.remove(0))
+    }
+
+    /// Ingests the images of `platforms` from an OCI layout tar (what BuildKit's `oci`
+    /// exporter streams for a solve of one or several platforms), as a build does: writes its
+    /// blobs as they arrive (each verified against its name), checks that each image is whole
+    /// and for its platform, and publishes the per-arch names `<full_name>-<arch>` → manifest
+    /// in one commit (all or none). Returns the manifest descriptors (with platform), in the
+    /// order of `platforms`; pass them to [`Store::merge_index`] to update `<full_name>`.
+    pub fn ingest_oci_archive_platforms(
+        &self,
+        reader: impl Read,
+        full_name: &str,
+        platforms: &[Platform],
+    ) -> Result<Vec<Descriptor>, StoreError> {
         let mut ingest = self.ingest();
         let contents = ArchiveContents::read(&mut ingest, reader)?;
         let index_bytes = contents.small_files.get("index.json").ok_or_else(|| {
@@ -308,7 +322,9 @@ impl Store {
                 candidates.push(entry);
             }
         }
-        let mut chosen = None;
+        // Each image with the platform its config declares (the exporter's descriptors may
+        // carry none, or a less exact one).
+        let mut images: Vec<Descriptor> = Vec::new();
         for mut desc in candidates
             .into_iter()
             .filter(|d| !d.is_attestation() && layout::is_manifest_media_type(&d.media_type))
@@ -317,28 +333,35 @@ impl Store {
             let config: ImageConfigSummary =
                 serde_json::from_slice(&self.read_blob(&manifest.config.digest)?)
                     .map_err(|e| StoreError::BadArchive(format!("bad image config: {e}")))?;
-            let actual = config.platform();
-            if platform.selects(&actual) {
-                desc.platform = Some(actual);
-                desc.annotations.clear();
-                chosen = Some(desc);
-                break;
+            desc.platform = Some(config.platform());
+            desc.annotations.clear();
+            images.push(desc);
+        }
+        let mut names = Vec::with_capacity(platforms.len());
+        let mut chosen = Vec::with_capacity(platforms.len());
+        for platform in platforms {
+            let desc = images
+                .iter()
+                .find(|d| d.platform.as_ref().is_some_and(|p| platform.selects(p)))
+                .cloned()
+                .ok_or_else(|| {
+                    StoreError::BadArchive(format!(
+                        "the exporter's archive for `{full_name}` holds no image for `{platform}`"
+                    ))
+                })?;
+            if let Some(digest) = self.closure(&desc).missing.first() {
+                return Err(StoreError::BadArchive(format!(
+                    "the image for `{full_name}` ({platform}) lacks blob `{digest}`"
+                )));
             }
+            names.push((
+                reference::per_arch(full_name, &platform.architecture),
+                desc.clone(),
+            ));
+            chosen.push(desc);
         }
-        let desc = chosen.ok_or_else(|| {
-            StoreError::BadArchive(format!(
-                "the exporter's archive for `{full_name}` holds no image for `{platform}`"
-            ))
-        })?;
-        let missing = self.closure(&desc).missing;
-        if let Some(digest) = missing.first() {
-            return Err(StoreError::BadArchive(format!(
-                "the image for `{full_name}` lacks blob `{digest}`"
-            )));
-        }
-        let name = reference::per_arch(full_name, &platform.architecture);
-        ingest.publish(vec![(name, desc.clone())])?;
-        Ok(desc)
+        ingest.publish(names)?;
+        Ok(chosen)
     }
 
     /// Writes or merges the multi-arch index under `full_name`; see [`Ingest::merge_index`].
