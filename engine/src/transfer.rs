@@ -178,6 +178,7 @@ pub async fn pull(
     registry: &Registry,
     request: &PullRequest<'_>,
 ) -> Result<Option<Pulled>, TransferError> {
+    store.ensure_writable()?;
     let shown = request.reference;
     let reference = parse_reference(shown)?;
     let Some(root) = registry.manifest(&reference).await? else {

@@ -15,30 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use crate::support::{Repo, ok, run};
-
-const DEV_ENV: &str = "/var/lib/lkpkg-dev/env";
-
-/// A dev-env variable: from the environment, else from `/var/lib/lkpkg-dev/env`.
-fn dev_env(key: &str) -> String {
-    if let Some(value) = std::env::var(key).ok().filter(|v| !v.is_empty()) {
-        return value;
-    }
-    let file = std::fs::read_to_string(DEV_ENV).unwrap_or_default();
-    let vars: HashMap<&str, &str> = file
-        .lines()
-        .filter_map(|l| {
-            l.trim()
-                .strip_prefix("export ")
-                .unwrap_or(l.trim())
-                .split_once('=')
-        })
-        .collect();
-    vars.get(key)
-        .map(|v| v.trim_matches('"').trim_matches('\'').to_owned())
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| panic!("{key} is not set and not in {DEV_ENV}: run scripts/dev-env.sh"))
-}
+use crate::support::{Repo, dev_env, ok, run};
 
 /// A unique suffix for image names.
 fn unique(prefix: &str) -> String {

@@ -21,9 +21,8 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::support::{Repo, ok, run};
+use crate::support::{Repo, dev_env, ok, run};
 
-const DEV_ENV: &str = "/var/lib/lkpkg-dev/env";
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const IMAGE_MANIFESTS: &[&str] = &[
@@ -32,25 +31,6 @@ const IMAGE_MANIFESTS: &[&str] = &[
 ];
 const BOTH: &[&str] = &["amd64", "arm64"];
 const AMD64: &[&str] = &["amd64"];
-
-/// A dev-env variable: from the environment, else from `/var/lib/lkpkg-dev/env`.
-fn dev_env(key: &str) -> String {
-    if let Some(value) = std::env::var(key).ok().filter(|v| !v.is_empty()) {
-        return value;
-    }
-    let file = std::fs::read_to_string(DEV_ENV).unwrap_or_default();
-    file.lines()
-        .filter_map(|l| {
-            l.trim()
-                .strip_prefix("export ")
-                .unwrap_or(l.trim())
-                .split_once('=')
-        })
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v.trim_matches('"').trim_matches('\'').to_owned())
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| panic!("{key} is not set and not in {DEV_ENV}: run scripts/dev-env.sh"))
-}
 
 /// `uname -m` on a platform.
 fn uname(arch: &str) -> &'static str {
@@ -1555,4 +1535,72 @@ fn two_processes_never_build_the_same_unit_at_once() {
     }
     assert_eq!((started, waited), (1, 1), "{outputs:?}");
     platforms(t.cache(), &t.tag("slow", &[]), AMD64);
+}
+
+/// `cache clean` while a build runs (issue #11: it used to abort the build with "blob … is
+/// missing"): the clean empties what the cache held when it ran, the build completes, its
+/// dependent built FROM the base the clean removed is whole, and the cache verifies clean.
+#[test]
+fn cache_clean_during_a_build_leaves_the_build_and_the_cache_whole() {
+    let t = Test::new("clean");
+    t.build_yml("base", "arches: [amd64]\n")
+        .busybox_per_arch("base")
+        .build_yml(
+            "app",
+            "arches: [amd64]\nbuildArgs:\n  - BASE=@lkt:pkg:../base\n",
+        );
+    t.repo
+        .write(
+            "base/Dockerfile",
+            "FROM scratch\nARG TARGETARCH\nCOPY busybox-${TARGETARCH} /bin/busybox\n\
+             RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox head -c 100000 /dev/urandom > /r\"]\n",
+        )
+        .write(
+            "app/Dockerfile",
+            "ARG BASE\nFROM ${BASE}\nRUN [\"/bin/busybox\", \"sleep\", \"2\"]\nCOPY build.yml /app.yml\n",
+        );
+    t.repo.commit_all("clean");
+    let mut child = t
+        .lkpkg()
+        .args([
+            "--message-format",
+            "json",
+            "pkg",
+            "build",
+            "--disable-cache",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let mut seen = Vec::new();
+    // The base is built and in the cache; its dependent's solve has begun.
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        let event: Value = serde_json::from_str(&line).unwrap();
+        if event["type"] == "started" && event["unit"] == "app/amd64" {
+            break;
+        }
+    }
+    let (code, out, err) = run(t.lkpkg().args(["cache", "clean"]));
+    assert_eq!(code, 0, "{out}{err}");
+    seen.extend(lines.map(|l| l.unwrap()));
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{}\n{stderr}", seen.join("\n"));
+    let report = t
+        .lkpkg()
+        .args(["cache", "verify", "--json"])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&report.stdout).unwrap();
+    assert_eq!(report["problems"], json!([]), "{report}");
+    // The app came after the clean: whole, on its base's layers.
+    let app = t.export(&t.tag("app", &[]), "amd64");
+    assert_eq!(app.bytes("/r").len(), 100_000);
+    assert!(!app.text("/app.yml").is_empty());
 }

@@ -419,3 +419,119 @@ fn archives_of_linuxkit_and_skopeo_import() {
         assert_eq!(hello(&cache), "hello from a tiny image\n", "{transport}");
     }
 }
+
+/// A read-only bind mount of a directory, unmounted when dropped.
+struct ReadOnlyMount(PathBuf);
+
+impl ReadOnlyMount {
+    fn new(source: &Path, target: &Path) -> ReadOnlyMount {
+        std::fs::create_dir_all(target).unwrap();
+        ok(Command::new("mount").arg("--bind").arg(source).arg(target));
+        let mount = ReadOnlyMount(target.to_owned());
+        ok(Command::new("mount")
+            .args(["-o", "remount,ro,bind"])
+            .arg(target));
+        mount
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).output();
+    }
+}
+
+/// Every file under `dir` with its size and modification time.
+fn tree_state(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                out.push((entry.path(), meta.len(), meta.modified().unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A cache on a read-only mount (a CI runner's prebuilt cache, another user's): everything
+/// that only reads works, with the build records (a no-op build is fresh, not "foreign"), and
+/// everything that would write fails with one error that says so (exit 3), the cache untouched.
+#[test]
+fn a_read_only_cache_is_listed_verified_exported_and_built_from_but_never_written() {
+    require_docker();
+    let repo = super::support::Repo::new();
+    let image = unique_repo("ro");
+    repo.package("pkg", &image, "org: lkpkgtest\narches: [amd64]\n")
+        .busybox_bin("pkg", "ro")
+        .write(
+            "pkg/Dockerfile",
+            "FROM scratch\nCOPY bin/ /bin/\nCOPY build.yml /\n",
+        );
+    repo.commit_all("ro");
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let lk = |cache: &Path| {
+        let mut cmd = repo.lkpkg();
+        cmd.env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .arg("--cache")
+            .arg(cache);
+        cmd
+    };
+    ok(lk(&cache).args(["pkg", "build", "pkg"]));
+    let tag = ok(repo.lkpkg().args(["pkg", "show-tag", "pkg"]))
+        .trim()
+        .to_owned();
+    let ro = work.path().join("ro");
+    let _mount = ReadOnlyMount::new(&cache, &ro);
+    let before = tree_state(&cache);
+
+    let listed = ok(lk(&ro).args(["cache", "ls", "--json"]));
+    assert!(listed.contains(&tag), "{listed}");
+    ok(lk(&ro).args(["cache", "inspect", &tag]));
+    ok(lk(&ro).args(["cache", "du"]));
+    let report = ok(lk(&ro).args(["cache", "verify", "--json"]));
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
+    let exported = work.path().join("out.tar");
+    ok(lk(&ro)
+        .args(["cache", "export", &tag, "--format", "oci", "-o"])
+        .arg(&exported));
+    assert!(std::fs::metadata(&exported).unwrap().len() > 0);
+    // The build records came along: the unit is fresh because it was built, not foreign.
+    let out = ok(lk(&ro).args(["--message-format", "json", "pkg", "build", "pkg"]));
+    let fresh: Vec<serde_json::Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|e: &serde_json::Value| e["type"] == "fresh")
+        .collect();
+    assert_eq!(fresh.len(), 1, "{out}");
+    assert_eq!(fresh[0]["reason"], "fresh", "{out}");
+
+    // Writes: one clear error each, exit 3.
+    repo.write("pkg/extra", "changed\n");
+    repo.commit_all("change");
+    let archive = work.path().join("again.tar");
+    std::fs::copy(&exported, &archive).unwrap();
+    for args in [
+        vec!["pkg", "build", "pkg"],
+        vec!["cache", "import", archive.to_str().unwrap()],
+        vec!["cache", "rm", &tag],
+        vec!["cache", "gc"],
+        vec!["cache", "verify", "--repair"],
+    ] {
+        let (code, stdout, stderr) = run(lk(&ro).args(&args));
+        assert_eq!(code, 3, "{args:?}\n{stdout}\n{stderr}");
+        assert!(
+            stderr.contains("is read-only") && stderr.lines().count() <= 3,
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_eq!(tree_state(&cache), before, "the read-only cache changed");
+}

@@ -9,6 +9,7 @@ mod cache;
 mod compat;
 mod graph;
 mod incremental;
+mod kill;
 mod malformed;
 mod registry;
 mod support;

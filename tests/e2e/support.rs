@@ -17,6 +17,28 @@ pub fn lkpkg(cwd: &Path) -> Command {
     cmd
 }
 
+/// The variables `scripts/dev-env.sh` writes.
+const DEV_ENV: &str = "/var/lib/lkpkg-dev/env";
+
+/// A dev-env variable: from the environment, else from `/var/lib/lkpkg-dev/env`.
+pub fn dev_env(key: &str) -> String {
+    if let Some(value) = std::env::var(key).ok().filter(|v| !v.is_empty()) {
+        return value;
+    }
+    let file = std::fs::read_to_string(DEV_ENV).unwrap_or_default();
+    file.lines()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("export ")
+                .unwrap_or(l.trim())
+                .split_once('=')
+        })
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.trim_matches('"').trim_matches('\'').to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| panic!("{key} is not set and not in {DEV_ENV}: run scripts/dev-env.sh"))
+}
+
 /// Runs a command and returns (exit code, stdout, stderr).
 pub fn run(cmd: &mut Command) -> (i32, String, String) {
     let Output {

@@ -304,7 +304,18 @@ impl BuildkitExecutor {
         } else {
             gp.dockerfile.images.clone()
         };
-        let named = solve::NamedContexts::of(&self.store, &images).map_err(|e| text(&e))?;
+        let mut named = solve::NamedContexts::of(&self.store, &images).map_err(|e| text(&e))?;
+        // The base images' blobs stay in the cache while the builder may read them, whatever
+        // `cache rm`, `gc` or `clean` do meanwhile (the pins go when `reading` is dropped).
+        let mut reading = self.store.ingest();
+        for (image, digests) in std::mem::take(&mut named.reads) {
+            reading.pin_present(&image, digests).map_err(|e| {
+                text(&format!(
+                    "the cache lost `{image}` before the build could read it \
+                     (`cache rm`, `gc` or `clean` ran meanwhile?): {e}"
+                ))
+            })?;
+        }
         let units: Vec<&str> = jobs.iter().map(|j| j.unit).collect();
         let spec = solve::solve_for(solve::UnitSolve {
             unit: &units.join(", "),
@@ -345,7 +356,7 @@ impl BuildkitExecutor {
             (log.1)(line.text)
         });
         let oci_platforms: Vec<OciPlatform> = platforms.iter().map(oci_platform).collect();
-        crate::buildkit::build_images(
+        let built = crate::buildkit::build_images(
             target,
             spec,
             self.store.clone(),
@@ -360,7 +371,9 @@ impl BuildkitExecutor {
                 UnitFailure::Environment(e)
             }
             other => UnitFailure::Build(solve::explain_failure(&other, &gp.dockerfile.syntax)),
-        })
+        });
+        drop(reading);
+        built
     }
 
     /// The `depends.docker-images` archives, at their paths in the context: each image from

@@ -26,7 +26,7 @@
 //! layer's digest is then its diff id). Layers that come from a base image stay as the base has
 //! them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -134,6 +134,9 @@ pub(crate) struct NamedContexts {
     pub contexts: BTreeMap<String, String>,
     /// The indexes made for them, by digest.
     pub blobs: HashMap<String, Arc<Vec<u8>>>,
+    /// Per image, the cache's blobs the builder may read through them (every platform's
+    /// closure): pinned for the solve ([`crate::store::Ingest::pin_present`]).
+    pub reads: BTreeMap<String, BTreeSet<Digest>>,
 }
 
 impl NamedContexts {
@@ -144,6 +147,13 @@ impl NamedContexts {
             let Some(index) = platform_index(store, &full)? else {
                 continue; // not in the cache: the builder resolves it (a registry)
             };
+            for manifest in &index.manifests {
+                named
+                    .reads
+                    .entry(full.clone())
+                    .or_default()
+                    .extend(store.closure(manifest).blobs.into_keys());
+            }
             let bytes = canonical_json::to_vec(&index).map_err(internal)?;
             let digest = Digest::of(&bytes);
             named
@@ -271,6 +281,7 @@ mod tests {
                     format!("oci-layout://{STORE_ID}@sha256:{}", "0".repeat(64)),
                 )]),
                 blobs: HashMap::new(),
+                reads: BTreeMap::new(),
             },
             cache_root: Path::new("/cache"),
             ssh: BTreeMap::new(),

@@ -554,6 +554,9 @@ pub async fn build(
                         files,
                         by_tag,
                     } => {
+                        // A read-only cache serves a build whose units are all fresh; the
+                        // first one to build stops it, saying why.
+                        shared.store.ensure_writable()?;
                         let task = UnitTask {
                             by_tag,
                             shared: shared.clone(),

@@ -85,6 +85,46 @@ pub fn open_shared(path: &Path) -> Result<(Arc<Database>, Option<String>), Store
     Ok((db, notice))
 }
 
+/// The database of a cache this process cannot write (a read-only mount, another user's
+/// cache): the file's bytes copied into memory, since redb writes to a database it opens (its
+/// repair after a writer was killed, its allocator state). Writes stay in memory and are lost
+/// with the process; the cache's files are never touched. With no file, or a copy redb cannot
+/// read (a writer was mid-commit on another mount), an empty database, which
+/// [`super::Store::open`] fills from `index.json`: names and blobs stay exact, build records
+/// are then missing (units are taken as linuxkit would take them).
+pub fn open_in_memory(path: &Path) -> Result<Database, StoreError> {
+    use redb::StorageBackend;
+    use redb::backends::InMemoryBackend;
+    let image = match std::fs::read(path) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(StoreError::io(path, e)),
+    };
+    let backend_err = |e: std::io::Error| StoreError::io(path, e);
+    let load = |bytes: &[u8]| -> Result<InMemoryBackend, StoreError> {
+        let backend = InMemoryBackend::new();
+        backend.set_len(bytes.len() as u64).map_err(backend_err)?;
+        backend.write(0, bytes).map_err(backend_err)?;
+        Ok(backend)
+    };
+    if let Some(bytes) = image.filter(|b| !b.is_empty()) {
+        let opened = create_catching_panics(|| {
+            let backend = load(&bytes).map_err(|e| {
+                redb::DatabaseError::Storage(redb::StorageError::Io(std::io::Error::other(
+                    e.to_string(),
+                )))
+            })?;
+            Database::builder().create_with_backend(backend)
+        });
+        if let Ok(db) = opened {
+            return Ok(db);
+        }
+    }
+    Database::builder()
+        .create_with_backend(InMemoryBackend::new())
+        .map_err(|e| StoreError::db(path, e))
+}
+
 /// Why a database could not be opened.
 enum Unreadable {
     /// Its content is damaged: it may be replaced.

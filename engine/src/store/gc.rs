@@ -164,7 +164,16 @@ impl Store {
                 doomed.push(name);
             }
             if !doomed.is_empty() {
+                // Removing names deletes the blobs nothing else reaches: they are reported
+                // as freed here (the sweep below finds them gone).
+                let before = blobs::list(self.root())?;
                 self.update_names_locked(index, Vec::new(), &doomed, None)?;
+                for (digest, size, _) in before {
+                    if !self.blob_path(&digest).exists() {
+                        report.freed_bytes += size;
+                        report.removed_blobs.push((digest, size));
+                    }
+                }
                 report.removed_names = doomed;
                 index = self.sync_locked_for()?;
             }

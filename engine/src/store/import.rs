@@ -55,6 +55,7 @@ impl Store {
 
     /// Imports an OCI layout tar or a `docker save` tar; returns the names published.
     pub fn import(&self, reader: impl Read) -> Result<Vec<ImportedName>, StoreError> {
+        self.ensure_writable()?;
         let mut ingest = self.ingest();
         let contents = ArchiveContents::read(&mut ingest, reader)?;
         let mut names: Vec<(String, Descriptor)> = Vec::new();

@@ -148,6 +148,50 @@ impl<'s> Ingest<'s> {
         Ok((digest, size))
     }
 
+    /// Pins blobs already in the cache that this session reads (a build's named contexts:
+    /// the base images the builder fetches from the session's content store while it
+    /// solves), so that `rm`, `gc` and `clean` running meanwhile leave them. Under the lock,
+    /// each must be present: a blob another process removed before the pin is
+    /// [`StoreError::MissingBlob`] of `what`.
+    pub fn pin_present(
+        &mut self,
+        what: &str,
+        digests: impl IntoIterator<Item = Digest>,
+    ) -> Result<(), StoreError> {
+        let wanted: BTreeSet<Digest> = digests
+            .into_iter()
+            .filter(|d| !self.pins.contains(d))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let store = self.store;
+        let _lock = store.lock()?;
+        if let Some(missing) = wanted.iter().find(|d| !store.blob_path(d).exists()) {
+            return Err(StoreError::MissingBlob {
+                name: what.to_owned(),
+                digest: *missing,
+            });
+        }
+        let txn = store
+            .database()
+            .begin_write()
+            .map_err(|e| store.db_err(e))?;
+        {
+            let mut pending = txn.open_table(db::PENDING).map_err(|e| store.db_err(e))?;
+            let deadline = now_ms() + PIN_LIFETIME_MS;
+            for digest in &wanted {
+                let key = format!("{digest}/{}", self.id);
+                pending
+                    .insert(key.as_str(), deadline)
+                    .map_err(|e| store.db_err(e))?;
+            }
+        }
+        txn.commit().map_err(|e| store.db_err(e))?;
+        self.pins.extend(wanted);
+        Ok(())
+    }
+
     fn pin_and_install_locked(
         &mut self,
         file: tempfile::NamedTempFile,

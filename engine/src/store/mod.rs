@@ -140,6 +140,14 @@ pub enum StoreError {
     },
     #[error("interrupted while waiting for the cache lock")]
     Interrupted,
+    /// A write asked of a cache this process cannot write (see [`Store::open`]).
+    #[error(
+        "the cache at `{}` is read-only (a read-only mount, or not this user's): it can be \
+         listed, inspected, verified and exported from, not written; pass `--cache` a \
+         writable directory to build or import",
+        .root.display()
+    )]
+    ReadOnly { root: PathBuf },
     #[error(
         "`{}` is missing, but the cache's index database still lists {names} name(s); nothing \
          was changed. `lkpkg cache verify --repair` writes index.json back from it \
@@ -206,6 +214,8 @@ pub struct Store {
     db: Arc<Database>,
     /// What opening had to repair, for the user ([`Store::notice`]).
     notice: Option<String>,
+    /// The cache cannot be written by this process (see [`Store::open`]).
+    read_only: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -218,6 +228,9 @@ impl Store {
     /// Opens the cache at `root`, creating an empty layout (and the redb index) if needed, and
     /// re-indexing if `index.json` changed since lkpkg last indexed it.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
+        if let Some(store) = Store::open_read_only(root)? {
+            return Ok(store);
+        }
         for dir in [
             root.to_owned(),
             root.join(layout::BLOBS_DIR),
@@ -250,6 +263,7 @@ impl Store {
             db_path,
             db,
             notice,
+            read_only: false,
         };
         // A new cache gets an empty index.json. A missing one in a cache whose database still
         // names images is damage: left as it is for `cache verify` to report and repair, and
@@ -273,6 +287,52 @@ impl Store {
         Ok(store)
     }
 
+    /// A cache that exists but that this process cannot write (a read-only mount, a cache of
+    /// another user: `access(2)` says so) is opened read-only: its index database is read into
+    /// memory ([`db::open_in_memory`]), and brought up to date with `index.json` there; nothing
+    /// on disk is written, no lock is taken (nobody writes through a read-only mount; a writer
+    /// elsewhere replaces `index.json` by rename, so a read sees one whole version), and every
+    /// command that would write fails with [`StoreError::ReadOnly`]. `None`: the cache is
+    /// writable, or not there yet.
+    fn open_read_only(root: &Path) -> Result<Option<Store>, StoreError> {
+        use nix::errno::Errno;
+        if !root.join(layout::INDEX_FILE).exists() {
+            return Ok(None);
+        }
+        match nix::unistd::access(root, nix::unistd::AccessFlags::W_OK) {
+            Err(Errno::EROFS | Errno::EACCES | Errno::EPERM) => {}
+            _ => return Ok(None),
+        }
+        let db_path = root.join(format::DB_FILE);
+        let db = db::open_in_memory(&db_path)?;
+        let store = Store {
+            root: root.to_owned(),
+            db: Arc::new(db),
+            db_path,
+            notice: None,
+            read_only: true,
+        };
+        db::ensure_schema(&store.db, &store.db_path)?;
+        store.sync_locked()?;
+        Ok(Some(store))
+    }
+
+    /// Whether the cache was opened read-only (see [`Store::open`]).
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// [`StoreError::ReadOnly`] for a read-only cache: what is about to write asks first, so
+    /// that it fails before any work, with that error rather than the file system's.
+    pub fn ensure_writable(&self) -> Result<(), StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly {
+                root: self.root.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// What opening the cache repaired (an unreadable index database rebuilt), if anything:
     /// commands print it as a warning.
     pub fn notice(&self) -> Option<&str> {
@@ -284,9 +344,20 @@ impl Store {
         &self.root
     }
 
-    /// Takes the cache write lock (blocking).
+    /// Takes the cache write lock (blocking). A read-only cache has none to give: whoever
+    /// asks for it means to write, and is told the cache is read-only.
     pub fn lock(&self) -> Result<CacheLock, StoreError> {
+        self.ensure_writable()?;
         CacheLock::acquire(&self.root)
+    }
+
+    /// The lock for a consistent read (`verify`): none on a read-only cache, where nobody
+    /// writes through this mount.
+    pub(crate) fn lock_for_reading(&self) -> Result<Option<CacheLock>, StoreError> {
+        if self.read_only {
+            return Ok(None);
+        }
+        self.lock().map(Some)
     }
 
     pub(crate) fn db_err(&self, e: impl Into<redb::Error>) -> StoreError {
@@ -315,7 +386,7 @@ impl Store {
         {
             return Ok(());
         }
-        let _lock = self.lock()?;
+        let _lock = self.lock_for_reading()?;
         self.sync_locked()?;
         Ok(())
     }

@@ -509,8 +509,12 @@ fn gc_drops_unreachable_blobs_and_trims_lru_names() {
             keep_duration: None,
         })
         .unwrap();
-    // b was used least recently (a was touched), so it goes first.
+    // b was used least recently (a was touched), so it goes first, and alone: the two left
+    // fit. Its blobs are reported freed.
     assert_eq!(report.removed_names, vec!["docker.io/o/b:1".to_owned()]);
+    assert_eq!(report.freed_bytes, one, "{report:?}");
+    assert!(report.remaining_bytes <= one * 2, "{report:?}");
+    assert_eq!(store.usage().unwrap().blob_bytes, report.remaining_bytes);
     assert!(store.lookup("docker.io/o/a:1").unwrap().is_some());
     assert!(store.verify(false).unwrap().problems.is_empty());
 }
@@ -819,4 +823,40 @@ fn temporary_files_of_dead_writers_are_removed_on_open() {
     let _store = Store::open(dir.path()).unwrap();
     assert!(!files[0].exists() && !files[1].exists());
     assert!(files[2].exists() && files[3].exists());
+}
+
+#[test]
+fn blobs_a_session_reads_survive_a_clean_until_it_ends() {
+    let (_dir, store) = store();
+    let layer = layer_tar(&[("f", b"base")]);
+    store
+        .import(&docker_save("amd64", &["o/base:1"], &[layer])[..])
+        .unwrap();
+    let entry = store.lookup("docker.io/o/base:1").unwrap().unwrap();
+    let blobs: Vec<Digest> = store.closure(&entry).blobs.into_keys().collect();
+    let mut reading = store.ingest();
+    reading
+        .pin_present("docker.io/o/base:1", blobs.clone())
+        .unwrap();
+    store.clean().unwrap();
+    for digest in &blobs {
+        assert!(store.blob_path(digest).exists(), "{digest} went while read");
+    }
+    drop(reading);
+    store.gc(&GcOptions::default()).unwrap();
+    for digest in &blobs {
+        assert!(
+            !store.blob_path(digest).exists(),
+            "{digest} outlived its reader"
+        );
+    }
+    // A blob already gone cannot be pinned: the reader is told, naming what it wanted.
+    let error = store
+        .ingest()
+        .pin_present("docker.io/o/base:1", blobs.clone())
+        .unwrap_err();
+    assert!(
+        matches!(&error, StoreError::MissingBlob { name, .. } if name == "docker.io/o/base:1"),
+        "{error}"
+    );
 }

@@ -130,7 +130,11 @@ pub struct VerifyReport {
 impl Store {
     /// Verifies the cache; with `repair`, fixes what can be fixed. See the module docs.
     pub fn verify(&self, repair: bool) -> Result<VerifyReport, StoreError> {
-        let _lock = self.lock()?;
+        let _lock = if repair {
+            Some(self.lock()?)
+        } else {
+            self.lock_for_reading()?
+        };
         if !self.root().join(layout::INDEX_FILE).exists() {
             let records = self.ref_records()?;
             let mut report = VerifyReport::default();
