@@ -8,6 +8,7 @@
 #   - qemu-user-static + binfmt-support, binfmt_misc mounted, qemu-aarch64 enabled;
 #   - docker-registry on 127.0.0.1:$LKPKG_REGISTRY_PORT (LKPKG_TEST_REGISTRY);
 #   - htpasswd and openssl (the registry tests start their own TLS + basic-auth registry);
+#   - GNU time (/usr/bin/time: the memory tests read a command's peak RSS);
 #   - skopeo; static busybox for amd64 (/bin/busybox) and arm64 (LKPKG_TEST_BUSYBOX_ARM64);
 #   - sshd on 127.0.0.1:$LKPKG_SSHD_PORT accepting a generated key (LKPKG_TEST_SSH_*).
 # Every process it starts is listed in "$STATE/started" (pid per line) so that a caller
@@ -77,7 +78,7 @@ fi
 docker_version_ok || { log "docker.io 26.x did not install"; exit 3; }
 
 apt_install qemu-user-static binfmt-support docker-registry skopeo busybox-static \
-  openssh-server openssh-client iproute2 ca-certificates apache2-utils openssl
+  openssh-server openssh-client iproute2 ca-certificates apache2-utils openssl time
 
 # --- binfmt_misc, for arm64 builds under emulation ---
 if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then

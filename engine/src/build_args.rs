@@ -9,6 +9,8 @@
 //!   command line's `--org`, `--hash`, `--tag`, `--dev` do not apply to them (a linuxkit quirk
 //!   kept for tag compatibility).
 //! - Any other `@lkt:` value is an error; an argument without `=` is an error.
+//! - A referenced package must be inside a git work tree (any repository, through symlinks):
+//!   linuxkit would tag one outside every repository `latest`; lkpkg refuses it.
 //!
 //! Arguments keep the package directories they reference, which become edges of the graph.
 
@@ -72,8 +74,27 @@ pub fn resolve(line: &str, origin: &ArgOrigin, loader: &Loader) -> Result<Vec<Bu
         .unwrap_or_default();
     let anchor = std::path::absolute(&anchor).map_err(|e| Error::io(&anchor, e))?;
     let resolve_path = |p: &str| crate::build_yml::normalize(&anchor.join(p));
+    // A target must lie in a git work tree, through symlinks (some repository: not only the
+    // one of the referring package). linuxkit would tag a directory outside every repository
+    // `latest`, a name whose content nothing pins; lkpkg refuses it, and so never reads a
+    // package from arbitrary places (`@lkt:pkg:/etc`).
+    let in_a_repository = |dir: &Path| -> Result<()> {
+        let resolved = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+        match loader.workspaces().for_path(&resolved)? {
+            Some(_) => Ok(()),
+            None => Err(bad(format!(
+                "error processing build arg \"{line}\": `{}` is outside every git \
+                 repository (linuxkit would tag it `latest`); a package referenced with \
+                 `@lkt:` must be in a git work tree",
+                resolved.display()
+            ))),
+        }
+    };
     if let Some(path) = special.strip_prefix("pkg:") {
         let dir = resolve_path(path);
+        if dir.exists() {
+            in_a_repository(&dir)?;
+        }
         let package = loader
             .load_reference(&dir)
             .map_err(|e| bad(format!("error processing build arg \"{line}\": {e}")))?;
@@ -109,6 +130,7 @@ pub fn resolve(line: &str, origin: &ArgOrigin, loader: &Loader) -> Result<Vec<Bu
         }
         dirs.iter()
             .map(|dir| {
+                in_a_repository(dir)?;
                 let package = loader.load_reference(dir).map_err(|e| {
                     bad(format!(
                         "error loading packages from paths \"{pattern}\": {e}"

@@ -535,3 +535,104 @@ fn a_read_only_cache_is_listed_verified_exported_and_built_from_but_never_writte
     }
     assert_eq!(tree_state(&cache), before, "the read-only cache changed");
 }
+
+/// A process holding `<cache>/.lock`, then stopped with SIGSTOP: linuxkit's protocol (a POSIX
+/// record lock, `F_SETLKW`) or lkpkg's (an OFD lock), taken by python so that the lock is
+/// held at a known moment. Dropping it resumes and kills it.
+struct StoppedHolder(std::process::Child);
+
+impl StoppedHolder {
+    fn new(lock: &Path, ofd: bool) -> StoppedHolder {
+        // struct flock on x86_64 and aarch64: type, whence (shorts), start, len (off_t), pid.
+        let script = if ofd {
+            "import fcntl,struct,sys,time\n\
+             f=open(sys.argv[1],'a+')\n\
+             fcntl.fcntl(f, 38, struct.pack('hh4xqqi4x', fcntl.F_WRLCK, 0, 0, 0, 0))\n\
+             print('locked', flush=True)\ntime.sleep(600)\n"
+        } else {
+            "import fcntl,sys,time\nf=open(sys.argv[1],'a+')\nfcntl.lockf(f, fcntl.LOCK_EX)\n\
+             print('locked', flush=True)\ntime.sleep(600)\n"
+        };
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(lock)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "locked");
+        ok(Command::new("kill").args(["-STOP", &child.id().to_string()]));
+        StoppedHolder(child)
+    }
+}
+
+impl Drop for StoppedHolder {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.id().to_string()])
+            .output();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A lock holder stopped with SIGSTOP (issue #11: writers waited for ever in silence, and
+/// Ctrl-C did not end the wait): a writer says after a second whom it waits for, gives up
+/// after `LKPKG_LOCK_TIMEOUT` with a reason (exit 3), readers are not held up, and once the
+/// holder is gone the write goes through.
+#[test]
+fn a_stopped_lock_holder_makes_writers_wait_visibly_then_give_up_and_readers_go_on() {
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let mut rng = super::kill::Rng(0x5eed);
+    let first = super::kill::oci_archive(work.path(), "docker.io/lkpkgstop/a:1", &mut rng, 50_000);
+    ok(cache_cmd(&cache).arg("import").arg(&first));
+    for (ofd, holder_says) in [
+        (false, "linuxkit, or another tool"),
+        (true, "another lkpkg process"),
+    ] {
+        let name = format!("docker.io/lkpkgstop/b{ofd}:1");
+        let archive = super::kill::oci_archive(work.path(), &name, &mut rng, 50_000);
+        let holder = StoppedHolder::new(&cache.join(".lock"), ofd);
+        let started = std::time::Instant::now();
+        let (code, stdout, stderr) = run(cache_cmd(&cache)
+            .env("LKPKG_LOCK_TIMEOUT", "3")
+            .arg("import")
+            .arg(&archive));
+        let waited = started.elapsed();
+        assert_eq!(code, 3, "{stdout}\n{stderr}");
+        assert!(
+            waited >= std::time::Duration::from_secs(3)
+                && waited < std::time::Duration::from_secs(20),
+            "{waited:?}"
+        );
+        assert!(
+            stderr.contains("waiting for the cache lock") && stderr.contains(holder_says),
+            "{stderr}"
+        );
+        if !ofd {
+            assert!(stderr.contains(&holder.0.id().to_string()), "{stderr}");
+        }
+        assert!(
+            stderr.contains("gave up waiting") && stderr.contains("LKPKG_LOCK_TIMEOUT"),
+            "{stderr}"
+        );
+        // Readers do not wait for writers.
+        let started = std::time::Instant::now();
+        assert!(ok(cache_cmd(&cache).args(["ls"])).contains("lkpkgstop/a:1"));
+        ok(cache_cmd(&cache).args(["inspect", "docker.io/lkpkgstop/a:1"]));
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        drop(holder);
+        ok(cache_cmd(&cache).arg("import").arg(&archive));
+        assert!(ls_names(&cache).contains(&name));
+    }
+    let report = ok(cache_cmd(&cache).args(["verify", "--json"]));
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["problems"], serde_json::json!([]), "{report}");
+}

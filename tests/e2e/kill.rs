@@ -36,7 +36,7 @@ use sha2::{Digest, Sha256};
 use crate::support::{Repo, dev_env, ok, run};
 
 /// A small, seeded generator (xorshift64*): runs are replayable from the printed seed.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -66,7 +66,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// An OCI layout tar of one amd64 image named `name`, whose one layer holds `size` random
 /// bytes (new blobs for every archive).
-fn oci_archive(dir: &Path, name: &str, rng: &mut Rng, size: usize) -> PathBuf {
+pub(crate) fn oci_archive(dir: &Path, name: &str, rng: &mut Rng, size: usize) -> PathBuf {
     let work = tempfile::tempdir_in(dir).unwrap();
     let files = work.path().join("files");
     std::fs::create_dir_all(&files).unwrap();

@@ -254,10 +254,36 @@ fn cases() -> Vec<Case> {
     let mut c = case("bad platform", "image: p\n", "invalid platform");
     c.args.extend(["--platforms", "amd64"]);
     cases.push(c);
+    // A package outside every git repository (linuxkit would tag it `latest`).
+    let outside = outside_dir();
+    std::fs::create_dir_all(outside.join("pkg")).unwrap();
+    std::fs::write(outside.join("pkg/build.yml"), "image: stray\n").unwrap();
+    std::fs::write(outside.join("pkg/Dockerfile"), "FROM scratch\n").unwrap();
+    cases.push(case(
+        "@lkt:pkg outside every repository",
+        &format!(
+            "image: p\nbuildArgs:\n  - B=@lkt:pkg:{}\n",
+            outside.join("pkg").display()
+        ),
+        "outside every git repository",
+    ));
+    cases.push(case(
+        "@lkt:pkgs outside every repository",
+        &format!(
+            "image: p\nbuildArgs:\n  - B_%=@lkt:pkgs:{}/*\n",
+            outside.display()
+        ),
+        "outside every git repository",
+    ));
     let mut c = case("not a package", "image: p\n", "not a package");
     c.args.push("pkg/missing");
     cases.push(c);
     cases
+}
+
+/// A directory outside every git repository, for this test process.
+fn outside_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("lkpkg-malformed-outside-{}", std::process::id()))
 }
 
 #[test]
@@ -299,6 +325,7 @@ fn every_malformed_input_gives_one_clear_error_and_exit_2() {
             ));
         }
     }
+    let _ = std::fs::remove_dir_all(outside_dir());
     assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
 }
 

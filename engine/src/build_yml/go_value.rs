@@ -355,7 +355,8 @@ fn parse_float(s: &str) -> Option<f64> {
 /// yaml.v3's `parseTimestamp`: `2006-1-2`, `2006-1-2T15:4:5.999999999Z07:00` (also `t`), and
 /// `2006-1-2 15:4:5.999999999` (UTC), as `time.Time.MarshalJSON` would print it.
 fn parse_timestamp(s: &str) -> Option<String> {
-    if s.len() < 5 || !s[..4].bytes().all(|b| b.is_ascii_digit()) || s.as_bytes()[4] != b'-' {
+    let bytes = s.as_bytes();
+    if bytes.len() < 5 || !bytes[..4].iter().all(u8::is_ascii_digit) || bytes[4] != b'-' {
         return None;
     }
     let (date, time) = match s.find(['T', 't', ' ']) {

@@ -250,3 +250,19 @@ fn config_labels_match_linuxkit() {
         failures.join("\n")
     );
 }
+
+/// Inputs the fuzzer (`fuzz/`, target `build_yml`) found crashing the decoder, each now an
+/// error or a value, never a panic.
+#[test]
+fn fuzz_regressions() {
+    // A plain scalar of four bytes or more whose fourth byte is inside a multi-byte character
+    // (the timestamp check sliced `s[..4]`).
+    for text in [
+        "image: x\nconfig:\n  ipc: 1\"hé\n",
+        "image: x\nconfig:\n  ipc: 1\"héllo wörldU日本 🎉\"\n",
+        "image: é\n",
+        "image: x\narches: [日本語-01]\n",
+    ] {
+        let _ = parse(Path::new("build.yml"), Path::new("."), text);
+    }
+}

@@ -43,6 +43,20 @@
 //! 4. Blob files are deleted only after the redb commit that dropped their last reference, under
 //!    the lock; a crash in between leaves unreferenced blobs, which `gc` removes.
 //!
+//! What each `fsync` guards, as a power loss that reorders writes would break it, and what is
+//! then seen (each state is made by `tests::each_write_reordered_around_its_fsync_is_caught_by_verify`):
+//! - the blob's data (step 1) before its rename: a blob file under its name with lost data,
+//!   which `verify` reports as corrupt (its content no longer hashes to its name);
+//! - `blobs/sha256/` (step 3) before `index.json` names the image: a lost rename, a name
+//!   reaching a missing blob, which `verify` reports;
+//! - `index.json`'s data before its rename, and the cache directory after it: an empty or
+//!   garbage `index.json` (or the old one), refused on its word while redb lists names
+//!   ([`StoreError::IndexJsonUnreadable`]), repaired from redb by `verify --repair`;
+//! - redb's commit (redb `fsync`s its own commits) after `index.json`'s rename: a database
+//!   one publication behind, whose stamp no longer matches: the next open re-indexes.
+//!
+//! Kills at random points of every writer are the e2e test `kill` (tests/e2e/kill.rs).
+//!
 //! # Reference counting
 //! A blob's count is the number of `index.json` entries whose closure (index → manifests →
 //! config and layers) contains it; each entry counts once. Replacing or removing a name
@@ -155,6 +169,19 @@ pub enum StoreError {
         .root.join(layout::INDEX_FILE).display()
     )]
     IndexJsonMissing { root: PathBuf, names: usize },
+    /// `index.json` does not parse (garbage, or empty: what a lost write of its data leaves)
+    /// while redb lists names: as for a missing one, nothing is changed on its word.
+    #[error(
+        "`{}` is not a valid OCI index ({message}), but the cache's index database still lists \
+         {names} name(s); nothing was changed. `lkpkg cache verify --repair` sets it aside and \
+         writes index.json back from the database",
+        .root.join(layout::INDEX_FILE).display()
+    )]
+    IndexJsonUnreadable {
+        root: PathBuf,
+        names: usize,
+        message: String,
+    },
 }
 
 impl StoreError {
@@ -283,8 +310,12 @@ impl Store {
             return Ok(store);
         }
         drop(guard);
-        store.ensure_fresh()?;
-        Ok(store)
+        match store.ensure_fresh() {
+            // Left for `cache verify` to report and repair; every other command refuses when
+            // it reads the index.
+            Err(StoreError::IndexJsonUnreadable { .. }) => Ok(store),
+            other => other.map(|()| store),
+        }
     }
 
     /// A cache that exists but that this process cannot write (a read-only mount, a cache of
@@ -405,7 +436,17 @@ impl Store {
             index_json::write(&self.root, &ImageIndex::empty())?;
         }
         let (bytes, stamp) = index_json::read_raw(&self.root)?;
-        let index = index_json::parse(&self.root, &bytes)?;
+        let index = match index_json::parse(&self.root, &bytes) {
+            Ok(index) => index,
+            Err(StoreError::CorruptIndexJson { message, .. }) if self.names_in_db()? > 0 => {
+                return Err(StoreError::IndexJsonUnreadable {
+                    root: self.root.clone(),
+                    names: self.names_in_db()?,
+                    message,
+                });
+            }
+            Err(e) => return Err(e),
+        };
         let recorded = self.recorded_stamp()?;
         match recorded {
             Some(r) if r.same_stat(&stamp) => {}

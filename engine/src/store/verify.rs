@@ -51,6 +51,12 @@ pub enum Problem {
     IndexJsonMissing {
         names: usize,
     },
+    /// `index.json` does not parse while the database lists names (repair sets it aside as
+    /// `index.json.unreadable-<ms>` and writes it back from them).
+    IndexJsonUnreadable {
+        names: usize,
+        why: String,
+    },
     /// A blob an entry reaches is not what its descriptor says (size, or not a manifest).
     BadContent {
         name: String,
@@ -112,6 +118,11 @@ impl std::fmt::Display for Problem {
                 "index.json is missing; the redb index lists {names} name(s) \
                  (--repair writes index.json back from them)"
             ),
+            Problem::IndexJsonUnreadable { names, why } => write!(
+                f,
+                "index.json is not a valid OCI index ({why}); the redb index lists {names} \
+                 name(s) (--repair sets it aside and writes index.json back from them)"
+            ),
         }
     }
 }
@@ -135,15 +146,37 @@ impl Store {
         } else {
             self.lock_for_reading()?
         };
-        if !self.root().join(layout::INDEX_FILE).exists() {
+        let index_file = self.root().join(layout::INDEX_FILE);
+        let unreadable = match index_json::read_raw(self.root()) {
+            Ok((bytes, _)) => match index_json::parse(self.root(), &bytes) {
+                Err(StoreError::CorruptIndexJson { message, .. }) if self.names_in_db()? > 0 => {
+                    Some(message)
+                }
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        if !index_file.exists() || unreadable.is_some() {
             let records = self.ref_records()?;
             let mut report = VerifyReport::default();
-            report.problems.push(Problem::IndexJsonMissing {
-                names: records.len(),
+            report.problems.push(match &unreadable {
+                None => Problem::IndexJsonMissing {
+                    names: records.len(),
+                },
+                Some(why) => Problem::IndexJsonUnreadable {
+                    names: records.len(),
+                    why: why.clone(),
+                },
             });
             if !repair {
                 report.remaining = report.problems.clone();
                 return Ok(report);
+            }
+            if unreadable.is_some() {
+                let aside = self
+                    .root()
+                    .join(format!("index.json.unreadable-{}", super::now_ms()));
+                std::fs::rename(&index_file, &aside).map_err(|e| StoreError::io(&index_file, e))?;
             }
             // The database's names are what index.json held when lkpkg last indexed it.
             let mut index = ImageIndex::empty();
