@@ -352,4 +352,17 @@ mod tests {
         assert!(Platform::parse("linux").is_none());
         assert_eq!(p.to_string(), "linux/arm64/v8");
     }
+
+    /// Found by fuzzing (`fuzz/`, target `oci_json`): an unknown field with a large number
+    /// wrote back as another number (serde_json's fast float parsing is off by an ulp), so the
+    /// canonical bytes of an index were not stable across a read and a write.
+    #[test]
+    fn unknown_fields_survive_a_round_trip_exactly() {
+        let text = r#"{"schemaVersion":2,"manifests":[],"layers":[{"size":500000000000000000000935462134}],"x":0.1}"#;
+        let index: ImageIndex = serde_json::from_str(text).unwrap();
+        let bytes = crate::canonical_json::to_vec(&index).unwrap();
+        let again: ImageIndex = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(index, again);
+        assert_eq!(crate::canonical_json::to_vec(&again).unwrap(), bytes);
+    }
 }

@@ -103,3 +103,32 @@ pub fn report(error: &anyhow::Error) -> ExitCode {
         ErrorKind::Internal => INTERNAL,
     })
 }
+
+/// A panic is a bug in lkpkg, not the user's input or machine: it is said as such, once, with
+/// where it happened and what to report, and the process exits with [`INTERNAL`] (`main`
+/// catches the unwind), never Rust's 101 with a bare backtrace. A panic inside a build task is
+/// said the same way, and the scheduler reports the task as an internal error.
+/// `RUST_BACKTRACE=1` adds the backtrace.
+pub fn report_panics_as_bugs() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".to_owned());
+        let location = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let backtrace = match std::env::var("RUST_BACKTRACE").as_deref() {
+            Ok("1" | "full") => format!("\n{}", std::backtrace::Backtrace::force_capture()),
+            _ => String::new(),
+        };
+        crate::output::errln!(
+            "error: internal error (a bug in lkpkg {}): {message}{location}\n\
+             please report it with the command you ran and this message{backtrace}",
+            env!("CARGO_PKG_VERSION")
+        );
+    }));
+}

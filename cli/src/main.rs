@@ -19,6 +19,15 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = args::Cli::parse();
+    exit::report_panics_as_bugs();
+    match std::panic::catch_unwind(|| run(cli)) {
+        Ok(code) => code,
+        // The hook has said what happened and asked for a report.
+        Err(_) => std::process::ExitCode::from(exit::INTERNAL),
+    }
+}
+
+fn run(cli: args::Cli) -> std::process::ExitCode {
     // A busy cache lock is said, never waited for in silence (as cargo's "Blocking").
     lkpkg_engine::store::report_waits_with(|message| output::errln!("    Blocking {message}"));
     let result = match cli.command {

@@ -111,7 +111,7 @@ pub fn resolve(line: &str, origin: &ArgOrigin, loader: &Loader) -> Result<Vec<Bu
             )));
         }
         let pattern_path = resolve_path(pattern);
-        let matches = glob::glob(&pattern_path.to_string_lossy())
+        let matches = glob::glob(&go_glob(&pattern_path.to_string_lossy()))
             .map_err(|e| bad(format!("error globbing package path \"{pattern}\": {e}")))?;
         let mut dirs: Vec<PathBuf> = matches
             .filter_map(std::result::Result::ok)
@@ -150,6 +150,20 @@ pub fn resolve(line: &str, origin: &ArgOrigin, loader: &Loader) -> Result<Vec<Bu
     }
 }
 
+/// A pattern for the `glob` crate that matches what Go's `filepath.Glob` (linuxkit's) matches:
+/// a run of `*` is one `*`, never `**`'s walk through every directory below (`@lkt:pkgs://**`
+/// walked the whole file system; found by fuzzing).
+fn go_glob(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    for c in pattern.chars() {
+        if c == '*' && out.ends_with('*') {
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Reads a `--build-arg-file`: one `KEY=VALUE` per line, trimmed; a blank line is an error,
 /// as in linuxkit.
 pub fn read_arg_file(path: &Path, loader: &Loader) -> Result<Vec<BuildArg>> {
@@ -179,4 +193,24 @@ pub fn merge(yml: &[BuildArg], files: &[BuildArg]) -> Vec<BuildArg> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::go_glob;
+
+    #[test]
+    fn globs_match_as_go_matches_them() {
+        assert_eq!(go_glob("/repo/pkg/*"), "/repo/pkg/*");
+        // `**` is not a walk through every level below (Go has none): one segment, as `*`.
+        assert_eq!(go_glob("//**"), "//*");
+        assert_eq!(go_glob("/a/***b/**/c"), "/a/*b/*/c");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("x/y/z")).unwrap();
+        let found: Vec<_> = glob::glob(&go_glob(&format!("{}/**", dir.path().display())))
+            .unwrap()
+            .flatten()
+            .collect();
+        assert_eq!(found, [dir.path().join("x")]);
+    }
 }
