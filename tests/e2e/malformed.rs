@@ -254,6 +254,46 @@ fn cases() -> Vec<Case> {
     let mut c = case("bad platform", "image: p\n", "invalid platform");
     c.args.extend(["--platforms", "amd64"]);
     cases.push(c);
+    // Hostile build.yml shapes: nesting 10,000 deep (flow and block), and a billion-laugh
+    // alias bomb in fields that exist: each one clear error, at once.
+    cases.push(case(
+        "nested 10,000 deep",
+        &format!(
+            "image: p\nconfig:\n  env: {}{}\n",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        ),
+        "recursion limit exceeded",
+    ));
+    let mut block = String::from("image: p\n");
+    for i in 0..3_000 {
+        block.push_str(&format!("{}k{i}:\n", "  ".repeat(i)));
+    }
+    cases.push(case(
+        "block nesting 3,000 deep",
+        &block,
+        "recursion limit exceeded",
+    ));
+    let mut bomb = String::from(
+        "image: p\nconfig:\n  env: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    let fields = [
+        "capabilities",
+        "ambient",
+        "mounts",
+        "binds",
+        "tmpfs",
+        "devices",
+        "sysctl",
+    ];
+    for (i, field) in fields.iter().enumerate() {
+        let (prev, this) = ((b'a' + i as u8) as char, (b'b' + i as u8) as char);
+        bomb.push_str(&format!(
+            "  {field}: &{this} [{}]\n",
+            vec![format!("*{prev}"); 9].join(",")
+        ));
+    }
+    cases.push(case("alias bomb", &bomb, "cannot unmarshal"));
     // A package outside every git repository (linuxkit would tag it `latest`).
     let outside = outside_dir();
     std::fs::create_dir_all(outside.join("pkg")).unwrap();
@@ -391,4 +431,24 @@ fn a_dockerfile_that_is_not_utf8_is_bad_input() {
     let (code, _, stderr) = run(repo.lkpkg().args(["graph", "pkg/p"]));
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("not UTF-8"), "{stderr}");
+}
+
+/// A 50 MB build.yml (hostile input, issue #11): read and refused at once, in bounded time.
+#[test]
+fn a_fifty_megabyte_build_yml_is_refused_quickly() {
+    let repo = Repo::new();
+    let mut text = String::from("image: p\nlabels:\n");
+    while text.len() < 50 * 1024 * 1024 {
+        text.push_str(&format!("  k{}: {}\n", text.len(), "v".repeat(1000)));
+    }
+    repo.write("pkg/p/build.yml", &text);
+    repo.write("pkg/p/Dockerfile", "FROM scratch\n");
+    let started = std::time::Instant::now();
+    let (code, _stdout, stderr) = run(repo.lkpkg().args(["graph", "pkg/p"]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("build.yml") && stderr.lines().count() <= 2,
+        "{stderr}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }

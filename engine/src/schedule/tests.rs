@@ -678,15 +678,21 @@ fn a_forced_build_that_gives_other_bytes_is_unreproducible_and_its_record_not_sh
 
 #[test]
 fn the_platforms_of_a_package_ready_at_once_go_to_the_executor_together() {
-    let fixture = Fixture::new(&[BASE, APP]);
-    for dir in ["base", "app"] {
-        let yml = std::fs::read_to_string(fixture.dir.path().join(dir).join("build.yml")).unwrap();
-        fixture.write(
-            &format!("{dir}/build.yml"),
-            &yml.replace("arches: [amd64]", "arches: [amd64, arm64]"),
-        );
-    }
-    fixture.commit();
+    // BASE and APP, each for amd64 and arm64.
+    let two_platforms = || {
+        let fixture = Fixture::new(&[BASE, APP]);
+        for dir in ["base", "app"] {
+            let path = fixture.dir.path().join(dir).join("build.yml");
+            let yml = std::fs::read_to_string(path).unwrap();
+            fixture.write(
+                &format!("{dir}/build.yml"),
+                &yml.replace("arches: [amd64]", "arches: [amd64, arm64]"),
+            );
+        }
+        fixture.commit();
+        fixture
+    };
+    let fixture = two_platforms();
     // `-j 1`: a group of two still runs (it takes every permit there is, not two).
     let options = BuildOptions {
         jobs: 1,
@@ -718,15 +724,7 @@ fn the_platforms_of_a_package_ready_at_once_go_to_the_executor_together() {
         [vec!["base/arm64".to_owned()], vec!["app/arm64".to_owned()]]
     );
     // Both platforms ready at once: one hand-over per package.
-    let fixture = Fixture::new(&[BASE, APP]);
-    for dir in ["base", "app"] {
-        let yml = std::fs::read_to_string(fixture.dir.path().join(dir).join("build.yml")).unwrap();
-        fixture.write(
-            &format!("{dir}/build.yml"),
-            &yml.replace("arches: [amd64]", "arches: [amd64, arm64]"),
-        );
-    }
-    fixture.commit();
+    let fixture = two_platforms();
     let (result, _, fake) = fixture.run(&options, |_| {});
     assert_eq!(result.unwrap().built, 4);
     assert_eq!(

@@ -31,6 +31,9 @@ pub const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new(format::TAB
 pub const PENDING: TableDefinition<&str, u64> = TableDefinition::new(format::TABLE_PENDING);
 pub const BUILD_RECORDS: TableDefinition<&[u8; 32], &[u8]> =
     TableDefinition::new(format::TABLE_BUILD_RECORDS);
+/// Unit → the build key of its last build ([`super::records`]).
+pub const UNIT_BUILDS: TableDefinition<&str, &[u8; 32]> =
+    TableDefinition::new(format::TABLE_UNIT_BUILDS);
 
 fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<Database>>> {
     static OPEN: OnceLock<Mutex<HashMap<PathBuf, Weak<Database>>>> = OnceLock::new();
@@ -194,12 +197,15 @@ pub fn ensure_schema(db: &Database, path: &Path) -> Result<bool, StoreError> {
             let _ = txn.delete_table(def);
         }
         let _ = txn.delete_table(BUILD_RECORDS);
+        // (Its last builds name keys whose records just went.)
+        let _ = txn.delete_table(UNIT_BUILDS);
     }
     txn.open_table(META).map_err(|e| err(e.into()))?;
     txn.open_table(REFS).map_err(|e| err(e.into()))?;
     txn.open_table(BLOBS).map_err(|e| err(e.into()))?;
     txn.open_table(PENDING).map_err(|e| err(e.into()))?;
     txn.open_table(BUILD_RECORDS).map_err(|e| err(e.into()))?;
+    txn.open_table(UNIT_BUILDS).map_err(|e| err(e.into()))?;
     txn.commit().map_err(|e| err(e.into()))?;
     Ok(reset)
 }

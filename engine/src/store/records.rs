@@ -8,10 +8,9 @@
 //! record's manifest and its closure are still present.
 
 use lkpkg_cache_format::build_record::BuildRecord;
-use lkpkg_cache_format::index_db as format;
-use redb::{ReadableDatabase, TableDefinition};
+use redb::ReadableDatabase;
 
-use super::db::BUILD_RECORDS;
+use super::db::{BUILD_RECORDS, UNIT_BUILDS};
 use super::{Store, StoreError};
 
 /// What [`Store::unit_state`] read.
@@ -21,9 +20,6 @@ pub struct UnitState {
     pub current: Option<lkpkg_cache_format::layout::Descriptor>,
     pub last_key: Option<[u8; 32]>,
 }
-
-const UNIT_BUILDS: TableDefinition<&str, &[u8; 32]> =
-    TableDefinition::new(format::TABLE_UNIT_BUILDS);
 
 impl Store {
     /// The record of a build key, if any (an undecodable record counts as none).

@@ -960,3 +960,44 @@ fn each_write_reordered_around_its_fsync_is_caught_by_verify() {
     assert!(store.verify(false).unwrap().problems.is_empty());
     assert!(store.lookup("docker.io/o/b:1").unwrap().is_some());
 }
+
+/// A cache whose database another schema wrote (an older or newer lkpkg): every table is reset
+/// and the names come back from index.json; the build records go, and so do the units' last
+/// builds, which would name keys whose records are gone.
+#[test]
+fn a_database_of_another_schema_is_reset_and_reindexed_whole() {
+    let (dir, store) = store();
+    store
+        .import(&docker_save("amd64", &["o/a:1"], &[layer_tar(&[("f", b"a")])])[..])
+        .unwrap();
+    let manifest = store.lookup("docker.io/o/a:1").unwrap().unwrap();
+    let record = lkpkg_cache_format::build_record::BuildRecord {
+        unit: "pkg/a/amd64".into(),
+        manifest,
+        inputs: Default::default(),
+        files: Default::default(),
+        builder: "test".into(),
+        started_unix_ms: 0,
+        duration_ms: 0,
+    };
+    store.put_build_record(&[7; 32], &record).unwrap();
+    assert!(store.build_record(&[7; 32]).unwrap().is_some());
+    let txn = store.database().begin_write().unwrap();
+    txn.open_table(db::SCHEMA)
+        .unwrap()
+        .insert(lkpkg_cache_format::index_db::KEY_SCHEMA_VERSION, 0)
+        .unwrap();
+    txn.commit().unwrap();
+    drop(store);
+
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.lookup("docker.io/o/a:1").unwrap().is_some());
+    assert!(store.verify(false).unwrap().problems.is_empty());
+    assert!(store.build_record(&[7; 32]).unwrap().is_none());
+    let read = store.database().begin_read().unwrap();
+    let units = read.open_table(db::UNIT_BUILDS).unwrap();
+    assert!(
+        units.get("pkg/a/amd64").unwrap().is_none(),
+        "a last build outlived its record"
+    );
+}
