@@ -10,7 +10,9 @@
 //!   kept for tag compatibility).
 //! - Any other `@lkt:` value is an error; an argument without `=` is an error.
 //! - A referenced package must be inside a git work tree (any repository, through symlinks):
-//!   linuxkit would tag one outside every repository `latest`; lkpkg refuses it.
+//!   linuxkit would tag one outside every repository `latest`; lkpkg refuses it. For
+//!   `@lkt:pkgs:`, the pattern's fixed part (up to its first wildcard) must be in one too, so
+//!   that no glob walks the file system outside repositories.
 //!
 //! Arguments keep the package directories they reference, which become edges of the graph.
 
@@ -111,6 +113,16 @@ pub fn resolve(line: &str, origin: &ArgOrigin, loader: &Loader) -> Result<Vec<Bu
             )));
         }
         let pattern_path = resolve_path(pattern);
+        // The walk stays inside repositories: the pattern's fixed part (up to its first
+        // wildcard) must be in one, so `@lkt:pkgs:/*/*/*` is refused before it reads the file
+        // system, not after (a fuzz timeout).
+        let fixed: PathBuf = pattern_path
+            .components()
+            .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
+            .collect();
+        if fixed.exists() {
+            in_a_repository(&fixed)?;
+        }
         let matches = glob::glob(&go_glob(&pattern_path.to_string_lossy()))
             .map_err(|e| bad(format!("error globbing package path \"{pattern}\": {e}")))?;
         let mut dirs: Vec<PathBuf> = matches

@@ -308,6 +308,11 @@ fn cases() -> Vec<Case> {
         "outside every git repository",
     ));
     cases.push(case(
+        "@lkt:pkgs walking the file system",
+        "image: p\nbuildArgs:\n  - B_%=@lkt:pkgs:/*/*/*/*\n",
+        "outside every git repository",
+    ));
+    cases.push(case(
         "@lkt:pkgs outside every repository",
         &format!(
             "image: p\nbuildArgs:\n  - B_%=@lkt:pkgs:{}/*\n",
