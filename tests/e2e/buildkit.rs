@@ -1495,9 +1495,15 @@ fn two_processes_never_build_the_same_unit_at_once() {
     let t = Test::new("twice");
     t.build_yml("slow", "arches: [amd64]\n")
         .busybox_per_arch("slow");
+    // The step is unique to the run, so BuildKit's cache cannot make it instant (then the first
+    // process finishes before the second starts, and there is nothing to wait for).
     t.repo.write(
         "slow/Dockerfile",
-        "FROM scratch\nARG TARGETARCH\nCOPY busybox-${TARGETARCH} /bin/busybox\nRUN [\"/bin/busybox\", \"sleep\", \"3\"]\n",
+        &format!(
+            "FROM scratch\nARG TARGETARCH\nCOPY busybox-${{TARGETARCH}} /bin/busybox\n\
+             RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox sleep 3; echo {}\"]\n",
+            t.prefix
+        ),
     );
     t.repo.commit_all("slow");
     let spawn = || {
