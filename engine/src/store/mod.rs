@@ -254,7 +254,7 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens the cache at `root`, creating an empty layout (and the redb index) if needed, and
     /// re-indexing if `index.json` changed since lkpkg last indexed it. A cache this process
-    /// cannot write is opened read-only ([`Store::open_read_only`]).
+    /// cannot write is opened read-only: its index database in memory, every write refused.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         if let Some(store) = Store::open_read_only(root)? {
             return Ok(store);
