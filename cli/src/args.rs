@@ -181,23 +181,13 @@ pub struct BuildArgs {
     /// Also load the host-architecture image into the Docker engine
     #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
     pub docker: bool,
-    /// Platforms to build, `os/arch,…` (replaces the package's arches)
-    #[arg(long, value_delimiter = ',', conflicts_with = "skip_platforms")]
-    pub platforms: Vec<String>,
-    /// Platforms to skip, `linux/arch,…`
-    #[arg(long, value_delimiter = ',')]
-    pub skip_platforms: Vec<String>,
+    #[command(flatten)]
+    pub plan: PlanArgs,
     /// Builders per platform, `platform=context,…` [env: LINUXKIT_BUILDERS]
     #[arg(long)]
     pub builders: Option<String>,
     #[command(flatten)]
     pub builder_container: BuilderContainerArgs,
-    /// Dockerfile to use, relative to the package (overrides build.yml)
-    #[arg(long)]
-    pub dockerfile: Option<String>,
-    /// Files of build arguments, one KEY=VALUE per line; they override build.yml's
-    #[arg(long)]
-    pub build_arg_file: Vec<PathBuf>,
     /// Progress output: auto, plain, tty
     #[arg(long, default_value = "auto")]
     pub progress: String,
@@ -224,6 +214,29 @@ pub struct BuildArgs {
     pub dirs: Vec<PathBuf>,
 }
 
+/// What a command's plan is made of beyond the packages (`lkpkg_engine::ops::PlanConfig`):
+/// the same flags, with the same meaning, on `pkg build`, `explain` and `graph`, so that
+/// they see the same units with the same build keys.
+#[derive(Args, Debug, Clone, Default)]
+pub struct PlanArgs {
+    /// Platforms to build, `os/arch,…` (replaces the package's arches)
+    #[arg(long, value_delimiter = ',', conflicts_with = "skip_platforms")]
+    pub platforms: Vec<String>,
+    /// Platforms to skip, `linux/arch,…`
+    #[arg(long, value_delimiter = ',')]
+    pub skip_platforms: Vec<String>,
+    /// Dockerfile to use, relative to the package (overrides build.yml)
+    #[arg(long)]
+    pub dockerfile: Option<String>,
+    /// Files of build arguments, one KEY=VALUE per line; they override build.yml's
+    #[arg(long)]
+    pub build_arg_file: Vec<PathBuf>,
+    /// Base images that are not packages of the build come from their registries, not from
+    /// the cache (in-repo dependencies still come from the cache)
+    #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
+    pub ignore_cached: bool,
+}
+
 /// The registry side of `pkg build`, with linuxkit's names.
 #[derive(Args, Debug, Clone, Default)]
 pub struct PublishArgs {
@@ -240,10 +253,6 @@ pub struct PublishArgs {
     /// With --push: also push the image as `org/image:RELEASE`
     #[arg(long, value_name = "RELEASE")]
     pub release: Option<String>,
-    /// Base images that are not packages of the build come from their registries, not from
-    /// the cache (in-repo dependencies still come from the cache)
-    #[arg(long, action = clap::ArgAction::Set, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
-    pub ignore_cached: bool,
     /// With --push: also push the `<tag>-<arch>` tags
     #[arg(long, action = clap::ArgAction::Set, default_value_t = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::args::go_bool)]
     pub manifest: bool,
@@ -375,12 +384,9 @@ pub struct GraphArgs {
     /// Output format
     #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
     pub format: GraphFormat,
-    /// Platforms to include, `os/arch,…` (replaces the packages' arches)
-    #[arg(long, value_delimiter = ',')]
-    pub platforms: Vec<String>,
-    /// Files of build arguments, as for `pkg build`
-    #[arg(long)]
-    pub build_arg_file: Vec<PathBuf>,
+    /// The platforms, Dockerfile and build arguments, as for `pkg build`
+    #[command(flatten)]
+    pub plan: PlanArgs,
     /// linuxkit's `pkg` options that change tags
     #[command(flatten)]
     pub options: PkgOptions,
@@ -400,9 +406,9 @@ pub struct ExplainArgs {
     /// linuxkit's `pkg` options that change tags
     #[command(flatten)]
     pub options: PkgOptions,
-    /// Files of build arguments, as for `pkg build`
-    #[arg(long)]
-    pub build_arg_file: Vec<std::path::PathBuf>,
+    /// The platforms, Dockerfile, build arguments and `--ignore-cached`, as for `pkg build`
+    #[command(flatten)]
+    pub plan: PlanArgs,
     /// Package directories; none means every package below the current directory
     pub dirs: Vec<std::path::PathBuf>,
 }

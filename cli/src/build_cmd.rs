@@ -21,9 +21,8 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use lkpkg_engine::error::ErrorKind;
-use lkpkg_engine::executor::BuildkitExecutor;
-use lkpkg_engine::graph::{BuildGraph, GraphOptions, Platform, PlatformFilter};
-use lkpkg_engine::schedule::{self, BuildOptions, Event};
+use lkpkg_engine::ops::{BuildConfig, BuilderChoice};
+use lkpkg_engine::schedule::Event;
 use serde_json::json;
 
 use crate::args::{BuildArgs, GlobalArgs, MessageFormat, PkgOptions};
@@ -43,41 +42,13 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
     if options.hash_commit != "HEAD" {
         return Err(bad_input("cannot build from commit hash != HEAD"));
     }
-    let (loader, dirs) = crate::pkg::load_packages(&args.dirs, options)?;
-    let parse = |list: &[String]| -> Result<Vec<Platform>> {
-        Ok(list
-            .iter()
-            .map(|p| Platform::parse(p))
-            .collect::<Result<Vec<_>, _>>()?)
-    };
-    let skip = parse(&args.skip_platforms)?;
-    if let Some(p) = skip.iter().find(|p| p.os != "linux") {
-        return Err(bad_input(format!(
-            "--skip-platforms accepts only linux/*, not `{p}`"
-        )));
-    }
-    let mut arg_files = Vec::new();
-    for file in &args.build_arg_file {
-        arg_files.extend(lkpkg_engine::build_args::read_arg_file(file, &loader)?);
-    }
-    let graph_options = GraphOptions {
-        platforms: PlatformFilter {
-            platforms: (!args.platforms.is_empty())
-                .then(|| parse(&args.platforms))
-                .transpose()?,
-            skip,
-        },
-        arg_files,
-        dockerfile: args.dockerfile.clone(),
-        keep_going: args.keep_going,
-    };
-    let graph = BuildGraph::build(&loader, &dirs, &graph_options)?;
+    let plan = crate::pkg::plan(&args.dirs, options, &args.plan, args.keep_going)?;
     // With --keep-going, what cannot be loaded is reported now and fails the run at the end.
-    for failure in &graph.load_failures {
+    for failure in plan.load_failures() {
         crate::output::errln!("error: {failure}");
     }
-    let load_failures = graph.load_failures.len();
-    for warning in &graph.warnings {
+    let load_failures = plan.load_failures().len();
+    for warning in plan.warnings() {
         if !global.quiet {
             crate::output::errln!("warning: {warning}");
         }
@@ -103,38 +74,13 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
         return crate::registry_cmd::publish(
             &store,
             &registry,
-            &graph,
-            loader.workspaces(),
+            plan.graph(),
+            plan.workspaces(),
             &[],
             &publish_options(publish),
             &|line| say(global, line),
         );
     }
-    let build_options = BuildOptions {
-        force: args.force,
-        jobs: args.jobs.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map_or(2, |n| n.get())
-                .max(2)
-        }),
-        keep_going: args.keep_going,
-        docker: args.docker,
-        network: crate::pkg::network_and_cache(options).0,
-        disable_cache: crate::pkg::network_and_cache(options).1,
-        dry_run: args.dry_run,
-        ignore_cached: args.publish.ignore_cached,
-        epoch: epoch()?,
-    };
-    // `--builders` over `LINUXKIT_BUILDERS` (Builders reads the variable itself, to say which
-    // one chose a builder). Named builders are checked before anything runs.
-    let builders = Arc::new(lkpkg_engine::executor::builders::Builders::new(
-        lkpkg_engine::executor::builders::BuilderSpec {
-            builders: args.builders.clone(),
-            per_builder_limit: build_options.jobs,
-        },
-    ));
-    builders.check().map_err(engine_error)?;
-    let base = std::env::current_dir()?;
     let json_output = global.message_format == MessageFormat::Json;
     let quiet = global.quiet;
     let verbose = global.verbose >= 2;
@@ -168,65 +114,31 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
             crate::output::errln!("{line}");
         }
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let graph = Arc::new(graph);
-    let remote = registry.clone().map(|registry| {
-        Arc::new(lkpkg_engine::remote::RegistryRemote::new(
-            registry,
-            store.clone(),
-            graph.clone(),
-        )) as Arc<dyn lkpkg_engine::schedule::Remote>
-    });
-    let mut executor = BuildkitExecutor::new(
-        graph.clone(),
-        store.clone(),
-        builders,
-        build_options.epoch,
-        ssh_agents(&args.ssh)?,
-    )
-    .with_builder_mode(builder_mode, builder_container);
-    // The builder's own pulls of base images get the same credentials (as linuxkit hands
-    // `--registry-creds` and the docker config to its builder).
-    if let Some(registry) = &registry {
-        executor = executor.with_credentials(registry.credentials());
-    }
-    let executor = Arc::new(executor);
-    // Ctrl-C drops the build: running tasks are aborted, which closes their connections to the
-    // engines, and BuildKit cancels those solves (and ends their steps).
-    // Ingests already under way run to completion when the runtime shuts down, and the store
-    // is crash-safe anyway: the cache stays consistent.
-    let summary = runtime.block_on(async {
-        tokio::select! {
-            summary = schedule::build(
-                graph.clone(),
-                loader.workspaces(),
-                store.clone(),
-                schedule::Backends { executor, remote },
-                &build_options,
-                &base,
-                events,
-            ) => Some(summary),
-            _ = tokio::signal::ctrl_c() => {
-                // A task waiting for the cache lock stops waiting.
-                lkpkg_engine::store::interrupt_waits();
-                None
-            }
-        }
-    });
-    drop(runtime);
+    let config = BuildConfig {
+        force: args.force,
+        jobs: args.jobs.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .max(2)
+        }),
+        docker: args.docker,
+        dry_run: args.dry_run,
+        epoch: epoch()?,
+        // `--builders` over `LINUXKIT_BUILDERS` (the engine reads the variable itself, to say
+        // which one chose a builder).
+        builders: BuilderChoice {
+            builders: args.builders.clone(),
+            mode: builder_mode,
+            container: builder_container,
+        },
+        registry: registry.clone(),
+        ssh_agents: ssh_agents(&args.ssh)?,
+    };
+    let summary = lkpkg_engine::ops::build(&plan, store.clone(), config, events);
     if let Some(view) = &live {
         view.finish();
     }
-    let Some(summary) = summary else {
-        return Err(crate::exit::Interrupted.into());
-    };
-    let summary = match summary {
-        Ok(s) => s,
-        Err(schedule::BuildError::Engine(e)) => return Err(engine_error(e)),
-        Err(e) => return Err(e.into()),
-    };
+    let summary = summary?;
     if !quiet && !json_output {
         let pulled = if summary.pulled > 0 {
             format!("{} pulled, ", summary.pulled)
@@ -259,8 +171,8 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
         crate::registry_cmd::publish(
             &store,
             &registry,
-            &graph,
-            loader.workspaces(),
+            plan.graph(),
+            plan.workspaces(),
             &summary.units,
             &publish_options(publish),
             &|line| say(global, line),
@@ -281,21 +193,6 @@ fn say(global: &GlobalArgs, line: String) {
     if !global.quiet {
         crate::output::errln!("{line}");
     }
-}
-
-/// An engine failure: a bad builder name is bad input (2), an unreachable engine is the
-/// environment (3).
-fn engine_error(e: lkpkg_engine::executor::docker::EngineError) -> anyhow::Error {
-    let kind = if e.is_user_error() {
-        ErrorKind::BadInput
-    } else {
-        ErrorKind::Environment
-    };
-    Classified {
-        kind,
-        message: e.to_string(),
-    }
-    .into()
 }
 
 /// `--ssh` values as agents by id: `default` is `SSH_AUTH_SOCK`, `ID=SOCKET` a socket path

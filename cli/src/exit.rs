@@ -2,7 +2,13 @@
 
 use std::process::ExitCode;
 
-use lkpkg_engine::error::{Error, ErrorKind};
+use lkpkg_engine::error::{Classify, Error, ErrorKind};
+use lkpkg_engine::executor::docker::EngineError;
+use lkpkg_engine::ops::OpError;
+use lkpkg_engine::registry::RegistryError;
+use lkpkg_engine::schedule::BuildError;
+use lkpkg_engine::store::StoreError;
+use lkpkg_engine::transfer::TransferError;
 
 /// Exit codes (README, ARCHITECTURE.md).
 pub const BUILD_FAILED: u8 = 1;
@@ -26,18 +32,6 @@ impl std::fmt::Display for Classified {
 
 impl std::error::Error for Classified {}
 
-/// The user interrupted the command (Ctrl-C): exit code 130.
-#[derive(Debug)]
-pub struct Interrupted;
-
-impl std::fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("interrupted; running builds were cancelled")
-    }
-}
-
-impl std::error::Error for Interrupted {}
-
 pub const INTERRUPTED: u8 = 130;
 
 /// A bad-input error raised by the binary.
@@ -49,58 +43,58 @@ pub fn bad_input(message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+/// The kind of the first classified error in the chain: the engine's errors say their own
+/// ([`Classify`], decided where each is made), the binary's own are [`Classified`]. What no
+/// one classified (a file the binary could not read) is the environment's.
 fn kind_of(error: &anyhow::Error) -> ErrorKind {
+    fn classified<E: Classify + std::error::Error + 'static>(
+        cause: &(dyn std::error::Error + 'static),
+    ) -> Option<ErrorKind> {
+        cause.downcast_ref::<E>().map(Classify::kind)
+    }
     for cause in error.chain() {
-        if let Some(e) = cause.downcast_ref::<Error>() {
-            return e.kind();
-        }
-        if let Some(e) = cause.downcast_ref::<lkpkg_engine::schedule::BuildError>() {
-            return match e {
-                lkpkg_engine::schedule::BuildError::Package(e) => e.kind(),
-                lkpkg_engine::schedule::BuildError::Internal(_) => ErrorKind::Internal,
-                _ => ErrorKind::Environment,
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<Classified>() {
-            return e.kind;
-        }
-        if let Some(e) = cause.downcast_ref::<lkpkg_engine::transfer::TransferError>() {
-            return if e.is_user_error() {
-                ErrorKind::BadInput
-            } else {
-                ErrorKind::Environment
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<lkpkg_engine::registry::RegistryError>() {
-            return if e.is_user_error() {
-                ErrorKind::BadInput
-            } else {
-                ErrorKind::Environment
-            };
-        }
-        if let Some(e) = cause.downcast_ref::<lkpkg_engine::store::StoreError>() {
-            return if e.is_user_error() {
-                ErrorKind::BadInput
-            } else {
-                ErrorKind::Environment
-            };
+        let kind = cause
+            .downcast_ref::<OpError>()
+            .map(OpError::kind)
+            .or_else(|| cause.downcast_ref::<Classified>().map(|c| c.kind))
+            .or_else(|| classified::<Error>(cause))
+            .or_else(|| classified::<BuildError>(cause))
+            .or_else(|| classified::<StoreError>(cause))
+            .or_else(|| classified::<RegistryError>(cause))
+            .or_else(|| classified::<TransferError>(cause))
+            .or_else(|| classified::<EngineError>(cause));
+        if let Some(kind) = kind {
+            return kind;
         }
     }
     ErrorKind::Environment
 }
 
+/// The message of an error and its causes, as `error: …` then one `caused by: …` line per
+/// cause (a cause whose text its parent already shows is not repeated).
+pub fn message(error: &anyhow::Error) -> String {
+    let mut text = format!("error: {error}");
+    let mut shown = error.to_string();
+    for cause in error.chain().skip(1) {
+        let line = cause.to_string();
+        if shown.contains(&line) {
+            continue;
+        }
+        text.push_str(&format!("\ncaused by: {line}"));
+        shown = line;
+    }
+    text
+}
+
 /// Prints `error` with its causes and returns its exit code.
 pub fn report(error: &anyhow::Error) -> ExitCode {
-    if error.downcast_ref::<Interrupted>().is_some() {
-        crate::output::errln!("error: {error}");
-        return ExitCode::from(INTERRUPTED);
-    }
-    crate::output::errln!("error: {error:#}");
+    crate::output::errln!("{}", message(error));
     ExitCode::from(match kind_of(error) {
         ErrorKind::BadInput => BAD_INPUT,
         ErrorKind::Environment => ENVIRONMENT,
         ErrorKind::BuildFailed => BUILD_FAILED,
         ErrorKind::Internal => INTERNAL,
+        ErrorKind::Interrupted => INTERRUPTED,
     })
 }
 

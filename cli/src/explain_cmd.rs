@@ -4,48 +4,18 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use lkpkg_engine::graph::{BuildGraph, GraphOptions};
-use lkpkg_engine::schedule::{self, BuildOptions};
 use serde_json::json;
 
 use crate::args::{ExplainArgs, GlobalArgs, MessageFormat};
 
 pub fn run(args: ExplainArgs, global: &GlobalArgs) -> Result<()> {
-    let (loader, dirs) = crate::pkg::load_packages(&args.dirs, &args.options)?;
-    // The inputs are what `pkg build` would use: its build-argument files and its network
-    // and cache flags, or the reasons would not be the build's.
-    let mut arg_files = Vec::new();
-    for file in &args.build_arg_file {
-        arg_files.extend(lkpkg_engine::build_args::read_arg_file(file, &loader)?);
-    }
-    let graph_options = GraphOptions {
-        arg_files,
-        ..GraphOptions::default()
-    };
-    let graph = BuildGraph::build(&loader, &dirs, &graph_options)?;
+    // The plan `pkg build` would make from the same flags, or the reasons would not be the
+    // build's.
+    let plan = crate::pkg::plan(&args.dirs, &args.options, &args.plan, false)?;
     let store = Arc::new(crate::output::open_store(&global.cache_dir())?);
-    let (network, disable_cache) = crate::pkg::network_and_cache(&args.options);
-    let options = BuildOptions {
-        jobs: 1,
-        dry_run: true,
-        network,
-        disable_cache,
-        ..BuildOptions::default()
-    };
-    let base = std::env::current_dir()?;
-    let requested: Vec<String> = graph
-        .packages
-        .iter()
-        .filter(|p| p.requested)
-        .map(|p| p.package.display_dir(&base))
-        .collect();
-    let reports = schedule::explain(Arc::new(graph), loader.workspaces(), store, &options, &base)?;
+    let reports = lkpkg_engine::ops::explain(&plan, store)?;
     let mut out = String::new();
     for report in reports {
-        let package = report.unit.rsplit_once('/').map_or("", |(p, _)| p);
-        if !requested.iter().any(|r| r == package) {
-            continue;
-        }
         if global.message_format == MessageFormat::Json {
             out.push_str(&serde_json::to_string(&json!({
                 "format_version": 1,

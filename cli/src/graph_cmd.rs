@@ -25,51 +25,27 @@
 //! a change of meaning bumps `format_version`.
 
 use anyhow::Result;
-use lkpkg_engine::graph::{BuildGraph, Edge, GraphOptions, Node, Platform, PlatformFilter};
+use lkpkg_engine::graph::{BuildGraph, Edge, Node};
 use petgraph::visit::EdgeRef;
 use serde_json::json;
 
 use crate::args::{GlobalArgs, GraphArgs, GraphFormat};
 
 pub fn run(args: GraphArgs, global: &GlobalArgs) -> Result<()> {
-    let (loader, dirs) = crate::pkg::load_packages(&args.dirs, &args.options)?;
-    let platforms = if args.platforms.is_empty() {
-        None
-    } else {
-        Some(
-            args.platforms
-                .iter()
-                .map(|p| Platform::parse(p))
-                .collect::<Result<Vec<_>, _>>()?,
-        )
-    };
-    let mut arg_files = Vec::new();
-    for file in &args.build_arg_file {
-        arg_files.extend(lkpkg_engine::build_args::read_arg_file(file, &loader)?);
-    }
-    let options = GraphOptions {
-        platforms: PlatformFilter {
-            platforms,
-            skip: Vec::new(),
-        },
-        arg_files,
-        dockerfile: None,
-        keep_going: false,
-    };
-    let graph = BuildGraph::build(&loader, &dirs, &options)?;
+    let plan = crate::pkg::plan(&args.dirs, &args.options, &args.plan, false)?;
     if !global.quiet {
-        for warning in &graph.warnings {
+        for warning in plan.warnings() {
             crate::output::errln!("warning: {warning}");
         }
     }
-    let base = std::env::current_dir()?;
+    let graph = plan.graph();
+    let base = plan.base();
     let text = match args.format {
-        GraphFormat::Text => text(&graph, &base),
-        GraphFormat::Dot => dot(&graph, &base),
-        GraphFormat::Json => serde_json::to_string_pretty(&to_json(&graph, &base))? + "\n",
+        GraphFormat::Text => text(graph, base),
+        GraphFormat::Dot => dot(graph, base),
+        GraphFormat::Json => serde_json::to_string_pretty(&to_json(graph, base))? + "\n",
     };
-    use std::io::Write;
-    std::io::stdout().lock().write_all(text.as_bytes())?;
+    crate::output::out(&text);
     Ok(())
 }
 

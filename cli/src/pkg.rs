@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use lkpkg_engine::package::Loader;
+use lkpkg_engine::graph::Platform;
+use lkpkg_engine::ops::{KeyOptions, Packages, Plan, PlanConfig, Selection};
 use lkpkg_engine::tag::TagOptions;
 
-use crate::args::{GlobalArgs, PkgCommand, PkgOptions, PkgSubcommand, ShowTagArgs};
+use crate::args::{GlobalArgs, PkgCommand, PkgOptions, PkgSubcommand, PlanArgs, ShowTagArgs};
 use crate::exit::bad_input;
 
 pub fn run(pkg: PkgCommand, global: &GlobalArgs) -> Result<()> {
@@ -41,21 +42,20 @@ pub fn run(pkg: PkgCommand, global: &GlobalArgs) -> Result<()> {
 
 /// The canonical name (`docker.io/org/image:tag`) of the package in `dir`.
 fn package_name(options: &PkgOptions, dir: &std::path::Path) -> Result<String> {
-    let (loader, dirs) = load_packages(std::slice::from_ref(&dir.to_path_buf()), options)?;
-    let package = loader.load(&dirs[0])?;
-    Ok(package.tag.full_tag())
+    Ok(packages(std::slice::from_ref(&dir.to_path_buf()), options)?.canonical_name_of_first()?)
 }
 
-/// The command line's network and cache overrides (`--network`/`--nonetwork`,
-/// `--disable-cache`/`--enable-cache`, with pflag values), as every command that decides
-/// builds must see them: `pkg build`, `--dry-run` and `explain` alike.
-pub fn network_and_cache(options: &PkgOptions) -> (Option<bool>, Option<bool>) {
-    (
-        options.network.or(options.nonetwork.map(|no| !no)),
-        options
+/// The command line's key options: `--network`/`--nonetwork`, `--disable-cache`/
+/// `--enable-cache` (with pflag values) and `--ignore-cached`, as every command that decides
+/// builds must see them.
+fn key_options(options: &PkgOptions, plan: &PlanArgs) -> KeyOptions {
+    KeyOptions {
+        network: options.network.or(options.nonetwork.map(|no| !no)),
+        disable_cache: options
             .disable_cache
             .or(options.enable_cache.map(|enable| !enable)),
-    )
+        ignore_cached: plan.ignore_cached,
+    }
 }
 
 /// The tag options the `pkg` flags give (`--org` over `LINUXKIT_PKG_ORG`).
@@ -76,62 +76,53 @@ pub fn tag_options(options: &PkgOptions) -> TagOptions {
     }
 }
 
-/// The loader and the package directories a command acts on: the ones given, or every
-/// package below the current directory.
-pub fn load_packages(dirs: &[PathBuf], options: &PkgOptions) -> Result<(Loader, Vec<PathBuf>)> {
-    let cwd = std::env::current_dir()?;
-    // Each package is read in its own repository; the current directory's names the records.
-    let loader = Loader::new(&cwd, &options.build_yml, tag_options(options))?;
-    let dirs = if dirs.is_empty() {
-        let found = lkpkg_engine::discover::packages(
-            &cwd,
-            &options.build_yml,
-            loader.workspaces(),
-            &options.exclude,
-        )?;
-        if found.is_empty() {
-            return Err(bad_input(format!(
-                "no package (a directory with `{}`) below `{}`",
-                options.build_yml,
-                cwd.display()
-            )));
-        }
-        found
-    } else {
-        dirs.to_vec()
+/// The packages a command acts on: the ones given, or every package below the current
+/// directory.
+pub fn packages(dirs: &[PathBuf], options: &PkgOptions) -> Result<Packages> {
+    Ok(Packages::find(&Selection {
+        cwd: std::env::current_dir()?,
+        dirs: dirs.to_vec(),
+        build_yml: options.build_yml.clone(),
+        tags: tag_options(options),
+        exclude: options.exclude.clone(),
+    })?)
+}
+
+/// The plan of `pkg build`, `explain` and `graph`: the same flags make the same plan.
+pub fn plan(
+    dirs: &[PathBuf],
+    options: &PkgOptions,
+    args: &PlanArgs,
+    keep_going: bool,
+) -> Result<Plan> {
+    let packages = packages(dirs, options)?;
+    let parse = |list: &[String]| -> Result<Vec<Platform>> {
+        Ok(list
+            .iter()
+            .map(|p| Platform::parse(p))
+            .collect::<Result<Vec<_>, _>>()?)
     };
-    Ok((loader, dirs))
+    let config = PlanConfig {
+        arg_files: args.build_arg_file.clone(),
+        platforms: (!args.platforms.is_empty())
+            .then(|| parse(&args.platforms))
+            .transpose()?,
+        skip_platforms: parse(&args.skip_platforms)?,
+        dockerfile: args.dockerfile.clone(),
+        keep_going,
+        key: key_options(options, args),
+    };
+    Ok(Plan::new(packages, &config)?)
 }
 
 fn show_tag(options: &PkgOptions, args: ShowTagArgs) -> Result<()> {
-    let (loader, dirs) = load_packages(&args.dirs, options)?;
+    let packages = packages(&args.dirs, options)?;
     let mut out = String::new();
-    // Over the whole tree, every package that cannot be loaded is reported (and no tag
-    // printed); packages named on the command line stop at the first, as in linuxkit.
-    let whole_tree = args.dirs.is_empty();
-    let mut failures = Vec::new();
-    for dir in &dirs {
-        let package = match loader.load(dir) {
-            Ok(package) => package,
-            Err(e) if whole_tree => {
-                failures.push(e);
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let tag = if args.canonical {
-            package.tag.full_tag()
-        } else {
-            package.tag.tag()
-        };
+    for tag in lkpkg_engine::ops::show_tags(&packages, args.canonical)? {
         out.push_str(&tag);
         out.push('\n');
     }
-    if !failures.is_empty() {
-        return Err(lkpkg_engine::error::Error::Packages(failures).into());
-    }
-    use std::io::Write;
-    std::io::stdout().lock().write_all(out.as_bytes())?;
+    crate::output::out(&out);
     Ok(())
 }
 

@@ -17,7 +17,45 @@ pub enum ErrorKind {
     BuildFailed,
     /// lkpkg's own fault: a bug to report.
     Internal,
+    /// The user stopped the command (Ctrl-C).
+    Interrupted,
 }
+
+/// An error that knows how it is to be reported: every public error type of the engine
+/// implements it, next to where its variants are made, so the binary classifies nothing by
+/// reading messages.
+pub trait Classify {
+    fn kind(&self) -> ErrorKind;
+}
+
+impl Classify for Error {
+    fn kind(&self) -> ErrorKind {
+        Error::kind(self)
+    }
+}
+
+/// Errors whose only distinction is the user's fault (bad input) or the machine's
+/// (environment).
+macro_rules! classify_by_user_error {
+    ($($type:ty),* $(,)?) => {$(
+        impl Classify for $type {
+            fn kind(&self) -> ErrorKind {
+                if self.is_user_error() {
+                    ErrorKind::BadInput
+                } else {
+                    ErrorKind::Environment
+                }
+            }
+        }
+    )*};
+}
+
+classify_by_user_error!(
+    crate::store::StoreError,
+    crate::registry::RegistryError,
+    crate::transfer::TransferError,
+    crate::executor::docker::EngineError,
+);
 
 /// An invalid package definition: build.yml, Dockerfile, extra sources, build arguments.
 #[derive(Debug, thiserror::Error)]

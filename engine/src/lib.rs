@@ -17,6 +17,7 @@ pub mod error;
 pub mod executor;
 pub mod fingerprint;
 pub mod graph;
+pub mod ops;
 pub mod package;
 pub mod registry;
 pub mod remote;

@@ -2,6 +2,7 @@
 //! built in temporary directories, the real Docker engine and real third-party tools (git,
 //! skopeo, docker). Tests that need an engine fail when it is missing; they never skip.
 
+mod agreement;
 mod build;
 mod builders;
 mod buildkit;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::support::{Repo, ok, run};
 
 /// A distribution registry of the test's own.
-struct TestRegistry {
+pub(crate) struct TestRegistry {
     dir: tempfile::TempDir,
     port: u16,
     child: Child,
@@ -48,7 +48,7 @@ fn sh(dir: &Path, script: &str) {
 }
 
 impl TestRegistry {
-    fn plain() -> TestRegistry {
+    pub(crate) fn plain() -> TestRegistry {
         TestRegistry::start(false)
     }
 
@@ -106,7 +106,7 @@ impl TestRegistry {
         }
     }
 
-    fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// A `lkpkg` command with a clean environment: no LINUXKIT_* variables leak in from the
-/// caller, HOME and the cache point into the fixture.
+/// caller (so `LINUXKIT_CACHE` too: a test passes `--cache` into its temporary directory, or
+/// it would use the caller's `~/.linuxkit/cache`).
 pub fn lkpkg(cwd: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lkpkg"));
     cmd.current_dir(cwd);

@@ -295,6 +295,22 @@ pub enum BuildError {
     /// lkpkg's own fault (a task that panicked, a value that cannot be encoded).
     #[error("internal error: {0}")]
     Internal(String),
+    /// The user stopped the build (Ctrl-C); running builds were cancelled.
+    #[error("interrupted; running builds were cancelled")]
+    Interrupted,
+}
+
+impl crate::error::Classify for BuildError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind;
+        match self {
+            BuildError::Engine(e) => e.kind(),
+            BuildError::Store(e) => e.kind(),
+            BuildError::Package(e) => e.kind(),
+            BuildError::Internal(_) => ErrorKind::Internal,
+            BuildError::Interrupted => ErrorKind::Interrupted,
+        }
+    }
 }
 
 pub(crate) fn internal(e: impl std::fmt::Display) -> BuildError {
@@ -1322,6 +1338,8 @@ impl Executor for NoExecutor {
 #[derive(Debug)]
 pub struct UnitReport {
     pub unit: String,
+    /// The unit's package (its index in the graph).
+    pub package: usize,
     /// The unit's record name (`pkg/base/amd64`).
     pub id: String,
     /// The unit's per-arch cache name.
@@ -1386,6 +1404,7 @@ pub fn explain(
         };
         reports.push(UnitReport {
             unit: unit.name.clone(),
+            package: unit.package,
             id: unit.id.clone(),
             cache_name: name,
             last,
