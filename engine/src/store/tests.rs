@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use lkpkg_cache_format::digest::Digest;
+use lkpkg_cache_format::index_db::RefRecord;
 use lkpkg_cache_format::layout::{self, Descriptor, ImageIndex, Platform};
+use redb::ReadableDatabase;
 
 use super::*;
 
