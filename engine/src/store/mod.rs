@@ -44,7 +44,7 @@
 //!    the lock; a crash in between leaves unreferenced blobs, which `gc` removes.
 //!
 //! What each `fsync` guards, as a power loss that reorders writes would break it, and what is
-//! then seen (each state is made by `tests::each_write_reordered_around_its_fsync_is_caught_by_verify`):
+//! then seen (each state is made by `tests::crash::each_write_reordered_around_its_fsync_is_caught_by_verify`):
 //! - the blob's data (step 1) before its rename: a blob file under its name with lost data,
 //!   which `verify` reports as corrupt (its content no longer hashes to its name);
 //! - `blobs/sha256/` (step 3) before `index.json` names the image: a lost rename, a name
