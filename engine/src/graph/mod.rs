@@ -23,76 +23,21 @@
 //! defaults, whatever `--org` says); `FROM` and `depends` references are matched against the
 //! packages loaded.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+mod load;
+mod platform;
+
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use petgraph::graph::{DiGraph, NodeIndex};
 
-use crate::build_args::{self, BuildArg};
-use crate::dockerfile::{self, Dockerfile};
+use crate::build_args::BuildArg;
+use crate::dockerfile::Dockerfile;
 use crate::error::{Error, PackageError, Result};
 use crate::package::{Loader, Package};
-
-/// A `os/arch` platform.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Platform {
-    pub os: String,
-    pub arch: String,
-}
-
-impl Platform {
-    pub fn linux(arch: &str) -> Platform {
-        Platform {
-            os: "linux".into(),
-            arch: arch.into(),
-        }
-    }
-
-    /// Parses `os/arch` (linuxkit requires both parts).
-    pub fn parse(s: &str) -> Result<Platform> {
-        match s.split_once('/') {
-            Some((os, arch)) if !os.is_empty() && !arch.is_empty() && !arch.contains('/') => {
-                Ok(Platform {
-                    os: os.into(),
-                    arch: arch.into(),
-                })
-            }
-            _ => Err(Error::Usage(format!(
-                "invalid platform `{s}`: expected `os/arch`, e.g. `linux/amd64`"
-            ))),
-        }
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.arch)
-    }
-}
-
-/// Which platforms to build (`--platforms`, `--skip-platforms`).
-#[derive(Debug, Clone, Default)]
-pub struct PlatformFilter {
-    pub platforms: Option<Vec<Platform>>,
-    pub skip: Vec<Platform>,
-}
-
-impl PlatformFilter {
-    /// The platforms of a package: `--platforms` replaces its arches, `--skip-platforms`
-    /// filters them.
-    pub fn for_package(&self, package: &Package) -> Vec<Platform> {
-        let all = match &self.platforms {
-            Some(p) => p.clone(),
-            None => package
-                .yml
-                .arches
-                .iter()
-                .map(|a| Platform::linux(a))
-                .collect(),
-        };
-        all.into_iter().filter(|p| !self.skip.contains(p)).collect()
-    }
-}
+use load::{Loaded, load_all};
+use platform::stage_platform;
+pub use platform::{Platform, PlatformFilter};
 
 /// A node of the graph.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -361,31 +306,6 @@ impl BuildGraph {
     }
 }
 
-/// The platform of a `FROM --platform=VALUE` stage in the unit for `target`: `$TARGETPLATFORM`
-/// is the unit's own; `$BUILDPLATFORM` is the builder's, taken as this machine's (the default
-/// engine; a unit sent to a native builder of another architecture sees that one at build
-/// time, and its named contexts still hold every platform the cache has); a literal platform
-/// is itself.
-fn stage_platform(value: &str, target: &Platform) -> Platform {
-    let value = value.trim_matches('"');
-    match value {
-        "$TARGETPLATFORM" | "${TARGETPLATFORM}" | "" => target.clone(),
-        "$BUILDPLATFORM" | "${BUILDPLATFORM}" => {
-            Platform::linux(crate::executor::docker::goarch(std::env::consts::ARCH))
-        }
-        literal => {
-            let mut parts = literal.split('/');
-            match (parts.next(), parts.next()) {
-                (Some(os), Some(arch)) if !os.contains('$') && !arch.contains('$') => Platform {
-                    os: os.to_owned(),
-                    arch: arch.to_owned(),
-                },
-                _ => target.clone(),
-            }
-        }
-    }
-}
-
 /// Finds a cycle among packages and reports it as `a -> b -> a`.
 fn check_cycles(packages: &[GraphPackage], edges: &[(usize, usize, Edge)]) -> Result<()> {
     let mut graph: DiGraph<usize, ()> = DiGraph::new();
@@ -426,191 +346,4 @@ fn check_cycles(packages: &[GraphPackage], edges: &[(usize, usize, Edge)]) -> Re
         }
     }
     Err(Error::Cycle(vec!["(unknown)".into()]))
-}
-
-/// A loaded package and the packages it builds from through `@lkt:` (directory, edge).
-type LoadedPackage = (GraphPackage, Vec<(PathBuf, Edge)>);
-
-/// What loading found: the packages (indexed), their `@lkt:` edges, and the failures.
-struct Loaded {
-    packages: Vec<GraphPackage>,
-    by_dir: HashMap<PathBuf, usize>,
-    /// `(from, target dir, edge)`: every target is in `by_dir`.
-    references: Vec<(usize, PathBuf, Edge)>,
-    failures: Vec<Error>,
-}
-
-/// Loads `roots` and the packages they build from, collecting every failure. A package whose
-/// dependency failed is left out too, with an error that names the dependency.
-fn load_all(loader: &Loader, roots: &[PathBuf], options: &GraphOptions) -> Result<Loaded> {
-    let mut loaded: Vec<LoadedPackage> = Vec::new();
-    let mut by_dir: HashMap<PathBuf, usize> = HashMap::new();
-    let mut failed: HashSet<PathBuf> = HashSet::new();
-    let mut failures = Vec::new();
-    let mut queue: Vec<(PathBuf, bool)> = roots.iter().rev().map(|r| (r.clone(), true)).collect();
-    while let Some((dir, requested)) = queue.pop() {
-        let dir = crate::package::absolute(&dir)?;
-        if failed.contains(&dir) {
-            continue;
-        }
-        match load_one(loader, &dir, requested, options, &by_dir, &loaded) {
-            Ok(None) => {
-                let i = by_dir[&dir];
-                loaded[i].0.requested |= requested;
-            }
-            Ok(Some((package, references))) => {
-                for (target, _) in &references {
-                    queue.push((target.clone(), false));
-                }
-                by_dir.insert(dir, loaded.len());
-                loaded.push((package, references));
-            }
-            Err(e) => {
-                failed.insert(dir);
-                failures.push(e);
-            }
-        }
-    }
-    // Leave out what builds from a failed package, transitively.
-    let mut dropped = vec![false; loaded.len()];
-    loop {
-        let mut more = false;
-        for (i, (package, references)) in loaded.iter().enumerate() {
-            if dropped[i] {
-                continue;
-            }
-            let broken = references.iter().find(|(target, _)| {
-                failed.contains(target) || by_dir.get(target).is_some_and(|&t| dropped[t])
-            });
-            if let Some((target, _)) = broken {
-                dropped[i] = true;
-                more = true;
-                failures.push(Error::from(PackageError::new(
-                    &package.package.build_yml_path,
-                    Some("buildArgs"),
-                    format!("builds from `{}`, which cannot be loaded", target.display()),
-                )));
-            }
-        }
-        if !more {
-            break;
-        }
-    }
-    let mut packages = Vec::new();
-    let mut new_index = HashMap::new();
-    let mut kept_refs = Vec::new();
-    for (i, (package, references)) in loaded.into_iter().enumerate() {
-        if dropped[i] {
-            continue;
-        }
-        new_index.insert(i, packages.len());
-        kept_refs.push((packages.len(), references));
-        packages.push(package);
-    }
-    let by_dir: HashMap<PathBuf, usize> = by_dir
-        .into_iter()
-        .filter_map(|(dir, i)| new_index.get(&i).map(|&n| (dir, n)))
-        .collect();
-    let references = kept_refs
-        .into_iter()
-        .flat_map(|(from, refs)| refs.into_iter().map(move |(t, e)| (from, t, e)))
-        .collect();
-    Ok(Loaded {
-        packages,
-        by_dir,
-        references,
-        failures,
-    })
-}
-
-/// Loads one package: `None` when the directory is loaded already (under the same name).
-fn load_one(
-    loader: &Loader,
-    dir: &Path,
-    requested: bool,
-    options: &GraphOptions,
-    by_dir: &HashMap<PathBuf, usize>,
-    loaded: &[LoadedPackage],
-) -> Result<Option<LoadedPackage>> {
-    // A package the user named is tagged with the command line's options; one reached
-    // through `@lkt:pkg:` with linuxkit's defaults, the name the argument expands to,
-    // so the dependency is built under the name its dependents use.
-    let package = if requested {
-        loader.load(dir)?
-    } else {
-        (*loader.load_reference(dir)?).clone()
-    };
-    if let Some(&i) = by_dir.get(dir) {
-        let existing = &loaded[i].0.package.tag;
-        if existing.full_tag() != package.tag.full_tag() {
-            return Err(Error::Usage(format!(
-                "`{}` is named on the command line as {} and reached through `@lkt:pkg:` as {} \
-                 (references use linuxkit's defaults, not --org, --hash, --tag or --dev): \
-                 build it in a separate command",
-                dir.display(),
-                existing.tag(),
-                package.tag.tag()
-            )));
-        }
-        return Ok(None);
-    }
-    package.check_buildable()?;
-    let yml_args = loader.build_args(&package)?;
-    let args = build_args::merge(&yml_args, &options.arg_files);
-    let override_name = options.dockerfile.as_deref().filter(|_| requested);
-    let dockerfile_path = package.dockerfile(override_name)?;
-    let text = package.read_dockerfile(&dockerfile_path, override_name.is_some())?;
-    let values: BTreeMap<String, String> = args
-        .iter()
-        .map(|a| (a.key.clone(), a.value.clone()))
-        .collect();
-    let dockerfile = dockerfile::read(&text, &values);
-    if let Some(what) = &dockerfile.oversized {
-        return Err(PackageError::new(
-            &dockerfile_path,
-            None,
-            format!(
-                "{what} expands to more than {} bytes",
-                dockerfile::MAX_EXPANSION
-            ),
-        )
-        .into());
-    }
-    let mut references = Vec::new();
-    let mut tag_sources = Vec::new();
-    for arg in &args {
-        let Some(target) = &arg.package else {
-            continue;
-        };
-        // linuxkit needs only the target's build.yml, for its tag. The target is built
-        // first only when this Dockerfile uses that tag as an image.
-        let value = lkpkg_cache_format::reference::expand(&arg.value);
-        let used_as_image = dockerfile
-            .images
-            .iter()
-            .any(|image| lkpkg_cache_format::reference::expand(&image.reference) == value);
-        if used_as_image {
-            references.push((
-                crate::package::absolute(target)?,
-                Edge::BuildArg {
-                    key: arg.key.clone(),
-                },
-            ));
-        } else {
-            tag_sources.push((arg.key.clone(), target.clone()));
-        }
-    }
-    let platforms = options.platforms.for_package(&package);
-    Ok(Some((
-        GraphPackage {
-            package,
-            build_args: args,
-            dockerfile_path,
-            dockerfile,
-            platforms,
-            requested,
-            tag_sources,
-        },
-        references,
-    )))
 }
