@@ -5,16 +5,8 @@
 //! `       Built base/amd64 sha256:… in 2.1s`. `--dry-run` prints the plan (`Would build …`)
 //! and builds nothing.
 //!
-//! `--message-format json` prints JSON Lines on stdout, one event per line (version 1):
-//! `{"format_version":1,"type":T,…}` where `T` is `fresh` (`unit`, `digest`, `reason`),
-//! `would-build` (`unit`, `reason`), `started` (`unit`, `reason`, `builder`), `log` (`unit`,
-//! `line`), `finished` (`unit`, `digest`, `duration_ms`), `skipped` (`unit`, `reason`),
-//! `failed` (`unit`, `error`, `log_tail`), `indexed` (`package`, `name`, `digest`),
-//! `index-kept` (`package`, `name`, `reason`: a platform failed, the index was left as it was),
-//! `waiting` (`unit`, `reason`), `pulled` (`unit`, `digest`, `reason`: found in a registry
-//! instead of built), `registry-unavailable` (`message`: a registry that could not be asked),
-//! `unreproducible` (`unit`, `recorded`, `built`: a forced build of recorded inputs gave other
-//! bytes).
+//! `--message-format json` prints JSON Lines on stdout, one [`BuildEvent`] per line
+//! (`docs/json.md`, with its schema).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,10 +15,10 @@ use anyhow::Result;
 use lkpkg_engine::error::ErrorKind;
 use lkpkg_engine::ops::{BuildConfig, BuilderChoice};
 use lkpkg_engine::schedule::Event;
-use serde_json::json;
 
 use crate::args::{BuildArgs, GlobalArgs, MessageFormat, PkgOptions};
 use crate::exit::{Classified, bad_input};
+use crate::json::{BuildEvent, Versioned};
 
 pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result<()> {
     if let Some(refusal) = args.linuxkit_only.refusal() {
@@ -90,15 +82,17 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
             args.progress
         )));
     }
-    let live = (!json_output && !quiet && crate::progress::live(&args.progress))
-        .then(|| Arc::new(crate::progress::LiveView::default()));
+    // Diagnostics (`-v 2` and up) are lines among the events: no live view to redraw.
+    let live =
+        (!json_output && !quiet && global.verbose < 2 && crate::progress::live(&args.progress))
+            .then(|| Arc::new(crate::progress::LiveView::default()));
     // Build steps and their output: with `--progress plain`, and with `auto` when stderr is
     // not a terminal (a CI log shows what ran), as linuxkit and buildx print them.
     let verbose = verbose || (live.is_none() && args.progress != "tty");
     let view = live.clone();
     let events: Arc<dyn Fn(Event) + Send + Sync> = Arc::new(move |event| {
         if json_output {
-            crate::output::outln!("{}", event_json(&event));
+            crate::output::outln!("{}", Versioned::new(BuildEvent::from(&event)).line());
         } else if quiet {
         } else if let Some(view) = &view {
             let line = human_line(&event, verbose);
@@ -289,86 +283,4 @@ fn human_line(event: &Event, verbose: bool) -> Option<String> {
         Event::Indexed { name, digest, .. } => format!("     Indexed {name} {digest}"),
         Event::IndexKept { name, reason, .. } => format!("  Kept index {name}: {reason}"),
     })
-}
-
-/// One JSON Lines event (format version 1).
-fn event_json(event: &Event) -> serde_json::Value {
-    let (kind, mut data) = match event {
-        Event::Fresh {
-            unit,
-            digest,
-            reason,
-        } => (
-            "fresh",
-            json!({ "unit": unit, "digest": digest, "reason": reason.to_string() }),
-        ),
-        Event::WouldBuild { unit, reason } => (
-            "would-build",
-            json!({ "unit": unit, "reason": reason.to_string() }),
-        ),
-        Event::Started {
-            unit,
-            reason,
-            builder,
-        } => (
-            "started",
-            json!({ "unit": unit, "reason": reason.to_string(), "builder": builder }),
-        ),
-        Event::Log { unit, line } => ("log", json!({ "unit": unit, "line": line })),
-        Event::Waiting { unit, reason } => ("waiting", json!({ "unit": unit, "reason": reason })),
-        Event::Pulled { unit, digest, how } => (
-            "pulled",
-            json!({ "unit": unit, "digest": digest, "reason": how.to_string() }),
-        ),
-        Event::RegistryUnavailable { message } => {
-            ("registry-unavailable", json!({ "message": message }))
-        }
-        Event::Unreproducible {
-            unit,
-            recorded,
-            built,
-        } => (
-            "unreproducible",
-            json!({ "unit": unit, "recorded": recorded, "built": built }),
-        ),
-        Event::Finished {
-            unit,
-            digest,
-            duration,
-        } => (
-            "finished",
-            json!({ "unit": unit, "digest": digest, "duration_ms": duration.as_millis() as u64 }),
-        ),
-        Event::Skipped { unit, reason } => (
-            "skipped",
-            json!({ "unit": unit, "reason": reason.to_string() }),
-        ),
-        Event::Failed {
-            unit,
-            error,
-            log_tail,
-        } => (
-            "failed",
-            json!({ "unit": unit, "error": error, "log_tail": log_tail }),
-        ),
-        Event::Indexed {
-            package,
-            name,
-            digest,
-        } => (
-            "indexed",
-            json!({ "package": package, "name": name, "digest": digest }),
-        ),
-        Event::IndexKept {
-            package,
-            name,
-            reason,
-        } => (
-            "index-kept",
-            json!({ "package": package, "name": name, "reason": reason }),
-        ),
-    };
-    data["format_version"] = json!(1);
-    data["type"] = json!(kind);
-    data
 }

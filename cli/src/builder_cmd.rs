@@ -4,10 +4,8 @@
 //! `ls` prints one block per platform on stdout: the platform, the context (or endpoint) chosen,
 //! the endpoint, the engine's version, API version and architecture (and whether the platform
 //! builds natively or under emulation there) or why it does not answer, then why that builder
-//! was chosen. With `--message-format json`, one JSON object per platform per line:
-//! `{"format_version":1,"type":"builder","platform":…,"context":…,"endpoint":…,"reason":…,
-//! "answers":true,"engine_version":…,"api_version":…,"arch":…,"native":true}` (with
-//! `"answers":false` an `"error"` instead of the engine fields).
+//! was chosen. With `--message-format json`, one [`crate::json::BuilderLine`] per platform
+//! per line (`docs/json.md`).
 //!
 //! `prune` removes, from each distinct engine of the platforms, the image names that are also
 //! names in the lkpkg cache (`lkpkg_engine::executor::builders::prune` says why that is exactly what
@@ -15,12 +13,12 @@
 
 use std::collections::{BTreeSet, HashSet};
 
+use crate::json::{self, Versioned};
 use anyhow::Result;
 use lkpkg_engine::error::ErrorKind;
 use lkpkg_engine::executor::builders::{self, BuilderSpec, Builders};
 use lkpkg_engine::executor::docker::EngineError;
 use lkpkg_engine::graph::Platform;
-use serde_json::json;
 
 use crate::args::{BuilderArgs, BuilderCommand, GlobalArgs, MessageFormat};
 use crate::exit::Classified;
@@ -98,25 +96,21 @@ async fn ls(args: BuilderArgs, global: &GlobalArgs) -> Result<()> {
             .ok()
             .map(|e| e.arch == status.platform.arch);
         if json_output {
-            let mut line = json!({
-                "format_version": 1,
-                "type": "builder",
-                "platform": status.platform.to_string(),
-                "context": selection.context,
-                "endpoint": selection.endpoint.host,
-                "reason": selection.reason,
-                "answers": status.engine.is_ok(),
+            let engine = status.engine.as_ref();
+            let line = Versioned::new(json::BuilderLine {
+                kind: json::BuilderLineType::Builder,
+                platform: status.platform.to_string(),
+                context: selection.context.clone(),
+                endpoint: selection.endpoint.host.clone(),
+                reason: selection.reason.to_string(),
+                answers: engine.is_ok(),
+                engine_version: engine.ok().map(|e| e.version.clone()),
+                api_version: engine.ok().map(|e| e.api_version.clone()),
+                arch: engine.ok().map(|e| e.arch.clone()),
+                native,
+                error: engine.err().map(ToString::to_string),
             });
-            match &status.engine {
-                Ok(engine) => {
-                    line["engine_version"] = json!(engine.version);
-                    line["api_version"] = json!(engine.api_version);
-                    line["arch"] = json!(engine.arch);
-                    line["native"] = json!(native);
-                }
-                Err(e) => line["error"] = json!(e.to_string()),
-            }
-            out.push_str(&line.to_string());
+            out.push_str(&line.line());
             out.push('\n');
             continue;
         }

@@ -2,8 +2,8 @@
 //! [`lkpkg_engine::store::Store`].
 //!
 //! stdout carries data (`ls` lines, JSON, export streams); stderr carries messages for people
-//! (silenced by `-q`). `--json` output is one JSON document, versioned by a `"version": 1`
-//! field where it is an object.
+//! (silenced by `-q`). `--json` output is one JSON document of [`crate::json`]'s types, with
+//! its `format_version` (`docs/json.md`).
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -13,7 +13,8 @@ use anyhow::Context;
 use lkpkg_cache_format::digest::Digest;
 use lkpkg_cache_format::layout::{self, Descriptor, Platform};
 use lkpkg_engine::store::{ExportFormat, GcOptions, Store, StoreError};
-use serde_json::json;
+
+use crate::json::{self, Versioned};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum CacheCommand {
@@ -185,15 +186,18 @@ pub fn run(cmd: CacheCommand, global: &crate::args::GlobalArgs) -> anyhow::Resul
         CacheCommand::Ls { json } => {
             let names = store.names()?;
             if json {
-                let items: Vec<_> = names
+                let images = names
                     .iter()
-                    .map(|(name, d)| {
-                        json!({"name": name, "digest": d.digest, "mediaType": d.media_type,
-                               "size": d.size})
+                    .map(|(name, d)| json::NamedDescriptor {
+                        name: name.clone(),
+                        descriptor: descriptor_json(d),
                     })
                     .collect();
-                serde_json::to_writer_pretty(&mut out, &items)?;
-                writeln!(out)?;
+                out.write_all(
+                    Versioned::new(json::CacheList { images })
+                        .document()
+                        .as_bytes(),
+                )?;
             } else {
                 if !quiet {
                     writeln!(out, "{:<80} root manifest hash", "image name")?;
@@ -207,9 +211,8 @@ pub fn run(cmd: CacheCommand, global: &crate::args::GlobalArgs) -> anyhow::Resul
             let (name, root) = store.resolve(&reference)?;
             let tree = inspect_node(&store, &root);
             if json {
-                let doc = json!({"version": 1, "name": name, "root": tree});
-                serde_json::to_writer_pretty(&mut out, &doc)?;
-                writeln!(out)?;
+                let doc = Versioned::new(json::CacheInspect { name, root: tree });
+                out.write_all(doc.document().as_bytes())?;
             } else {
                 writeln!(out, "{name}")?;
                 print_node(&mut out, &tree, 1)?;
@@ -271,18 +274,22 @@ pub fn run(cmd: CacheCommand, global: &crate::args::GlobalArgs) -> anyhow::Resul
         CacheCommand::Du { json } => {
             let usage = store.usage()?;
             if json {
-                let names: Vec<_> = usage
+                let images = usage
                     .names
                     .iter()
-                    .map(|u| {
-                        json!({"name": u.name, "total": u.total, "unique": u.unique,
-                               "shared": u.shared})
+                    .map(|u| json::ImageUsage {
+                        name: u.name.clone(),
+                        total: u.total,
+                        unique: u.unique,
+                        shared: u.shared,
                     })
                     .collect();
-                let doc = json!({"version": 1, "images": names, "blob_bytes": usage.blob_bytes,
-                                 "unreachable_bytes": usage.unreachable_bytes});
-                serde_json::to_writer_pretty(&mut out, &doc)?;
-                writeln!(out)?;
+                let doc = Versioned::new(json::CacheUsage {
+                    images,
+                    blob_bytes: usage.blob_bytes,
+                    unreachable_bytes: usage.unreachable_bytes,
+                });
+                out.write_all(doc.document().as_bytes())?;
             } else {
                 writeln!(
                     out,
@@ -311,16 +318,14 @@ pub fn run(cmd: CacheCommand, global: &crate::args::GlobalArgs) -> anyhow::Resul
         CacheCommand::Verify { repair, json } => {
             let report = store.verify(repair)?;
             if json {
-                let doc = json!({
-                    "version": 1,
-                    "blobs_checked": report.blobs_checked,
-                    "names_checked": report.names_checked,
-                    "problems": report.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                    "remaining": report.remaining.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                    "repaired": report.repaired,
+                let doc = Versioned::new(json::CacheVerify {
+                    blobs_checked: report.blobs_checked,
+                    names_checked: report.names_checked,
+                    problems: report.problems.iter().map(ToString::to_string).collect(),
+                    remaining: report.remaining.iter().map(ToString::to_string).collect(),
+                    repaired: report.repaired,
                 });
-                serde_json::to_writer_pretty(&mut out, &doc)?;
-                writeln!(out)?;
+                out.write_all(doc.document().as_bytes())?;
             }
             out.flush()?;
             for problem in &report.problems {
@@ -448,90 +453,84 @@ pub fn run(cmd: CacheCommand, global: &crate::args::GlobalArgs) -> anyhow::Resul
     Ok(())
 }
 
-fn descriptor_json(d: &Descriptor) -> serde_json::Value {
-    json!({"mediaType": d.media_type, "digest": d.digest, "size": d.size})
+fn descriptor_json(d: &Descriptor) -> json::Descriptor {
+    json::Descriptor {
+        media_type: d.media_type.clone(),
+        digest: d.digest.to_string(),
+        size: d.size,
+    }
 }
 
-/// The inspect tree of one descriptor, as JSON (also rendered as text by [`print_node`]).
-fn inspect_node(store: &Store, desc: &Descriptor) -> serde_json::Value {
-    let mut node = descriptor_json(desc);
-    if let Some(p) = &desc.platform {
-        node["platform"] = json!(p.to_string());
+/// A blob of the inspect tree with nothing below it.
+fn leaf(store: &Store, desc: &Descriptor) -> json::Node {
+    json::Node {
+        descriptor: descriptor_json(desc),
+        platform: desc.platform.as_ref().map(ToString::to_string),
+        attestation: desc.is_attestation(),
+        missing: !store.has_blob(&desc.digest),
+        manifests: None,
+        config: None,
+        layers: None,
     }
-    if desc.is_attestation() {
-        node["attestation"] = json!(true);
-    }
-    if !store.has_blob(&desc.digest) {
-        node["missing"] = json!(true);
+}
+
+/// The inspect tree of one descriptor (printed as JSON, or as text by [`print_node`]).
+fn inspect_node(store: &Store, desc: &Descriptor) -> json::Node {
+    let mut node = leaf(store, desc);
+    if node.missing {
         return node;
     }
     if layout::is_index_media_type(&desc.media_type) {
         if let Ok(index) = store.read_index(&desc.digest) {
-            node["manifests"] = index
-                .manifests
-                .iter()
-                .map(|m| inspect_node(store, m))
-                .collect();
+            node.manifests = Some(
+                index
+                    .manifests
+                    .iter()
+                    .map(|m| inspect_node(store, m))
+                    .collect(),
+            );
         }
     } else if layout::is_manifest_media_type(&desc.media_type)
         && let Ok(manifest) = store.read_manifest(&desc.digest)
     {
-        let mut config = descriptor_json(&manifest.config);
-        if !store.has_blob(&manifest.config.digest) {
-            config["missing"] = json!(true);
-        }
-        node["config"] = config;
-        node["layers"] = manifest
-            .layers
-            .iter()
-            .map(|l| {
-                let mut layer = descriptor_json(l);
-                if !store.has_blob(&l.digest) {
-                    layer["missing"] = json!(true);
-                }
-                layer
-            })
-            .collect();
+        node.config = Some(Box::new(leaf(store, &manifest.config)));
+        node.layers = Some(manifest.layers.iter().map(|l| leaf(store, l)).collect());
     }
     node
 }
 
-fn print_node(out: &mut impl Write, node: &serde_json::Value, depth: usize) -> io::Result<()> {
+fn print_node(out: &mut impl Write, node: &json::Node, depth: usize) -> io::Result<()> {
     let indent = "  ".repeat(depth);
-    let label = |n: &serde_json::Value| -> String {
-        let digest = n["digest"].as_str().unwrap_or_default();
+    let label = |n: &json::Node| -> String {
+        let digest = &n.descriptor.digest;
         let digest = digest
             .parse::<Digest>()
             .map_or(digest.to_owned(), |d| d.to_string());
         let mut text = format!(
             "{} {} {}",
-            short_type(n["mediaType"].as_str().unwrap_or_default()),
+            short_type(&n.descriptor.media_type),
             digest,
-            human_size(n["size"].as_u64().unwrap_or(0))
+            human_size(n.descriptor.size)
         );
-        if n.get("missing").is_some() {
+        if n.missing {
             text.push_str(" (missing)");
         }
         text
     };
-    let prefix = match (node.get("platform"), node.get("attestation")) {
-        (_, Some(_)) => "attestation ".to_owned(),
-        (Some(p), None) => format!("{} ", p.as_str().unwrap_or_default()),
+    let prefix = match (&node.platform, node.attestation) {
+        (_, true) => "attestation ".to_owned(),
+        (Some(p), false) => format!("{p} "),
         _ => String::new(),
     };
     writeln!(out, "{indent}{prefix}{}", label(node))?;
-    if let Some(children) = node.get("manifests").and_then(|m| m.as_array()) {
-        for child in children {
-            print_node(out, child, depth + 1)?;
-        }
+    for child in node.manifests.iter().flatten() {
+        print_node(out, child, depth + 1)?;
     }
-    if let Some(config) = node.get("config") {
+    if let Some(config) = &node.config {
         writeln!(out, "{indent}  config {}", label(config))?;
     }
-    if let Some(layers) = node.get("layers").and_then(|l| l.as_array()) {
-        for layer in layers {
-            writeln!(out, "{indent}  layer {}", label(layer))?;
-        }
+    for layer in node.layers.iter().flatten() {
+        writeln!(out, "{indent}  layer {}", label(layer))?;
     }
     Ok(())
 }

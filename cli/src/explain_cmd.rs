@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use serde_json::json;
 
 use crate::args::{ExplainArgs, GlobalArgs, MessageFormat};
+use crate::json::{self, Versioned};
 
 pub fn run(args: ExplainArgs, global: &GlobalArgs) -> Result<()> {
     // The plan `pkg build` would make from the same flags, or the reasons would not be the
@@ -17,20 +17,20 @@ pub fn run(args: ExplainArgs, global: &GlobalArgs) -> Result<()> {
     let mut out = String::new();
     for report in reports {
         if global.message_format == MessageFormat::Json {
-            out.push_str(&serde_json::to_string(&json!({
-                "format_version": 1,
-                "unit": report.unit,
-                "fresh": report.reasons.is_empty(),
-                "reasons": report.reasons,
-                "current": report.current,
-                "last": report.last.as_ref().map(|r| json!({
-                    "manifest": r.manifest.digest.to_string(),
-                    "inputs": r.inputs,
-                    "builder": r.builder,
-                    "started_unix_ms": r.started_unix_ms,
-                    "duration_ms": r.duration_ms,
-                })),
-            }))?);
+            let line = Versioned::new(json::Explanation {
+                unit: report.unit.clone(),
+                fresh: report.reasons.is_empty(),
+                reasons: report.reasons.clone(),
+                current: report.current.clone(),
+                last: report.last.as_ref().map(|r| json::LastBuild {
+                    manifest: r.manifest.digest.to_string(),
+                    inputs: r.inputs.clone(),
+                    builder: r.builder.clone(),
+                    started_unix_ms: r.started_unix_ms,
+                    duration_ms: r.duration_ms,
+                }),
+            });
+            out.push_str(&line.line());
             out.push('\n');
             continue;
         }
@@ -82,8 +82,7 @@ pub fn run(args: ExplainArgs, global: &GlobalArgs) -> Result<()> {
             ));
         }
     }
-    use std::io::Write;
-    std::io::stdout().lock().write_all(out.as_bytes())?;
+    crate::output::out(&out);
     Ok(())
 }
 

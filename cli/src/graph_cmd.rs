@@ -1,33 +1,13 @@
 //! `lkpkg graph`: the build graph as text, Graphviz dot, or versioned JSON.
 //!
-//! The JSON form (`--format json`) is a stable interface, version 1:
-//!
-//! ```json
-//! {
-//!   "format_version": 1,
-//!   "packages": [{"dir": "base", "image": "linuxkit/base", "tag": "linuxkit/base:<hash>",
-//!                 "canonical": "docker.io/linuxkit/base:<hash>", "dirty": false,
-//!                 "platforms": ["linux/amd64"], "requested": true,
-//!                 "build_args": [{"key": "BASE", "value": "linuxkit/base:<hash>"}]}],
-//!   "nodes": [{"id": "base/amd64", "kind": "unit", "package": "base", "platform": "linux/amd64"},
-//!             {"id": "source:src", "kind": "extra-source", "path": "src"},
-//!             {"id": "image:alpine@sha256:…", "kind": "external-image", "reference": "alpine@sha256:…"}],
-//!   "edges": [{"from": "app/amd64", "to": "base/amd64", "reason": "build-arg", "detail": "BASE"}],
-//!   "order": ["base/amd64", "app/amd64"],
-//!   "warnings": ["…"]
-//! }
-//! ```
-//!
-//! Edges point from a unit to what it consumes. `reason` is one of `build-arg` (detail: the
-//! key), `from` / `copy-from` (detail: the Dockerfile line), `depends`, `extra-source`
-//! (detail: the destination). `order` lists units so that each follows what it consumes.
-//! Paths are relative to the current directory. New fields may be added within a version;
-//! a change of meaning bumps `format_version`.
+//! The JSON form (`--format json`) is [`crate::json::Graph`], described with its schema in
+//! `docs/json.md`.
 
 use anyhow::Result;
 use lkpkg_engine::graph::{BuildGraph, Edge, Node};
 use petgraph::visit::EdgeRef;
-use serde_json::json;
+
+use crate::json::{self, Versioned};
 
 use crate::args::{GlobalArgs, GraphArgs, GraphFormat};
 
@@ -43,25 +23,27 @@ pub fn run(args: GraphArgs, global: &GlobalArgs) -> Result<()> {
     let text = match args.format {
         GraphFormat::Text => text(graph, base),
         GraphFormat::Dot => dot(graph, base),
-        GraphFormat::Json => serde_json::to_string_pretty(&to_json(graph, base))? + "\n",
+        GraphFormat::Json => to_json(graph, base).document(),
     };
     crate::output::out(&text);
     Ok(())
 }
 
-fn edge_reason(edge: &Edge) -> (&'static str, String) {
+/// Why an edge exists, and its detail: the build argument's key, the Dockerfile line, the
+/// destination of an extra source.
+fn edge_reason(edge: &Edge) -> (json::EdgeReason, String) {
     match edge {
-        Edge::BuildArg { key } => ("build-arg", key.clone()),
+        Edge::BuildArg { key } => (json::EdgeReason::BuildArg, key.clone()),
         Edge::Image { instruction, line } => (
             if *instruction == "FROM" {
-                "from"
+                json::EdgeReason::From
             } else {
-                "copy-from"
+                json::EdgeReason::CopyFrom
             },
             format!("line {line}"),
         ),
-        Edge::Depends => ("depends", String::new()),
-        Edge::ExtraSource { destination } => ("extra-source", destination.clone()),
+        Edge::Depends => (json::EdgeReason::Depends, String::new()),
+        Edge::ExtraSource { destination } => (json::EdgeReason::ExtraSource, destination.clone()),
     }
 }
 
@@ -77,6 +59,7 @@ fn text(graph: &BuildGraph, base: &std::path::Path) -> String {
             } else {
                 format!(" {detail}")
             };
+            let reason = reason.as_str();
             out.push_str(&format!(
                 "  <- {} ({reason}{detail})\n",
                 graph.node_name(edge.target(), base)
@@ -106,75 +89,84 @@ fn dot(graph: &BuildGraph, base: &std::path::Path) -> String {
             "  {} -> {} [label={:?}];\n",
             edge.source().index(),
             edge.target().index(),
-            format!("{reason} {detail}").trim()
+            format!("{} {detail}", reason.as_str()).trim()
         ));
     }
     out.push_str("}\n");
     out
 }
 
-fn to_json(graph: &BuildGraph, base: &std::path::Path) -> serde_json::Value {
-    let packages: Vec<_> = graph
+fn to_json(graph: &BuildGraph, base: &std::path::Path) -> Versioned<json::Graph> {
+    let packages = graph
         .packages
         .iter()
-        .map(|p| {
-            json!({
-                "dir": p.package.display_dir(base),
-                "image": p.package.tag.image(),
-                "tag": p.package.tag.tag(),
-                "canonical": p.package.tag.full_tag(),
-                "dirty": p.package.tag.dirty,
-                "platforms": p.platforms.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "requested": p.requested,
-                "build_args": p.build_args.iter().map(|a| json!({"key": a.key, "value": a.value})).collect::<Vec<_>>(),
-            })
+        .map(|p| json::GraphPackage {
+            dir: p.package.display_dir(base),
+            image: p.package.tag.image(),
+            tag: p.package.tag.tag(),
+            canonical: p.package.tag.full_tag(),
+            dirty: p.package.tag.dirty,
+            platforms: p.platforms.iter().map(ToString::to_string).collect(),
+            requested: p.requested,
+            build_args: p
+                .build_args
+                .iter()
+                .map(|a| json::KeyValue {
+                    key: a.key.clone(),
+                    value: a.value.clone(),
+                })
+                .collect(),
         })
         .collect();
-    let nodes: Vec<_> = graph
+    let nodes = graph
         .graph
         .node_indices()
         .map(|n| {
             let id = graph.node_name(n, base);
             match &graph.graph[n] {
-                Node::Unit { package, platform } => json!({
-                    "id": id, "kind": "unit",
-                    "package": graph.packages[*package].package.display_dir(base),
-                    "platform": platform.to_string(),
-                }),
-                Node::ExtraSource { path } => json!({
-                    "id": id, "kind": "extra-source",
-                    "path": path.strip_prefix(base).unwrap_or(path).display().to_string(),
-                }),
-                Node::ExternalImage { reference } => json!({
-                    "id": id, "kind": "external-image", "reference": reference,
-                }),
+                Node::Unit { package, platform } => json::GraphNode::Unit {
+                    id,
+                    package: graph.packages[*package].package.display_dir(base),
+                    platform: platform.to_string(),
+                },
+                Node::ExtraSource { path } => json::GraphNode::ExtraSource {
+                    id,
+                    path: path
+                        .strip_prefix(base)
+                        .unwrap_or(path)
+                        .display()
+                        .to_string(),
+                },
+                Node::ExternalImage { reference } => json::GraphNode::ExternalImage {
+                    id,
+                    reference: reference.clone(),
+                },
             }
         })
         .collect();
-    let edges: Vec<_> = graph
+    let edges = graph
         .graph
         .edge_references()
         .map(|e| {
             let (reason, detail) = edge_reason(e.weight());
-            json!({
-                "from": graph.node_name(e.source(), base),
-                "to": graph.node_name(e.target(), base),
-                "reason": reason,
-                "detail": detail,
-            })
+            json::GraphEdge {
+                from: graph.node_name(e.source(), base),
+                to: graph.node_name(e.target(), base),
+                reason,
+                detail,
+            }
         })
         .collect();
-    let order: Vec<_> = graph
+    let order = graph
         .build_order()
         .into_iter()
         .map(|n| graph.node_name(n, base))
         .collect();
-    json!({
-        "format_version": 1,
-        "packages": packages,
-        "nodes": nodes,
-        "edges": edges,
-        "order": order,
-        "warnings": graph.warnings,
+    Versioned::new(json::Graph {
+        packages,
+        nodes,
+        edges,
+        order,
+        warnings: graph.warnings.clone(),
     })
 }

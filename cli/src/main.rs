@@ -7,9 +7,11 @@ mod args;
 mod build_cmd;
 mod builder_cmd;
 mod cache_cmd;
+mod diagnostics;
 mod exit;
 mod explain_cmd;
 mod graph_cmd;
+mod json;
 mod output;
 mod pkg;
 mod progress;
@@ -20,6 +22,7 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = args::Cli::parse();
     exit::report_panics_as_bugs();
+    diagnostics::init(cli.global.verbose);
     match std::panic::catch_unwind(|| run(cli)) {
         Ok(code) => code,
         // The hook has said what happened and asked for a report.

@@ -173,6 +173,7 @@ impl BlobSink for TempSink<'_> {
 
 /// Pulls `request.reference` into the cache; `None` when the registry has no such name, or
 /// none of the platforms asked for.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn pull(
     store: &Store,
     registry: &Registry,
@@ -388,6 +389,7 @@ async fn push_image(
 
 /// Pushes the cache's `local` name to the registry as `remote` (both canonical), as
 /// `linuxkit cache push` does; see the module docs for the index merge.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn push(
     store: &Store,
     registry: &Registry,
@@ -465,6 +467,7 @@ pub async fn push(
 /// Merges `entries` into the registry's index at `reference` and uploads the result (with
 /// `annotations`; `None` keeps the registry's), again while another push replaced it in
 /// between. Returns whether the registry's index changed.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn push_index(
     registry: &Registry,
     reference: &Reference,
@@ -548,6 +551,7 @@ fn now_nanos() -> u32 {
 
 /// Points `to` at what `from` names, in the same repository (`pkg remote-tag`, release tags).
 /// Returns `false` when `to` already names it.
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn retag(registry: &Registry, from: &str, to: &str) -> Result<bool, TransferError> {
     let source = parse_reference(from)?;
     let target = parse_reference(to)?;

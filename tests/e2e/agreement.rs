@@ -24,7 +24,7 @@ fn explained(repo: &Repo, cache: &Path, flags: &[&str], dir: &str) -> Vec<(Strin
         .arg(dir));
     out.lines()
         .map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let v = crate::support::json_output("explain", line);
             (
                 v["unit"].as_str().unwrap().to_owned(),
                 v["fresh"].as_bool().unwrap(),
@@ -91,7 +91,9 @@ fn explain_and_dry_run_agree_with_build_on_every_key_flag() {
     // planned. The earlier cases' builds stay in the cache, so each case's "before" is
     // stale for its own flag alone.
     let args_file = repo.join("app/args.txt");
-    let cases: &[(&str, &[&str], Option<&[&str]>)] = &[
+    // (package, flags, the units explain must list when the flag changes the set)
+    type Case<'a> = (&'a str, &'a [&'a str], Option<&'a [&'a str]>);
+    let cases: &[Case] = &[
         ("app", &["--network"], None),
         ("app", &["--disable-cache"], None),
         (

@@ -141,10 +141,7 @@ fn failing_run_exits_1_with_log_tail_and_skips_dependents() {
         "json",
     ]));
     assert_eq!(code, 1, "{stderr}");
-    let events: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = crate::support::json_lines("build-event", &stdout);
     let failed = events
         .iter()
         .find(|e| e["type"] == "failed")
@@ -246,10 +243,8 @@ fn five_packages_with_depends_and_extra_sources_build_from_an_empty_cache() {
         repo.lkpkg()
             .args(["--cache", cache_arg, "cache", "ls", "--json"]),
     );
-    let entries: serde_json::Value = serde_json::from_str(&ls).unwrap();
+    let entries = crate::support::listed_images(&ls);
     let base_digest = entries
-        .as_array()
-        .unwrap()
         .iter()
         .find(|e| e["name"] == format!("docker.io/{base_tag}"))
         .and_then(|e| e["digest"].as_str())

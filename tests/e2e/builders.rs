@@ -372,7 +372,7 @@ fn linuxkit_builders_env_over_ssh() {
         .env("LINUXKIT_BUILDERS", "linux/arm64=second-ssh")
         .args(["--message-format", "json", "pkg", "builder", "ls"])
         .args(["--platforms", "linux/arm64"]));
-    let row: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let row = crate::support::json_output("builder", out.trim());
     assert_eq!(row["endpoint"], host.as_str(), "{row}");
     assert_eq!(row["answers"], true, "{row}");
     assert_eq!(
@@ -394,10 +394,7 @@ fn builder_ls_shows_choice_reason_endpoint_and_engine() {
         .args(["--message-format", "json", "pkg", "builder", "ls"])
         .args(["--platforms", "linux/amd64,linux/arm64"]);
     let out = ok(&mut cmd);
-    let rows: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let rows = crate::support::json_lines("builder", &out);
     assert_eq!(rows.len(), 2, "{out}");
     let (amd, arm) = (&rows[0], &rows[1]);
     assert_eq!(amd["platform"], "linux/amd64");
@@ -735,7 +732,7 @@ fn tls_context_is_reached_with_its_certificates() {
             .args(["--platforms", "linux/arm64", "--builders"])
             .arg(format!("linux/arm64={builder}"));
         let out = ok(&mut cmd);
-        serde_json::from_str::<serde_json::Value>(out.trim()).unwrap()
+        crate::support::json_output("builder", out.trim())
     };
     let row = ls("tls-builder");
     assert_eq!(row["answers"], true, "{row}");

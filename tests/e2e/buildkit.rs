@@ -183,10 +183,7 @@ impl Test {
         let events = stdout
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                serde_json::from_str::<Value>(l)
-                    .unwrap_or_else(|e| panic!("not a JSON event ({e}): {l}\nstderr:\n{stderr}"))
-            })
+            .map(|l| crate::support::json_output("build-event", l))
             .collect();
         Outcome {
             code,
@@ -721,7 +718,7 @@ fn a_build_platform_stage_from_another_package_uses_that_platforms_image() {
         );
     t.repo.commit_all("cross");
     let graph = ok(t.lkpkg().args(["graph", "--format", "json"]));
-    let graph: Value = serde_json::from_str(&graph).unwrap();
+    let graph = crate::support::json_output("graph", &graph);
     assert!(
         graph["edges"]
             .as_array()
@@ -1326,7 +1323,7 @@ fn a_pulled_multi_arch_index_without_arch_names_is_a_cache_entry() {
     for arch in BOTH {
         let unit = format!("pulled/{arch}");
         let fresh = stdout.lines().any(|l| {
-            let e: Value = serde_json::from_str(l).unwrap();
+            let e = crate::support::json_output("build-event", l);
             e["unit"] == unit.as_str() && e["type"] == "fresh"
         });
         assert!(
@@ -1531,7 +1528,7 @@ fn two_processes_never_build_the_same_unit_at_once() {
             String::from_utf8_lossy(&out.stderr)
         );
         for line in stdout.lines() {
-            let event: Value = serde_json::from_str(line).unwrap();
+            let event = crate::support::json_output("build-event", line);
             match event["type"].as_str() {
                 Some("started") => started += 1,
                 Some("waiting") => waited += 1,
@@ -1586,7 +1583,7 @@ fn cache_clean_during_a_build_leaves_the_build_and_the_cache_whole() {
     for line in lines.by_ref() {
         let line = line.unwrap();
         seen.push(line.clone());
-        let event: Value = serde_json::from_str(&line).unwrap();
+        let event = crate::support::json_output("build-event", &line);
         if event["type"] == "started" && event["unit"] == "app/amd64" {
             break;
         }
@@ -1603,7 +1600,8 @@ fn cache_clean_during_a_build_leaves_the_build_and_the_cache_whole() {
         .args(["cache", "verify", "--json"])
         .output()
         .unwrap();
-    let report: Value = serde_json::from_slice(&report.stdout).unwrap();
+    let report =
+        crate::support::json_output("cache-verify", &String::from_utf8_lossy(&report.stdout));
     assert_eq!(report["problems"], json!([]), "{report}");
     // The app came after the clean: whole, on its base's layers.
     let app = t.export(&t.tag("app", &[]), "amd64");

@@ -72,8 +72,7 @@ fn cache_cmd(cache: &Path) -> Command {
 
 fn ls_names(cache: &Path) -> Vec<String> {
     let out = ok(cache_cmd(cache).args(["ls", "--json"]));
-    let items: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
-    items
+    crate::support::listed_images(&out)
         .iter()
         .map(|i| i["name"].as_str().unwrap().to_owned())
         .collect()
@@ -302,7 +301,7 @@ fn eight_processes_share_one_cache() {
     expected.sort();
     assert_eq!(names, expected);
     let report = ok(cache_cmd(&cache).args(["verify", "--json"]));
-    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let report = crate::support::json_output("cache-verify", &report);
     assert_eq!(report["problems"], serde_json::json!([]), "{report}");
     for name in &expected {
         let oci = format!("oci:{}:{name}", cache.display());
@@ -495,9 +494,19 @@ fn a_read_only_cache_is_listed_verified_exported_and_built_from_but_never_writte
     let listed = ok(lk(&ro).args(["cache", "ls", "--json"]));
     assert!(listed.contains(&tag), "{listed}");
     ok(lk(&ro).args(["cache", "inspect", &tag]));
+    let inspect = crate::support::json_output(
+        "cache-inspect",
+        &ok(lk(&ro).args(["cache", "inspect", "--json", &tag])),
+    );
+    assert!(
+        inspect["root"]["manifests"][0]["layers"].is_array(),
+        "{inspect:#}"
+    );
     ok(lk(&ro).args(["cache", "du"]));
+    let du = crate::support::json_output("cache-du", &ok(lk(&ro).args(["cache", "du", "--json"])));
+    assert!(du["blob_bytes"].as_u64().unwrap() > 0, "{du}");
     let report = ok(lk(&ro).args(["cache", "verify", "--json"]));
-    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let report = crate::support::json_output("cache-verify", &report);
     assert_eq!(report["problems"], serde_json::json!([]), "{report}");
     let exported = work.path().join("out.tar");
     ok(lk(&ro)
@@ -508,7 +517,7 @@ fn a_read_only_cache_is_listed_verified_exported_and_built_from_but_never_writte
     let out = ok(lk(&ro).args(["--message-format", "json", "pkg", "build", "pkg"]));
     let fresh: Vec<serde_json::Value> = out
         .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
+        .map(|l| crate::support::json_output("build-event", l))
         .filter(|e: &serde_json::Value| e["type"] == "fresh")
         .collect();
     assert_eq!(fresh.len(), 1, "{out}");
@@ -633,6 +642,6 @@ fn a_stopped_lock_holder_makes_writers_wait_visibly_then_give_up_and_readers_go_
         assert!(ls_names(&cache).contains(&name));
     }
     let report = ok(cache_cmd(&cache).args(["verify", "--json"]));
-    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let report = crate::support::json_output("cache-verify", &report);
     assert_eq!(report["problems"], serde_json::json!([]), "{report}");
 }

@@ -32,7 +32,7 @@ fn json_graph_has_units_inputs_and_reasons() {
         );
     repo.commit_all("pinned");
     let out = ok(repo.lkpkg().args(["graph", "--format", "json"]));
-    let graph: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let graph = crate::support::json_output("graph", &out);
     assert_eq!(graph["format_version"], 1);
     let edges: Vec<(String, String, String)> = graph["edges"]
         .as_array()
@@ -78,7 +78,7 @@ fn json_graph_has_units_inputs_and_reasons() {
 fn explicit_dirs_pull_in_their_dependencies() {
     let repo = fixture();
     let out = ok(repo.lkpkg().args(["graph", "--format", "json", "app"]));
-    let graph: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let graph = crate::support::json_output("graph", &out);
     let packages: Vec<(&str, bool)> = graph["packages"]
         .as_array()
         .unwrap()

@@ -8,8 +8,6 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
-
 use crate::support::{Repo, file_in_image, ok, run};
 
 const EPOCH: &str = "1700000000";
@@ -73,7 +71,7 @@ fn build(repo: &Repo, cache: &std::path::Path, extra: &[&str]) -> Outcome {
     assert_eq!(code, 0, "build failed:\n{stdout}\n{stderr}");
     let mut events = BTreeMap::new();
     for line in stdout.lines() {
-        let event: Value = serde_json::from_str(line).unwrap();
+        let event = crate::support::json_output("build-event", line);
         let kind = event["type"].as_str().unwrap().to_owned();
         let Some(unit) = event["unit"].as_str() else {
             continue;

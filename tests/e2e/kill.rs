@@ -277,9 +277,11 @@ impl Harness {
     /// `cache verify --json` must find nothing wrong.
     fn verify(&self, after: &str) {
         let (code, stdout, stderr) = run(self.cmd().args(["cache", "verify", "--json"]));
-        let report: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-            panic!("after {after}: verify printed no report ({e}): {stdout}\n{stderr}")
-        });
+        assert!(
+            !stdout.trim().is_empty(),
+            "after {after}: verify printed no report: {stderr}"
+        );
+        let report = crate::support::json_output("cache-verify", &stdout);
         assert_eq!(
             (code, &report["problems"]),
             (0, &serde_json::json!([])),
@@ -289,9 +291,7 @@ impl Harness {
 
     fn names(&self) -> Vec<String> {
         let out = ok(self.cmd().args(["cache", "ls", "--json"]));
-        let list: serde_json::Value = serde_json::from_str(&out).unwrap();
-        list.as_array()
-            .unwrap()
+        crate::support::listed_images(&out)
             .iter()
             .filter_map(|e| e["name"].as_str().map(str::to_owned))
             .collect()

@@ -204,10 +204,7 @@ fn tag_of(repo: &Repo, dir: &str) -> String {
 
 fn local_digest(repo: &Repo, cache: &Path, name: &str) -> String {
     let out = ok(lkpkg(repo, cache, false).args(["cache", "ls", "--json"]));
-    let items: serde_json::Value = serde_json::from_str(&out).unwrap();
-    items
-        .as_array()
-        .unwrap()
+    crate::support::listed_images(&out)
         .iter()
         .find(|i| i["name"] == name)
         .unwrap_or_else(|| panic!("{name} not in the cache: {out}"))["digest"]
@@ -494,6 +491,11 @@ fn tls_and_basic_auth_with_cert_file_docker_config_and_credential_helper_never_p
         "--with-arch-tags",
     ]));
     assert_eq!(code, 0, "{err}");
+    // `-v 3` shows the registry requests, with their timings (and, below, no secret).
+    assert!(
+        err.contains("lkpkg_engine::registry") && err.contains("time.busy"),
+        "{err}"
+    );
     outputs.push_str(&(out + &err));
     assert_eq!(platforms_of(&registry.raw(&base)), ["amd64", "arm64"]);
 
@@ -582,7 +584,7 @@ fn registry_faults_give_clear_errors_and_leave_the_cache_as_it_was() {
         "{err}"
     );
     assert!(err.contains("trying again"), "{err}");
-    assert_eq!(names(&cache).trim(), "[]");
+    assert!(crate::support::listed_images(&names(&cache)).is_empty());
 
     // A registry whose manifest does not match its digest, and one whose body never ends.
     let fake = FakeRegistry::start();
@@ -602,7 +604,7 @@ fn registry_faults_give_clear_errors_and_leave_the_cache_as_it_was() {
             err.contains(expected) && err.contains(&format!("127.0.0.1:{}", fake.port)),
             "{err}"
         );
-        assert_eq!(names(&cache).trim(), "[]");
+        assert!(crate::support::listed_images(&names(&cache)).is_empty());
     }
 
     // A registry behind a bearer-token handshake: the token is fetched for the pull scope and

@@ -187,3 +187,46 @@ pub fn file_in_image(repo: &Repo, cache: &std::path::Path, package: &str, path: 
         .unwrap();
     String::from_utf8_lossy(&listing.stdout).into_owned()
 }
+
+/// A JSON output of lkpkg, parsed and checked against its published schema
+/// (`docs/json/<schema>.schema.json`, generated from the CLI's types).
+pub fn json_output(schema: &str, text: &str) -> serde_json::Value {
+    let value: serde_json::Value =
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"));
+    check_schema(schema, &value);
+    value
+}
+
+/// A JSON Lines output of lkpkg, each line checked as [`json_output`] checks a document.
+pub fn json_lines(schema: &str, text: &str) -> Vec<serde_json::Value> {
+    text.lines().map(|line| json_output(schema, line)).collect()
+}
+
+/// The images `cache ls --json` lists (each with `name`, `digest`, `mediaType`, `size`).
+pub fn listed_images(text: &str) -> Vec<serde_json::Value> {
+    json_output("cache-ls", text)["images"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no images in {text}"))
+        .clone()
+}
+
+fn check_schema(schema: &str, value: &serde_json::Value) {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../docs/json/{schema}.schema.json"));
+    let schema_value: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema_value)
+        .unwrap_or_else(|e| panic!("{}: not a schema: {e}", path.display()));
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "output does not match {}:\n{}\n{value:#}",
+        path.display(),
+        errors.join("\n")
+    );
+}

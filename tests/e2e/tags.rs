@@ -280,10 +280,10 @@ fn lkt_build_args_resolve_to_show_tag_output() {
     );
     repo.write("pkg/.hiddenpkg/build.yml", "image: hidden\n");
     repo.commit_all("user");
-    let graph: serde_json::Value = serde_json::from_str(&ok(repo
-        .lkpkg()
-        .args(["graph", "--format", "json", "pkg/user"])))
-    .unwrap();
+    let graph = crate::support::json_output(
+        "graph",
+        &ok(repo.lkpkg().args(["graph", "--format", "json", "pkg/user"])),
+    );
     let user = graph["packages"]
         .as_array()
         .unwrap()
@@ -311,10 +311,12 @@ fn lkt_build_args_resolve_to_show_tag_output() {
     ];
     assert_eq!(args, expected);
     // The CLI's --org does not apply to referenced packages (linuxkit's behaviour).
-    let graph: serde_json::Value = serde_json::from_str(&ok(repo
-        .lkpkg()
-        .args(["graph", "--format", "json", "--org", "other", "pkg/user"])))
-    .unwrap();
+    let graph = crate::support::json_output(
+        "graph",
+        &ok(repo
+            .lkpkg()
+            .args(["graph", "--format", "json", "--org", "other", "pkg/user"])),
+    );
     let base_value = graph["packages"][0]["build_args"][0]["value"]
         .as_str()
         .unwrap()
@@ -363,10 +365,10 @@ fn lkt_arguments_into_other_and_nested_repositories_use_those_repositories() {
             format!("linuxkit/b:{}", tree(&other, ".", "b")),
         ),
     ];
-    let graph: serde_json::Value = serde_json::from_str(&ok(outer
-        .lkpkg()
-        .args(["graph", "--format", "json", "app"])))
-    .unwrap();
+    let graph = crate::support::json_output(
+        "graph",
+        &ok(outer.lkpkg().args(["graph", "--format", "json", "app"])),
+    );
     let args: Vec<(String, String)> = graph["packages"][0]["build_args"]
         .as_array()
         .unwrap()

@@ -29,6 +29,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 const DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Opens a byte stream to the endpoint.
+#[tracing::instrument(level = "debug", skip_all, fields(endpoint = %endpoint.host))]
 pub(crate) async fn connect(endpoint: &Endpoint) -> Result<Box<dyn Stream>, EngineError> {
     let host = endpoint.host.as_str();
     let unreachable = |message: String| EngineError::Unreachable {

@@ -108,6 +108,7 @@ thread_local! {
 }
 
 /// Runs a solve; the exporter's archive goes to `sink` as it arrives.
+#[tracing::instrument(level = "debug", skip_all)]
 pub(crate) async fn run(
     target: &Target,
     solve: Solve,

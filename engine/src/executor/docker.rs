@@ -141,6 +141,7 @@ impl Engine {
     }
 
     /// Connects to an endpoint, negotiates the API version and asks the engine what it is.
+    #[tracing::instrument(level = "debug", skip_all, fields(endpoint = %endpoint.host))]
     pub async fn connect_endpoint(endpoint: &Endpoint) -> Result<Engine, EngineError> {
         let host = endpoint.host.as_str();
         let unreachable = |message: String| EngineError::Unreachable {
@@ -246,6 +247,7 @@ impl Engine {
     /// Checks that the engine's BuildKit can export images: Docker 23 or newer, with the
     /// containerd image store (only then does its BuildKit have the `oci` exporter and
     /// `oci-layout` contexts).
+    #[tracing::instrument(level = "debug", skip_all, fields(endpoint = %self.endpoint()))]
     pub async fn check_buildkit(&self) -> Result<(), EngineError> {
         let major: u32 = self
             .version
@@ -285,6 +287,7 @@ impl Engine {
     }
 
     /// `docker save` of one image, whole, in memory.
+    #[tracing::instrument(level = "debug", skip_all, fields(endpoint = %self.endpoint(), image))]
     pub async fn save(&self, image: &str) -> Result<Vec<u8>, EngineError> {
         let mut stream = self.docker.export_image(image);
         let mut out = Vec::new();
@@ -295,6 +298,7 @@ impl Engine {
     }
 
     /// `docker load` of a tar.
+    #[tracing::instrument(level = "debug", skip_all, fields(endpoint = %self.endpoint(), bytes = tar.len()))]
     pub async fn load(&self, tar: Vec<u8>) -> Result<(), EngineError> {
         let mut stream = self.docker.import_image(
             ImportImageOptions::default(),
@@ -313,6 +317,7 @@ impl Engine {
 
 impl Engine {
     /// Every `repo:tag` name the engine holds (`docker image ls`, untagged images left out).
+    #[tracing::instrument(level = "debug", skip_all, fields(endpoint = %self.endpoint()))]
     pub async fn image_names(&self) -> Result<Vec<String>, EngineError> {
         let images = self
             .docker
@@ -331,6 +336,7 @@ impl Engine {
 
     /// `docker rmi NAME` without force: removes the name, and the image (with its untagged
     /// parents, the classic builder's step images) when no other name or container uses it.
+    #[tracing::instrument(level = "debug", skip_all, fields(endpoint = %self.endpoint(), name))]
     pub async fn remove_name(&self, name: &str) -> Result<(), EngineError> {
         self.docker
             .remove_image(name, Some(RemoveImageOptions::default()), None)

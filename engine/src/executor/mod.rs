@@ -199,6 +199,10 @@ impl BuildkitExecutor {
     }
 
     /// One solve for `jobs` (units of one package, platforms of one builder).
+    #[tracing::instrument(level = "debug", skip_all, fields(
+        endpoint = %builder.engine.endpoint(),
+        units = ?jobs.iter().map(|j| j.unit).collect::<Vec<_>>(),
+    ))]
     async fn build_group(
         &self,
         builder: &Builder,

@@ -51,6 +51,7 @@ pub struct BuildConfig {
 /// are aborted, which closes their connections to the engines, and BuildKit cancels those
 /// solves; ingests already under way finish when the runtime shuts down, and the store is
 /// crash-safe anyway. The result is then [`BuildError::Interrupted`].
+#[tracing::instrument(level = "debug", skip_all, fields(jobs = config.jobs, dry_run = config.dry_run))]
 pub fn build(
     plan: &Plan,
     store: Arc<Store>,

@@ -10,6 +10,7 @@ pub use crate::schedule::UnitReport as UnitExplanation;
 
 /// The units of the requested packages (not of the packages they only reach), each with its
 /// last build and why its inputs differ now. Builds nothing and contacts no builder.
+#[tracing::instrument(level = "debug", skip_all)]
 pub fn explain(plan: &Plan, store: Arc<Store>) -> Result<Vec<UnitExplanation>, OpError> {
     // The plan's key options, as `pkg build` would use them; the run's own options change
     // no key.

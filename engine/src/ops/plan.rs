@@ -38,6 +38,7 @@ pub struct Packages {
 impl Packages {
     /// Finds the packages: the directories named, or every package below the current one (at
     /// least one, or the selection is an error).
+    #[tracing::instrument(name = "find_packages", level = "debug", skip_all, fields(cwd = %selection.cwd.display()))]
     pub fn find(selection: &Selection) -> Result<Packages, Error> {
         let loader = Loader::new(&selection.cwd, &selection.build_yml, selection.tags.clone())?;
         let whole_tree = selection.dirs.is_empty();
@@ -135,6 +136,7 @@ pub struct Plan {
 
 impl Plan {
     /// Loads the packages and everything they reach, and builds the graph.
+    #[tracing::instrument(name = "plan", level = "debug", skip_all, fields(packages = packages.dirs.len()))]
     pub fn new(packages: Packages, config: &PlanConfig) -> Result<Plan, Error> {
         if let Some(p) = config.skip_platforms.iter().find(|p| p.os != "linux") {
             return Err(Error::Usage(format!(

@@ -18,6 +18,7 @@ pub trait BlobSink: Send {
 
 impl Registry {
     /// Whether `reference`'s repository holds the blob.
+    #[tracing::instrument(level = "debug", skip_all, fields(%reference, %digest))]
     pub async fn has_blob(
         &self,
         reference: &Reference,
@@ -51,6 +52,7 @@ impl Registry {
     /// Streams blob `digest` (of `size` bytes) of `reference`'s repository into `sink`, which
     /// sees verified-so-far chunks. The blob is checked against its digest and size; a longer
     /// body is cut off and refused. `sink` must be restartable: a retry calls `restart` first.
+    #[tracing::instrument(level = "debug", skip_all, fields(%reference, %digest, size))]
     pub async fn pull_blob<S: BlobSink>(
         &self,
         reference: &Reference,
@@ -160,6 +162,7 @@ impl Registry {
     /// repository: nothing when it is there (a `HEAD` first), a cross-repository mount when
     /// another repository of the registry is known to hold it, else a streamed upload.
     /// Returns whether bytes were uploaded.
+    #[tracing::instrument(level = "debug", skip_all, fields(%reference, %digest, size))]
     pub async fn push_blob(
         &self,
         reference: &Reference,

@@ -31,6 +31,7 @@ impl Registry {
     /// The manifest or index `reference` names, `None` when the registry has none. Pulls go
     /// through the mirror of the registry when there is one, and to the registry itself when
     /// the mirror fails or lacks it.
+    #[tracing::instrument(level = "debug", skip_all, fields(%reference))]
     pub async fn manifest(
         &self,
         reference: &Reference,
@@ -103,6 +104,7 @@ impl Registry {
         )
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(%reference))]
     async fn fetch_manifest(
         &self,
         host: &Host,
@@ -204,6 +206,7 @@ impl Registry {
     }
 
     /// Uploads a manifest or index under `reference` (a tag or its digest).
+    #[tracing::instrument(level = "debug", skip_all, fields(%reference, media_type, bytes = bytes.len()))]
     pub async fn put_manifest(
         &self,
         reference: &Reference,

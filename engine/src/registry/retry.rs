@@ -48,6 +48,7 @@ impl Registry {
         what: &str,
         e: RegistryError,
     ) -> Result<(), RegistryError> {
+        tracing::debug!(what, error = %e, attempt = backoff.attempt + 1, "registry request failed");
         if !e.is_transient() || backoff.attempt >= ATTEMPTS {
             return Err(e);
         }

@@ -74,7 +74,19 @@ impl CacheLock {
         let mut attempt: u32 = 0;
         loop {
             if try_write_lock(&file, &path)? {
+                if attempt > 0 {
+                    tracing::debug!(
+                        lock = %path.display(),
+                        waited_ms = started.elapsed().as_millis() as u64,
+                        "took the cache lock after waiting"
+                    );
+                } else {
+                    tracing::trace!(lock = %path.display(), "took the cache lock");
+                }
                 return Ok(CacheLock { _file: file });
+            }
+            if attempt == 0 {
+                tracing::debug!(lock = %path.display(), holder = %holder(&file), "the cache lock is held: waiting");
             }
             // Writers hold the lock for milliseconds: only a wait that lasts is worth a line.
             if !reported && started.elapsed() >= REPORT_AFTER {
