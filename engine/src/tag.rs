@@ -7,7 +7,7 @@
 //! 3. with `extra-sources`: `sha1(tree(pkg) ‖ tree(src1) ‖ …)` over the ASCII hex ids;
 //! 4. when the package (the hash path) is dirty against HEAD and the commit is literally
 //!    `HEAD`, or with `--force-dirty`: `-dirty-` and the first 7 hex digits of linuxkit's
-//!    content hash ([`Workspace::linuxkit_content_hash`]). Extra sources are never checked.
+//!    content hash ([`crate::workspace::Workspace::linuxkit_content_hash`]). Extra sources are never checked.
 //!
 //! Outside git the hash is empty, the template yields `""` and the tag becomes `latest`.
 //! The tag is a name for humans and registries; whether a build is fresh is decided by the

@@ -13,5 +13,6 @@ mod incremental;
 mod kill;
 mod malformed;
 mod registry;
+mod snapshots;
 mod support;
 mod tags;

@@ -6,7 +6,7 @@
 //! mimic the output, lkpkg describes the Go structs themselves — linuxkit's
 //! `src/cmd/linuxkit/moby/config.go` and runtime-spec v1.2.1's `specs-go/config.go`, as vendored
 //! by linuxkit 3bf33c3a — and decodes and encodes over that description with yaml.v3's and
-//! `encoding/json`'s rules ([`super::go_value`], [`super::go_json`]). Two consequences users
+//! `encoding/json`'s rules (`go_value`, `go_json`). Two consequences users
 //! meet:
 //! - string fields keep their YAML text (`mode: 0666` is `"0666"`), integer fields take Go's
 //!   integer syntax (`0666` is 438);

@@ -2,7 +2,7 @@
 //!
 //! linuxkit decodes build.yml with Go's yaml.v3 and `KnownFields(true)` into `pkgInfo`, a struct
 //! that already holds the defaults (`NewPkgInfo`). lkpkg decodes into a description of that same
-//! struct with yaml.v3's rules ([`go_value`]), so the quirks follow from the rules rather than
+//! struct with yaml.v3's rules (`go_value`), so the quirks follow from the rules rather than
 //! from a table of cases:
 //!
 //! | input                          | linuxkit's result                                     |
@@ -25,7 +25,7 @@
 //!
 //! The parser is granit-parser, the one under serde-saphyr: serde's data model cannot carry
 //! what Go's decoding depends on (a scalar's source text and quoting, a null that is not a
-//! reset), so the decoding is lkpkg's ([`node`], [`go_value`]); ARCHITECTURE.md says why.
+//! reset), so the decoding is lkpkg's (`node`, `go_value`); ARCHITECTURE.md says why.
 
 use std::path::{Component, Path, PathBuf};
 

@@ -1,6 +1,6 @@
 //! A Docker engine, through the Docker API (bollard): its version, images and image loads.
 //!
-//! Builds go through the engine's BuildKit ([`crate::buildkit`]), which dials the same
+//! Builds go through the engine's BuildKit (`crate::buildkit`), which dials the same
 //! endpoints; this module connects, tells what the engine is ([`Engine::check_buildkit`]: an
 //! engine whose BuildKit cannot export images gets one clear error saying what to enable), and
 //! serves `--docker` (loading an image from the cache) and `pkg builder ls/prune`.

@@ -16,9 +16,9 @@
 //! `LINUXKIT_BUILDERS` > context `linuxkit-<os>-<arch>` > default context), decides once per
 //! engine which BuildKit builds there (the engine's own when it can export images,
 //! [`docker::Engine::check_buildkit`]; else linuxkit's builder container, [`container`]), assembles the
-//! context ([`context`]: the package, its extra sources, its `depends.docker-images`
-//! archives), turns the unit into a solve ([`solve`]: attributes, named contexts from the cache,
-//! reproducible outputs) and runs it with [`crate::buildkit::build_images`], which ingests the
+//! context (`context`: the package, its extra sources, its `depends.docker-images`
+//! archives), turns the unit into a solve (`solve`: attributes, named contexts from the cache,
+//! reproducible outputs) and runs it with `buildkit::build_images`, which ingests the
 //! result into the cache. `--docker` loads an image from the cache into the default engine.
 
 pub mod builders;

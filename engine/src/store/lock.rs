@@ -36,7 +36,7 @@ static WAIT_REPORTER: OnceLock<fn(&str)> = OnceLock::new();
 /// Set by the binary on Ctrl-C: waits end at once with [`StoreError::Interrupted`].
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-/// Where waiting for the lock is reported (see [`WAIT_REPORTER`]).
+/// Where waiting for the lock is reported (once, after `REPORT_AFTER`).
 pub fn report_waits_with(reporter: fn(&str)) {
     let _ = WAIT_REPORTER.set(reporter);
 }
