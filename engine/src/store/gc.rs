@@ -105,8 +105,8 @@ impl Store {
 
     /// Garbage collection; see the module docs.
     pub fn gc(&self, options: &GcOptions) -> Result<GcReport, StoreError> {
-        let _lock = self.lock()?;
-        let mut index = self.sync_locked_for()?;
+        let lock = self.lock()?;
+        let mut index = self.sync_locked(&lock)?;
         let mut report = GcReport::default();
         let now = SystemTime::now();
         let keep = options.keep_duration.unwrap_or_default();
@@ -167,7 +167,7 @@ impl Store {
                 // Removing names deletes the blobs nothing else reaches: they are reported
                 // as freed here (the sweep below finds them gone).
                 let before = blobs::list(self.root())?;
-                self.update_names_locked(index, Vec::new(), &doomed, None)?;
+                self.update_names_locked(&lock, index, Vec::new(), &doomed, None)?;
                 for (digest, size, _) in before {
                     if !self.blob_path(&digest).exists() {
                         report.freed_bytes += size;
@@ -175,7 +175,7 @@ impl Store {
                     }
                 }
                 report.removed_names = doomed;
-                index = self.sync_locked_for()?;
+                index = self.sync_locked(&lock)?;
             }
         }
 

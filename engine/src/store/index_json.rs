@@ -60,12 +60,16 @@ pub fn parse(root: &Path, bytes: &[u8]) -> Result<ImageIndex, StoreError> {
     })
 }
 
-/// Replaces `index.json` atomically and durably; returns the stamp of what was written.
-/// The caller holds the cache lock.
 /// The prefix of `index.json`'s temporary files (then the writer's pid).
 pub(crate) const TEMP_KIND: &str = "index.json.lkpkg-tmp-";
 
-pub fn write(root: &Path, index: &ImageIndex) -> Result<IndexStamp, StoreError> {
+/// Replaces `index.json` atomically and durably, under the cache lock; returns the stamp of
+/// what was written.
+pub fn write(
+    root: &Path,
+    index: &ImageIndex,
+    _lock: &super::CacheLock,
+) -> Result<IndexStamp, StoreError> {
     let path = root.join(INDEX_FILE);
     let bytes = canonical_json::to_vec_index_json(index).map_err(|e| StoreError::Json {
         what: path.display().to_string(),

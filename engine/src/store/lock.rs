@@ -117,6 +117,37 @@ impl CacheLock {
     }
 }
 
+/// The proof a function that reads both indexes together (`index.json` and redb) asks for,
+/// instead of a comment saying "the caller holds the lock": the [`CacheLock`] itself, or, on a
+/// cache opened read-only, the fact that there is none to take (nobody writes through this
+/// process, and a writer elsewhere replaces `index.json` whole by rename). A function that
+/// writes either index asks for a [`CacheLock`], which only a writable cache hands out.
+pub(crate) trait Consistent {
+    /// The lock, when one is held: what writing `index.json` needs.
+    fn writer(&self) -> Option<&CacheLock>;
+}
+
+impl Consistent for CacheLock {
+    fn writer(&self) -> Option<&CacheLock> {
+        Some(self)
+    }
+}
+
+/// A [`Consistent`] view for reading: the lock, or a read-only cache.
+pub(crate) enum ReadGuard {
+    Held(CacheLock),
+    ReadOnly,
+}
+
+impl Consistent for ReadGuard {
+    fn writer(&self) -> Option<&CacheLock> {
+        match self {
+            ReadGuard::Held(lock) => Some(lock),
+            ReadGuard::ReadOnly => None,
+        }
+    }
+}
+
 /// One unit being built: an OFD lock on one of 4,096 slot files in `<cache>/lkpkg-locks/`,
 /// chosen by the unit's build key, so that two processes sharing a cache never build the same
 /// key at once (two keys sharing a slot only wait for each other). Slot files are never

@@ -97,6 +97,7 @@ pub use gc::{GcOptions, GcReport, UsageReport};
 pub use import::ImportedName;
 pub use ingest::Ingest;
 pub use lock::{CacheLock, UnitClaim, interrupt_waits, report_waits_with};
+pub(crate) use lock::{Consistent, ReadGuard};
 pub use verify::{Problem, VerifyReport};
 
 /// Conditions a caller of the store acts on.
@@ -290,14 +291,17 @@ impl Store {
             if store.names_in_db()? > 0 {
                 return Ok(store);
             }
-            index_json::write(root, &ImageIndex::empty())?;
+            let lock = guard
+                .as_ref()
+                .expect("a cache without index.json is initialised under the lock");
+            index_json::write(root, &ImageIndex::empty(), lock)?;
         }
         if db::ensure_schema(&store.db, &store.db_path)? {
-            let _lock = match guard {
+            let lock = match guard {
                 Some(g) => g,
                 None => CacheLock::acquire(root)?,
             };
-            store.reindex_locked()?;
+            store.reindex_locked(&lock)?;
             return Ok(store);
         }
         drop(guard);
@@ -335,7 +339,7 @@ impl Store {
             read_only: true,
         };
         db::ensure_schema(&store.db, &store.db_path)?;
-        store.sync_locked()?;
+        store.sync_locked(&ReadGuard::ReadOnly)?;
         Ok(Some(store))
     }
 
@@ -375,11 +379,11 @@ impl Store {
 
     /// The lock for a consistent read (`verify`): none on a read-only cache, where nobody
     /// writes through this mount.
-    pub(crate) fn lock_for_reading(&self) -> Result<Option<CacheLock>, StoreError> {
+    pub(crate) fn lock_for_reading(&self) -> Result<ReadGuard, StoreError> {
         if self.read_only {
-            return Ok(None);
+            return Ok(ReadGuard::ReadOnly);
         }
-        self.lock().map(Some)
+        self.lock().map(ReadGuard::Held)
     }
 
     pub(crate) fn db_err(&self, e: impl Into<redb::Error>) -> StoreError {

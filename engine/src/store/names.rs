@@ -95,8 +95,8 @@ impl Store {
 
     /// Marks names as used now (for `gc --max-size`'s least-recently-used order).
     pub fn touch(&self, names: &[String]) -> Result<(), StoreError> {
-        let _lock = self.lock()?;
-        self.sync_locked()?;
+        let lock = self.lock()?;
+        self.sync_locked(&lock)?;
         let now = now_ms();
         let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
         {

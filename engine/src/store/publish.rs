@@ -2,6 +2,7 @@
 //! replaced, reference counts updated in the same redb commit, and blobs deleted only after it
 //! (steps 3 and 4 of the store's crash-safety argument); `clean`, and the pins they respect.
 
+use crate::store::CacheLock;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 
@@ -22,8 +23,8 @@ impl Store {
     /// Removes names (exact stored names). Blobs no other name reaches are deleted.
     /// Returns the names that were present.
     pub fn remove_names(&self, names: &[String]) -> Result<Vec<String>, StoreError> {
-        let _lock = self.lock()?;
-        let index = self.sync_locked()?;
+        let lock = self.lock()?;
+        let index = self.sync_locked(&lock)?;
         let present: Vec<String> = names
             .iter()
             .filter(|n| index.manifests.iter().any(|m| m.ref_name() == Some(n)))
@@ -32,15 +33,15 @@ impl Store {
         if present.is_empty() {
             return Ok(present);
         }
-        self.update_names_locked(index, Vec::new(), &present, None)?;
+        self.update_names_locked(&lock, index, Vec::new(), &present, None)?;
         Ok(present)
     }
 
     /// Removes everything: every name and every blob (linuxkit's `cache clean` removes the
     /// directory; lkpkg empties it under the lock so concurrent users see an empty cache).
     pub fn clean(&self) -> Result<(), StoreError> {
-        let _lock = self.lock()?;
-        let stamp = index_json::write(&self.root, &ImageIndex::empty())?;
+        let lock = self.lock()?;
+        let stamp = index_json::write(&self.root, &ImageIndex::empty(), &lock)?;
         let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
         {
             let mut refs = txn.open_table(db::REFS).map_err(|e| self.db_err(e))?;
@@ -83,6 +84,7 @@ impl Store {
     /// `DescriptorWrite`) and removes `remove` names, with refcounts and blob deletion.
     pub(crate) fn update_names_locked(
         &self,
+        lock: &CacheLock,
         mut index: ImageIndex,
         set: Vec<(String, Descriptor)>,
         remove: &[String],
@@ -148,7 +150,7 @@ impl Store {
         }
         kept.extend(new_entries.iter().map(|(_, d)| d.clone()));
         index.manifests = kept;
-        let stamp = index_json::write(&self.root, &index)?;
+        let stamp = index_json::write(&self.root, &index, lock)?;
 
         let pinned = self.pinned_digests()?;
         let mut doomed = Vec::new();
@@ -226,8 +228,8 @@ impl Store {
 
     /// Publishes names under the lock (the ingest path goes through [`Ingest::publish`]).
     pub fn set_names(&self, set: Vec<(String, Descriptor)>) -> Result<(), StoreError> {
-        let _lock = self.lock()?;
-        let index = self.sync_locked()?;
-        self.update_names_locked(index, set, &[], None)
+        let lock = self.lock()?;
+        let index = self.sync_locked(&lock)?;
+        self.update_names_locked(&lock, index, set, &[], None)
     }
 }

@@ -2,6 +2,7 @@
 //! the re-index when another tool changed the file (see "`index.json` is the truth, redb is an
 //! index of it" in the store's docs).
 
+use crate::store::Consistent;
 use std::collections::BTreeMap;
 
 use lkpkg_cache_format::digest::Digest;
@@ -30,14 +31,14 @@ impl Store {
         {
             return Ok(());
         }
-        let _lock = self.lock_for_reading()?;
-        self.sync_locked()?;
+        let guard = self.lock_for_reading()?;
+        self.sync_locked(&guard)?;
         Ok(())
     }
 
     /// Under the lock: reads `index.json`, re-indexing if its content differs from what redb
     /// indexed (or just refreshing the stamp if only its `stat` changed). Returns the index.
-    pub(super) fn sync_locked(&self) -> Result<ImageIndex, StoreError> {
+    pub(crate) fn sync_locked(&self, lock: &impl Consistent) -> Result<ImageIndex, StoreError> {
         if index_json::stat(&self.root)?.is_none() {
             let names = self.names_in_db()?;
             if names > 0 {
@@ -46,7 +47,11 @@ impl Store {
                     names,
                 });
             }
-            index_json::write(&self.root, &ImageIndex::empty())?;
+            // An empty cache: a reader of a read-only one sees it empty, a writer creates it.
+            let Some(writer) = lock.writer() else {
+                return Ok(ImageIndex::empty());
+            };
+            index_json::write(&self.root, &ImageIndex::empty(), writer)?;
         }
         let (bytes, stamp) = index_json::read_raw(&self.root)?;
         let index = match index_json::parse(&self.root, &bytes) {
@@ -72,19 +77,24 @@ impl Store {
                 }
                 txn.commit().map_err(|e| self.db_err(e))?;
             }
-            _ => self.rebuild_locked(&index, &stamp)?,
+            _ => self.rebuild_locked(&index, &stamp, lock)?,
         }
         Ok(index)
     }
 
     /// Under the lock: rebuilds redb from `index.json` unconditionally.
-    pub fn reindex_locked(&self) -> Result<(), StoreError> {
+    pub(crate) fn reindex_locked(&self, lock: &impl Consistent) -> Result<(), StoreError> {
         let (bytes, stamp) = index_json::read_raw(&self.root)?;
         let index = index_json::parse(&self.root, &bytes)?;
-        self.rebuild_locked(&index, &stamp)
+        self.rebuild_locked(&index, &stamp, lock)
     }
 
-    fn rebuild_locked(&self, index: &ImageIndex, stamp: &IndexStamp) -> Result<(), StoreError> {
+    fn rebuild_locked(
+        &self,
+        index: &ImageIndex,
+        stamp: &IndexStamp,
+        _lock: &impl Consistent,
+    ) -> Result<(), StoreError> {
         let now = now_ms();
         let mut old_use: BTreeMap<String, u64> = BTreeMap::new();
         let mut counts: BTreeMap<Digest, (String, u64, u64)> = BTreeMap::new();
@@ -146,9 +156,5 @@ impl Store {
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
             Err(e) => Err(self.db_err(e)),
         }
-    }
-
-    pub(crate) fn sync_locked_for(&self) -> Result<ImageIndex, StoreError> {
-        self.sync_locked()
     }
 }

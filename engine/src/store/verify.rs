@@ -11,6 +11,7 @@
 //! corrupt blob was not content anyway), then redb is rebuilt from `index.json`, which is the
 //! truth. Missing blobs cannot be repaired here; names are never removed.
 
+use crate::store::{Consistent, ReadGuard};
 use std::collections::BTreeMap;
 
 use lkpkg_cache_format::digest::Digest;
@@ -141,8 +142,8 @@ pub struct VerifyReport {
 impl Store {
     /// Verifies the cache; with `repair`, fixes what can be fixed. See the module docs.
     pub fn verify(&self, repair: bool) -> Result<VerifyReport, StoreError> {
-        let _lock = if repair {
-            Some(self.lock()?)
+        let guard = if repair {
+            ReadGuard::Held(self.lock()?)
         } else {
             self.lock_for_reading()?
         };
@@ -184,16 +185,17 @@ impl Store {
             index
                 .manifests
                 .sort_by(|a, b| a.ref_name().cmp(&b.ref_name()));
-            index_json::write(self.root(), &index)?;
-            self.reindex_locked()?;
-            let after = self.check_locked()?;
+            let lock = guard.writer().expect("--repair holds the cache lock");
+            index_json::write(self.root(), &index, lock)?;
+            self.reindex_locked(&guard)?;
+            let after = self.check_locked(&guard)?;
             report.blobs_checked = after.blobs_checked;
             report.names_checked = after.names_checked;
             report.remaining = after.problems;
             report.repaired = true;
             return Ok(report);
         }
-        let mut report = self.check_locked()?;
+        let mut report = self.check_locked(&guard)?;
         if repair && !report.problems.is_empty() {
             let quarantine = self.root().join(QUARANTINE_DIR);
             for problem in &report.problems {
@@ -205,8 +207,8 @@ impl Store {
                     std::fs::rename(&from, &to).map_err(|e| StoreError::io(&from, e))?;
                 }
             }
-            self.reindex_locked()?;
-            report.remaining = self.check_locked()?.problems;
+            self.reindex_locked(&guard)?;
+            report.remaining = self.check_locked(&guard)?.problems;
             report.repaired = true;
         } else {
             report.remaining = report.problems.clone();
@@ -214,7 +216,7 @@ impl Store {
         Ok(report)
     }
 
-    fn check_locked(&self) -> Result<VerifyReport, StoreError> {
+    fn check_locked(&self, _lock: &impl Consistent) -> Result<VerifyReport, StoreError> {
         let mut report = VerifyReport::default();
         for (digest, _, _) in blobs::list(self.root())? {
             let (actual, _) = blobs::hash_file(&self.blob_path(&digest))?;

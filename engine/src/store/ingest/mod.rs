@@ -18,6 +18,7 @@ mod archive;
 mod docker_save;
 mod oci_archive;
 
+use crate::store::CacheLock;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::Path;
@@ -95,8 +96,8 @@ impl<'s> Ingest<'s> {
                 actual: digest,
             });
         }
-        let _lock = self.store.lock()?;
-        self.pin_and_install_locked(file, &digest)?;
+        let lock = self.store.lock()?;
+        self.pin_and_install_locked(&lock, file, &digest)?;
         Ok((digest, size))
     }
 
@@ -115,8 +116,8 @@ impl<'s> Ingest<'s> {
                 actual: digest,
             });
         }
-        let _lock = self.store.lock()?;
-        self.pin_and_install_locked(file, &digest)?;
+        let lock = self.store.lock()?;
+        self.pin_and_install_locked(&lock, file, &digest)?;
         Ok(size)
     }
 
@@ -125,11 +126,15 @@ impl<'s> Ingest<'s> {
         self.put_blob(bytes, None)
     }
 
-    fn put_bytes_locked(&mut self, bytes: &[u8]) -> Result<(Digest, u64), StoreError> {
+    fn put_bytes_locked(
+        &mut self,
+        lock: &CacheLock,
+        bytes: &[u8],
+    ) -> Result<(Digest, u64), StoreError> {
         let mut tmp = TempBlob::create(self.store.root())?;
         tmp.copy_from(bytes)?;
         let (file, digest, size) = tmp.finish()?;
-        self.pin_and_install_locked(file, &digest)?;
+        self.pin_and_install_locked(lock, file, &digest)?;
         Ok((digest, size))
     }
 
@@ -179,6 +184,7 @@ impl<'s> Ingest<'s> {
 
     fn pin_and_install_locked(
         &mut self,
+        _lock: &CacheLock,
         file: tempfile::NamedTempFile,
         digest: &Digest,
     ) -> Result<(), StoreError> {
@@ -205,10 +211,10 @@ impl<'s> Ingest<'s> {
     /// Publishes names (each replaces every entry with that name), once all their blobs are
     /// present and durable.
     pub fn publish(&mut self, names: Vec<(String, Descriptor)>) -> Result<(), StoreError> {
-        let _lock = self.store.lock()?;
-        let index = self.store.sync_locked_for()?;
+        let lock = self.store.lock()?;
+        let index = self.store.sync_locked(&lock)?;
         self.store
-            .update_names_locked(index, names, &[], Some(&self.pins))
+            .update_names_locked(&lock, index, names, &[], Some(&self.pins))
     }
 
     /// Writes (or extends) the multi-arch index under `full_name`: entries of the current
@@ -229,8 +235,8 @@ impl<'s> Ingest<'s> {
                 )));
             }
         }
-        let _lock = self.store.lock()?;
-        let index = self.store.sync_locked_for()?;
+        let lock = self.store.lock()?;
+        let index = self.store.sync_locked(&lock)?;
         let mut entries: Vec<Descriptor> = Vec::new();
         if let Some(current) = index
             .manifests
@@ -258,9 +264,10 @@ impl<'s> Ingest<'s> {
             what: format!("index of `{full_name}`"),
             message: e.to_string(),
         })?;
-        let (digest, size) = self.put_bytes_locked(&bytes)?;
+        let (digest, size) = self.put_bytes_locked(&lock, &bytes)?;
         let desc = Descriptor::new(MEDIA_TYPE_OCI_INDEX, digest, size);
         self.store.update_names_locked(
+            &lock,
             index,
             vec![(full_name.to_owned(), desc.clone())],
             &[],
