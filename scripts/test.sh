@@ -2,7 +2,7 @@
 # test.sh: the project's whole check, as CI runs it (.ci/run) and as the README gives it.
 #   1. scripts/dev-env.sh: installs and starts what the tests need (dockerd, a second dockerd,
 #      qemu binfmt, a registry, sshd); whatever it starts here is stopped on exit.
-#   2. cargo fmt --check, clippy with -D warnings.
+#   2. cargo fmt --check, clippy with -D warnings, cargo doc with -D warnings.
 #   3. the whole test suite, including the end-to-end tests against the real engine.
 # The end-to-end tests fail (never skip) when the engine is missing.
 set -euo pipefail
@@ -34,4 +34,5 @@ docker version --format 'engine {{.Server.Version}} (API {{.Server.APIVersion}})
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 cargo test --workspace

@@ -12,7 +12,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use lkpkg_cache_format::canonical_json;
 use lkpkg_cache_format::digest::Digest;
 use lkpkg_cache_format::layout::{self, Descriptor, ImageIndex, ImageManifest, Platform};
-use lkpkg_engine::store::Store;
+use lkpkg_engine::ops::cache::Store;
 
 const SIZES: [usize; 3] = [100, 1_000, 10_000];
 

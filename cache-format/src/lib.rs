@@ -1,7 +1,7 @@
 //! lkpkg's on-disk and wire formats, as plain data: no I/O, no async.
 //!
 //! - [`digest`]: `sha256:<hex>` content digests.
-//! - [`reference`]: linuxkit's canonical image references (`docker.io/org/image:tag`).
+//! - [`reference`](mod@reference): linuxkit's canonical image references (`docker.io/org/image:tag`).
 //! - [`canonical_json`]: byte-stable JSON (sorted keys) for everything lkpkg hashes.
 //! - [`layout`]: the OCI image layout of the linuxkit cache (`oci-layout`, `index.json`, blobs).
 //! - [`build_record`]: what lkpkg remembers of each build, by build key.

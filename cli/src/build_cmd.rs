@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
-use lkpkg_engine::error::ErrorKind;
+use lkpkg_engine::ops::ErrorKind;
+use lkpkg_engine::ops::Event;
 use lkpkg_engine::ops::{BuildConfig, BuilderChoice};
-use lkpkg_engine::schedule::Event;
 
 use crate::args::{BuildArgs, GlobalArgs, MessageFormat, PkgOptions};
 use crate::exit::{Classified, bad_input};
@@ -66,8 +66,7 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
         return crate::registry_cmd::publish(
             &store,
             &registry,
-            plan.graph(),
-            plan.workspaces(),
+            &plan,
             &[],
             &publish_options(publish),
             &|line| say(global, line),
@@ -165,8 +164,7 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
         crate::registry_cmd::publish(
             &store,
             &registry,
-            plan.graph(),
-            plan.workspaces(),
+            &plan,
             &summary.units,
             &publish_options(publish),
             &|line| say(global, line),

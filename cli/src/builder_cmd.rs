@@ -8,17 +8,17 @@
 //! per line (`docs/json.md`).
 //!
 //! `prune` removes, from each distinct engine of the platforms, the image names that are also
-//! names in the lkpkg cache (`lkpkg_engine::executor::builders::prune` says why that is exactly what
+//! names in the lkpkg cache (`lkpkg_engine::ops::builders::prune` says why that is exactly what
 //! lkpkg left, and safe); it prints each removed name on stdout.
 
 use std::collections::{BTreeSet, HashSet};
 
 use crate::json::{self, Versioned};
 use anyhow::Result;
-use lkpkg_engine::error::ErrorKind;
-use lkpkg_engine::executor::builders::{self, BuilderSpec, Builders};
-use lkpkg_engine::executor::docker::EngineError;
-use lkpkg_engine::graph::Platform;
+use lkpkg_engine::ops::ErrorKind;
+use lkpkg_engine::ops::builders::EngineError;
+use lkpkg_engine::ops::builders::{self, BuilderSpec, Builders};
+use lkpkg_engine::ops::graph::Platform;
 
 use crate::args::{BuilderArgs, BuilderCommand, GlobalArgs, MessageFormat};
 use crate::exit::Classified;

@@ -1,5 +1,5 @@
 //! `lkpkg cache …`: the linuxkit cache commands, with linuxkit's flag names, over
-//! [`lkpkg_engine::store::Store`].
+//! [`lkpkg_engine::ops::cache::Store`].
 //!
 //! stdout carries data (`ls` lines, JSON, export streams); stderr carries messages for people
 //! (silenced by `-q`). `--json` output is one JSON document of [`crate::json`]'s types, with
@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use lkpkg_cache_format::digest::Digest;
 use lkpkg_cache_format::layout::{self, Descriptor, Platform};
-use lkpkg_engine::store::{ExportFormat, GcOptions, Store, StoreError};
+use lkpkg_engine::ops::cache::{ExportFormat, GcOptions, Store, StoreError};
 
 use crate::json::{self, Versioned};
 
@@ -425,7 +425,7 @@ pub fn run(cmd: CacheCommand, global: &crate::args::GlobalArgs) -> anyhow::Resul
                 &registry,
                 &references,
                 remote_name.as_deref(),
-                lkpkg_engine::transfer::PushOptions {
+                lkpkg_engine::ops::registry::PushOptions {
                     arch_tags: with_arch_tags,
                     override_existing: r#override,
                 },
@@ -551,7 +551,7 @@ fn published(
     let registry = crate::registry_cmd::client(global, &[])?;
     let mut out = Vec::new();
     for (name, root) in names {
-        let digest = match lkpkg_engine::registry::parse_reference(&name) {
+        let digest = match lkpkg_engine::ops::registry::parse_reference(&name) {
             Ok(reference) => runtime.block_on(registry.manifest_digest(&reference)),
             Err(e) => Err(e),
         };

@@ -2,13 +2,13 @@
 
 use std::process::ExitCode;
 
-use lkpkg_engine::error::{Classify, Error, ErrorKind};
-use lkpkg_engine::executor::docker::EngineError;
+use lkpkg_engine::ops::BuildError;
 use lkpkg_engine::ops::OpError;
-use lkpkg_engine::registry::RegistryError;
-use lkpkg_engine::schedule::BuildError;
-use lkpkg_engine::store::StoreError;
-use lkpkg_engine::transfer::TransferError;
+use lkpkg_engine::ops::builders::EngineError;
+use lkpkg_engine::ops::cache::StoreError;
+use lkpkg_engine::ops::registry::RegistryError;
+use lkpkg_engine::ops::registry::TransferError;
+use lkpkg_engine::ops::{Classify, Error, ErrorKind};
 
 /// Exit codes (README, ARCHITECTURE.md).
 pub const BUILD_FAILED: u8 = 1;

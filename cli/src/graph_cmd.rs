@@ -4,7 +4,7 @@
 //! `docs/json.md`.
 
 use anyhow::Result;
-use lkpkg_engine::graph::{BuildGraph, Edge, Node};
+use lkpkg_engine::ops::graph::{BuildGraph, Edge, Node};
 use petgraph::visit::EdgeRef;
 
 use crate::json::{self, Versioned};

@@ -32,7 +32,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: args::Cli) -> std::process::ExitCode {
     // A busy cache lock is said, never waited for in silence (as cargo's "Blocking").
-    lkpkg_engine::store::report_waits_with(|message| output::errln!("    Blocking {message}"));
+    lkpkg_engine::ops::cache::report_waits_with(|message| output::errln!("    Blocking {message}"));
     let result = match cli.command {
         args::Command::Pkg(pkg) => pkg::run(*pkg, &cli.global),
         args::Command::Cache(cmd) => cache_cmd::run(cmd, &cli.global),

@@ -63,9 +63,9 @@ macro_rules! errln {
 pub(crate) use {errln, outln};
 
 /// Opens the cache at `dir`, printing what opening it repaired (a warning, never silent).
-pub fn open_store(dir: &std::path::Path) -> anyhow::Result<lkpkg_engine::store::Store> {
+pub fn open_store(dir: &std::path::Path) -> anyhow::Result<lkpkg_engine::ops::cache::Store> {
     use anyhow::Context as _;
-    let store = lkpkg_engine::store::Store::open(dir)
+    let store = lkpkg_engine::ops::cache::Store::open(dir)
         .with_context(|| format!("cannot open the cache at `{}`", dir.display()))?;
     if let Some(notice) = store.notice() {
         errln!("warning: {notice}");

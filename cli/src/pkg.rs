@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use lkpkg_engine::graph::Platform;
+use lkpkg_engine::ops::TagOptions;
+use lkpkg_engine::ops::graph::Platform;
 use lkpkg_engine::ops::{KeyOptions, Packages, Plan, PlanConfig, Selection};
-use lkpkg_engine::tag::TagOptions;
 
 use crate::args::{GlobalArgs, PkgCommand, PkgOptions, PkgSubcommand, PlanArgs, ShowTagArgs};
 use crate::exit::bad_input;
@@ -130,11 +130,11 @@ fn show_tag(options: &PkgOptions, args: ShowTagArgs) -> Result<()> {
 pub fn builder_mode(
     args: &crate::args::BuilderContainerArgs,
 ) -> anyhow::Result<(
-    lkpkg_engine::executor::container::BuilderMode,
-    lkpkg_engine::executor::container::ContainerSpec,
+    lkpkg_engine::ops::builders::BuilderMode,
+    lkpkg_engine::ops::builders::ContainerSpec,
 )> {
     use crate::args::BuilderModeArg;
-    use lkpkg_engine::executor::container::{BuilderMode, ContainerSpec};
+    use lkpkg_engine::ops::builders::{BuilderMode, ContainerSpec};
     if let Some(config) = &args.builder_config
         && !config.is_file()
     {

@@ -10,11 +10,10 @@ use anyhow::Result;
 use lkpkg_cache_format::build_record::shared_record_tag;
 use lkpkg_cache_format::layout::{self, Descriptor, Platform};
 use lkpkg_cache_format::reference;
-use lkpkg_engine::graph::BuildGraph;
-use lkpkg_engine::registry::{self, Registry, Settings};
-use lkpkg_engine::schedule::UnitOutcome;
-use lkpkg_engine::store::Store;
-use lkpkg_engine::transfer::{self, PullRequest, PushOptions};
+use lkpkg_engine::ops::Plan;
+use lkpkg_engine::ops::UnitOutcome;
+use lkpkg_engine::ops::cache::Store;
+use lkpkg_engine::ops::registry::{self, PullRequest, PushOptions, Registry, Settings};
 
 use crate::args::GlobalArgs;
 use crate::exit::bad_input;
@@ -102,7 +101,7 @@ pub fn cache_pull(
             root_name: true,
             arch_names: true,
         };
-        match runtime.block_on(transfer::pull(store, registry, &request))? {
+        match runtime.block_on(registry::pull(store, registry, &request))? {
             Some(pulled) => say(format!(
                 "Pulled {name} {} ({} platform(s), {} blob(s) downloaded)",
                 pulled.root.digest,
@@ -110,7 +109,7 @@ pub fn cache_pull(
                 pulled.downloaded
             )),
             None => {
-                return Err(transfer::TransferError::NotFound {
+                return Err(registry::TransferError::NotFound {
                     reference: name.clone(),
                 }
                 .into());
@@ -142,7 +141,7 @@ pub fn cache_push(
         let remote = remote_name.map_or_else(|| local.clone(), reference::expand);
         reference::validate(&remote).map_err(|e| bad_input(format!("`{remote}`: {e}")))?;
         say(format!("Pushing local {local} as {remote}"));
-        let pushed = runtime.block_on(transfer::push(store, registry, &local, &remote, options))?;
+        let pushed = runtime.block_on(registry::push(store, registry, &local, &remote, options))?;
         if pushed.skipped_existing {
             say(format!(
                 "image {remote} already available on remote registry, skipping push"
@@ -166,21 +165,20 @@ pub struct Publish {
     pub release: Option<String>,
 }
 
-/// Pushes every requested package of `graph`: its multi-arch index (merged with the
+/// Pushes every requested package of the plan: its multi-arch index (merged with the
 /// registry's) and per-arch tags, its shared build records, and its release tag (`--release`,
 /// else the first git tag on HEAD, as linuxkit's default). A dirty package is refused, as
 /// linuxkit refuses it.
 pub fn publish(
     store: &Store,
     registry: &Registry,
-    graph: &BuildGraph,
-    workspaces: &lkpkg_engine::workspace::Workspaces,
+    plan: &Plan,
     units: &[UnitOutcome],
     options: &Publish,
     say: &dyn Fn(String),
 ) -> Result<()> {
     let runtime = runtime()?;
-    for (index, gp) in graph.packages.iter().enumerate() {
+    for (index, gp) in plan.graph().packages.iter().enumerate() {
         if !gp.requested {
             continue;
         }
@@ -195,7 +193,7 @@ pub fn publish(
             say(format!("{full}: No new platforms to push, skipping."));
             continue;
         }
-        let pushed = runtime.block_on(transfer::push(
+        let pushed = runtime.block_on(registry::push(
             store,
             registry,
             &full,
@@ -227,18 +225,13 @@ pub fn publish(
         // linuxkit's default release: the git tag on HEAD, when there is one.
         let auto_release = match &options.release {
             Some(_) => None,
-            None => workspaces
-                .for_path(&gp.package.dir)?
-                .map(|w| w.tags_at_head())
-                .unwrap_or_default()
-                .into_iter()
-                .next(),
+            None => plan.head_tag(&gp.package.dir)?,
         };
         if let Some(release) = options.release.as_ref().or(auto_release.as_ref()) {
             let release_tag = format!("{name}:{release}");
             reference::validate(&release_tag)
                 .map_err(|e| bad_input(format!("--release {release}: {e}")))?;
-            let pushed = runtime.block_on(transfer::push(
+            let pushed = runtime.block_on(registry::push(
                 store,
                 registry,
                 &full,
@@ -294,7 +287,7 @@ pub fn manifest(
                 "pkg manifest: the registry has no `{name}:{tag}-<arch>` image"
             )));
         }
-        let changed = runtime.block_on(transfer::push_index(registry, &target, None, &entries))?;
+        let changed = runtime.block_on(registry::push_index(registry, &target, None, &entries))?;
         say(if changed {
             format!("Pushed index {name}:{tag} ({} platform(s))", entries.len())
         } else {
@@ -314,7 +307,7 @@ pub fn remote_tag(registry: &Registry, from: &str, to: &str, say: &dyn Fn(String
              manifest of its own repository)"
         )));
     }
-    let changed = runtime()?.block_on(transfer::retag(registry, &from, &to))?;
+    let changed = runtime()?.block_on(registry::retag(registry, &from, &to))?;
     say(if changed {
         format!("Tagged {from} as {to}")
     } else {

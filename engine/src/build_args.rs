@@ -234,7 +234,7 @@ fn go_glob(pattern: &str) -> String {
 
 /// Reads a `--build-arg-file`: one `KEY=VALUE` per line, trimmed; a blank line is an error,
 /// as in linuxkit.
-pub fn read_arg_file(path: &Path, loader: &Loader) -> Result<Vec<BuildArg>> {
+pub(crate) fn read_arg_file(path: &Path, loader: &Loader) -> Result<Vec<BuildArg>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Error::from(PackageError::new(
             path,
@@ -252,7 +252,7 @@ pub fn read_arg_file(path: &Path, loader: &Loader) -> Result<Vec<BuildArg>> {
 
 /// linuxkit's merge: build.yml's arguments first, then each arg-file argument replaces the
 /// one with the same key or is appended.
-pub fn merge(yml: &[BuildArg], files: &[BuildArg]) -> Vec<BuildArg> {
+pub(crate) fn merge(yml: &[BuildArg], files: &[BuildArg]) -> Vec<BuildArg> {
     let mut out = yml.to_vec();
     for arg in files {
         match out.iter_mut().find(|a| a.key == arg.key) {

@@ -21,7 +21,7 @@ use crate::error::{Error, PackageError, Result};
 use crate::workspace::Workspaces;
 
 /// The name of the file of exclusion patterns.
-pub const IGNORE_FILE: &str = ".lkpkgignore";
+pub(crate) const IGNORE_FILE: &str = ".lkpkgignore";
 
 /// Directory patterns, each relative to the directory it was given for.
 #[derive(Debug, Default)]
@@ -70,7 +70,7 @@ impl Excludes {
 
 /// The package directories below `start` (absolute), sorted, leaving out directories that
 /// `exclude` (patterns relative to `start`) or a `.lkpkgignore` matches.
-pub fn packages(
+pub(crate) fn packages(
     start: &Path,
     build_yml_name: &str,
     workspaces: &Workspaces,

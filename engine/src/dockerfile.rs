@@ -54,7 +54,7 @@ pub const MAX_EXPANSION: usize = 64 * 1024;
 
 /// The `# syntax=` directive of a Dockerfile, as BuildKit reads it: a `#` comment of the form
 /// `key=value` among the first lines, before any instruction or other comment.
-pub fn syntax_directive(text: &str) -> Option<String> {
+pub(crate) fn syntax_directive(text: &str) -> Option<String> {
     for line in text.lines() {
         let trimmed = line.trim();
         if trimmed.is_empty() {
@@ -306,7 +306,7 @@ fn variable_at(s: &str, start: usize) -> (Option<VariableRef<'_>>, usize) {
 }
 
 /// Substitutes `$X`, `${X}`, `${X:-d}`, `${X:+a}` with `vars` (unset → empty).
-pub fn substitute(s: &str, vars: &BTreeMap<String, String>) -> String {
+pub(crate) fn substitute(s: &str, vars: &BTreeMap<String, String>) -> String {
     let mut out = String::new();
     let mut i = 0;
     while i < s.len() {

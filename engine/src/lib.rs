@@ -1,5 +1,8 @@
-//! lkpkg's engine: everything that does work. The `lkpkg` binary only parses flags, calls one
-//! function of [`ops`]-like entry points here, and renders what comes back.
+//! lkpkg's engine: everything that does work. The `lkpkg` binary only parses flags, calls
+//! [`ops`], and renders what comes back: `ops` is the engine's whole public surface (its
+//! functions, and the types they take and return, re-exported there). Every other module is
+//! `pub(crate)`, `unreachable_pub` keeps it so, and `layering` tests which module may use
+//! which.
 //!
 //! The pipeline of one build, each stage a module:
 //! `discover` → `build_yml` → `package` (tags, `@lkt:` arguments) → `graph` → `schedule`
@@ -7,23 +10,27 @@
 //! through `buildkit`) → `store`. Registries: `registry` (the protocol, on oci-client) and
 //! `transfer` (images between the store and registries), neither of which knows packages.
 
-pub mod build_args;
-pub mod build_yml;
+#![warn(unreachable_pub)]
+
+pub(crate) mod build_args;
+pub(crate) mod build_yml;
 pub(crate) mod buildkit;
 mod confine;
-pub mod discover;
-pub mod dockerfile;
-pub mod error;
-pub mod executor;
-pub mod fingerprint;
-pub mod graph;
+pub(crate) mod discover;
+pub(crate) mod dockerfile;
+pub(crate) mod error;
+pub(crate) mod executor;
+pub(crate) mod fingerprint;
+pub(crate) mod graph;
+#[cfg(test)]
+mod layering;
 pub mod ops;
-pub mod package;
-pub mod registry;
-pub mod remote;
-pub mod schedule;
-pub mod store;
-pub mod tag;
-pub mod tag_template;
-pub mod transfer;
-pub mod workspace;
+pub(crate) mod package;
+pub(crate) mod registry;
+pub(crate) mod remote;
+pub(crate) mod schedule;
+pub(crate) mod store;
+pub(crate) mod tag;
+pub(crate) mod tag_template;
+pub(crate) mod transfer;
+pub(crate) mod workspace;

@@ -15,7 +15,7 @@ use crate::tag::{self, PackageTag, TagOptions};
 use crate::workspace::Workspaces;
 
 /// linuxkit's default build.yml name (`DefaultPkgBuildYML`).
-pub const DEFAULT_BUILD_YML: &str = "build.yml";
+pub(crate) const DEFAULT_BUILD_YML: &str = "build.yml";
 
 /// One package, loaded.
 #[derive(Debug, Clone)]
@@ -214,7 +214,7 @@ impl Loader {
 }
 
 /// An absolute, lexically normalized path (as Go's `filepath.Abs`).
-pub fn absolute(path: &Path) -> Result<PathBuf> {
+pub(crate) fn absolute(path: &Path) -> Result<PathBuf> {
     std::path::absolute(path)
         .map(|p| build_yml::normalize(&p))
         .map_err(|e| Error::io(path, e))

@@ -21,7 +21,7 @@ use crate::store::Store;
 use crate::transfer::{self, PullRequest, TransferError};
 
 /// See the module docs.
-pub struct RegistryRemote {
+pub(crate) struct RegistryRemote {
     registry: Arc<Registry>,
     store: Arc<Store>,
     graph: Arc<BuildGraph>,
@@ -30,7 +30,7 @@ pub struct RegistryRemote {
 }
 
 impl RegistryRemote {
-    pub fn new(registry: Arc<Registry>, store: Arc<Store>, graph: Arc<BuildGraph>) -> Self {
+    pub(crate) fn new(registry: Arc<Registry>, store: Arc<Store>, graph: Arc<BuildGraph>) -> Self {
         RegistryRemote {
             registry,
             store,

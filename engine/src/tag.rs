@@ -101,7 +101,7 @@ impl PackageTag {
 }
 
 /// Computes the tag of the package in `dir` (absolute) described by `yml`.
-pub fn compute(
+pub(crate) fn compute(
     workspaces: &Workspaces,
     dir: &Path,
     build_yml_path: &Path,

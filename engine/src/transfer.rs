@@ -250,7 +250,7 @@ pub async fn pull(
     // Boxed one by one: a stream of closures' futures over borrowed data would not be `Send`
     // for every lifetime (rustc's higher-ranked closure limitation).
     type Download = Result<(Digest, Option<TempBlob>), TransferError>;
-    let downloads: Vec<crate::schedule::BoxFuture<'_, Download>> = wanted
+    let downloads: Vec<futures_util::future::BoxFuture<'_, Download>> = wanted
         .iter()
         .map(|blob| {
             let reference = &reference;
@@ -260,7 +260,7 @@ pub async fn pull(
                     .pull_blob(reference, &blob.digest, blob.size, &mut sink)
                     .await?;
                 Ok((blob.digest, sink.blob))
-            }) as crate::schedule::BoxFuture<'_, _>
+            }) as futures_util::future::BoxFuture<'_, _>
         })
         .collect();
     let mut downloads = futures_util::stream::iter(downloads).buffer_unordered(PARALLEL_BLOBS);
@@ -357,7 +357,7 @@ async fn push_image(
             .into());
         }
     }
-    let uploads: Vec<crate::schedule::BoxFuture<'_, Result<bool, RegistryError>>> = blobs
+    let uploads: Vec<futures_util::future::BoxFuture<'_, Result<bool, RegistryError>>> = blobs
         .iter()
         .map(|blob| {
             Box::pin(async move {
@@ -365,7 +365,7 @@ async fn push_image(
                 registry
                     .push_blob(remote, &blob.digest, blob.size, &path)
                     .await
-            }) as crate::schedule::BoxFuture<'_, _>
+            }) as futures_util::future::BoxFuture<'_, _>
         })
         .collect();
     let mut uploads = futures_util::stream::iter(uploads).buffer_unordered(PARALLEL_BLOBS);

@@ -8,6 +8,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = lkpkg_engine::build_yml::parse(Path::new("pkg/build.yml"), Path::new("pkg"), text);
+        let _ = lkpkg_engine::ops::fuzzing::parse_build_yml(Path::new("pkg/build.yml"), Path::new("pkg"), text);
     }
 });

@@ -17,8 +17,8 @@ fuzz_target!(|data: &[u8]| {
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-    let read = lkpkg_engine::dockerfile::read(rest, &args);
+    let read = lkpkg_engine::ops::fuzzing::read_dockerfile(rest, &args);
     for image in &read.images {
-        assert!(image.reference.len() <= lkpkg_engine::dockerfile::MAX_EXPANSION * 2);
+        assert!(image.reference.len() <= lkpkg_engine::ops::fuzzing::MAX_EXPANSION * 2);
     }
 });

@@ -9,9 +9,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use lkpkg_engine::build_args::{ArgOrigin, resolve};
-use lkpkg_engine::package::Loader;
-use lkpkg_engine::tag::TagOptions;
+use lkpkg_engine::ops::fuzzing::{ArgOrigin, resolve};
+use lkpkg_engine::ops::fuzzing::Loader;
+use lkpkg_engine::ops::TagOptions;
 
 struct Repo {
     _dir: tempfile::TempDir,

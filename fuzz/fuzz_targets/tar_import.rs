@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use lkpkg_engine::store::Store;
+use lkpkg_engine::ops::cache::Store;
 
 struct Cache {
     _dir: tempfile::TempDir,

@@ -12,7 +12,7 @@
 //! Setting up "every unit built" through Docker would take hours at 10,000 packages, so the
 //! cache is seeded through the engine's public API with the state a build leaves: one small
 //! image, every unit's per-arch name pointing at it, and a build record for every unit's
-//! current build key (computed by `lkpkg_engine::build::explain`, the code `pkg build` uses).
+//! current build key (computed by `lkpkg_engine::ops::explain`, the code `pkg build` uses).
 //!
 //! Run: `cargo build --release -p lkpkg -p lkpkg-benches && target/release/noop [SIZES…]`;
 //! `target/release/noop --setup DIR SIZE` only prepares `DIR/repo` and `DIR/cache`, for
@@ -26,11 +26,8 @@ use std::time::Instant;
 
 use lkpkg_benches::{generate_repository, lkpkg_bin, median, run};
 use lkpkg_cache_format::build_record::BuildRecord;
-use lkpkg_engine::graph::{BuildGraph, GraphOptions};
-use lkpkg_engine::package::Loader;
-use lkpkg_engine::schedule::{self, BuildOptions};
-use lkpkg_engine::store::Store;
-use lkpkg_engine::tag::TagOptions;
+use lkpkg_engine::ops::cache::Store;
+use lkpkg_engine::ops::{self, Packages, Plan, PlanConfig, Selection, TagOptions};
 
 /// The linuxkit way, per package: the git processes of its tag, then an index.json parse.
 const LINUXKIT_GIT: &str = r#"for d in pkg/*/; do d=${d%/}
@@ -82,42 +79,34 @@ fn hex_sha256(bytes: &[u8]) -> String {
 /// Leaves `cache` as a build of every unit of `repo` would.
 fn seed(repo: &Path, cache: &Path) {
     let store = Arc::new(Store::open(cache).unwrap());
-    let loader = Loader::new(repo, "build.yml", TagOptions::default()).unwrap();
-    let dirs =
-        lkpkg_engine::discover::packages(repo, "build.yml", loader.workspaces(), &[]).unwrap();
-    let graph = Arc::new(BuildGraph::build(&loader, &dirs, &GraphOptions::default()).unwrap());
-    let options = BuildOptions {
-        jobs: 1,
-        dry_run: true,
-        ..BuildOptions::default()
-    };
+    let packages = Packages::find(&Selection {
+        cwd: repo.to_owned(),
+        dirs: Vec::new(),
+        build_yml: "build.yml".into(),
+        tags: TagOptions::default(),
+        exclude: Vec::new(),
+    })
+    .unwrap();
+    let plan = Plan::new(packages, &PlanConfig::default()).unwrap();
     // One image; every unit's per-arch name, and every package's index name, point at it.
     let manifest = store
         .import(&tiny_image()[..])
         .unwrap()
         .remove(0)
         .descriptor;
-    let reports = schedule::explain(
-        graph.clone(),
-        loader.workspaces(),
-        store.clone(),
-        &options,
-        repo,
-    )
-    .unwrap();
+    let reports = ops::explain(&plan, store.clone()).unwrap();
     let mut names: Vec<(String, _)> = reports
         .iter()
         .map(|r| (r.cache_name.clone(), manifest.clone()))
         .collect();
-    for p in &graph.packages {
+    for p in &plan.graph().packages {
         names.push((p.package.tag.full_tag(), manifest.clone()));
     }
     store.ingest().publish(names).unwrap();
     // Records: the keys `pkg build` computes, now that dependencies have digests.
-    let reports =
-        schedule::explain(graph, loader.workspaces(), store.clone(), &options, repo).unwrap();
+    let reports = ops::explain(&plan, store.clone()).unwrap();
     for report in reports {
-        let key = lkpkg_engine::fingerprint::key(&report.current);
+        let key = report.key;
         let record = BuildRecord {
             unit: report.id.clone(),
             manifest: manifest.clone(),

@@ -1,7 +1,7 @@
 //! `pkg build --message-format json` (and `--dry-run`): one [`BuildEvent`] per line; `pkg
 //! builder ls --message-format json`: one [`BuilderLine`] per platform.
 
-use lkpkg_engine::schedule::Event;
+use lkpkg_engine::ops::Event;
 use schemars::JsonSchema;
 use serde::Serialize;
 

@@ -2,7 +2,7 @@
 //!
 //! Each output is a [`Versioned`] value: its fields beside one `format_version` key (today 1).
 //! New fields may be added within a version; a field that changes meaning or goes away bumps
-//! it. The schemas published in `docs/json/` are generated from these types ([`schemas`]);
+//! it. The schemas published in `docs/json/` are generated from these types (`schemas`);
 //! a test checks the published files are current, and the end-to-end tests validate what the
 //! binary prints against them. `docs/json.md` describes each output.
 

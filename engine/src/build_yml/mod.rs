@@ -33,11 +33,11 @@ use crate::error::PackageError;
 use go_value::{DecodeError, Decoder, GoField as F, GoStruct, GoType as T, GoValue};
 
 /// linuxkit's default architectures (`NewPkgInfo`).
-pub const DEFAULT_ARCHES: [&str; 3] = ["amd64", "arm64", "riscv64"];
+pub(crate) const DEFAULT_ARCHES: [&str; 3] = ["amd64", "arm64", "riscv64"];
 /// linuxkit's default `gitrepo`.
-pub const DEFAULT_GITREPO: &str = "https://github.com/linuxkit/linuxkit";
+pub(crate) const DEFAULT_GITREPO: &str = "https://github.com/linuxkit/linuxkit";
 /// linuxkit's default organisation.
-pub const DEFAULT_ORG: &str = "linuxkit";
+pub(crate) const DEFAULT_ORG: &str = "linuxkit";
 
 const STRINGS: T = T::Slice(&T::String);
 
@@ -395,7 +395,7 @@ fn containerd_parse(reference: &str) -> Result<(), String> {
 }
 
 /// Parses `locator[:tag]@sha256:<hex>` and requires the digest, as linuxkit does.
-pub fn pinned_image(reference: &str) -> Result<PinnedImage, String> {
+pub(crate) fn pinned_image(reference: &str) -> Result<PinnedImage, String> {
     containerd_parse(reference)?;
     let Some((name, digest)) = reference.split_once('@') else {
         return Err(format!("image \"{reference}\" lacks a digest"));
@@ -423,7 +423,7 @@ pub fn pinned_image(reference: &str) -> Result<PinnedImage, String> {
 
 /// Lexically normalizes an absolute path (`.` and `..` resolved without touching the disk),
 /// as Go's `filepath.Clean` does.
-pub fn normalize(path: &Path) -> PathBuf {
+pub(crate) fn normalize(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for component in path.components() {
         match component {
@@ -464,7 +464,7 @@ fn clean_unix(p: &str) -> String {
     }
 }
 
-pub mod config;
+pub(crate) mod config;
 mod go_json;
 mod go_value;
 mod node;

@@ -196,7 +196,7 @@ pub(crate) struct ContentServer {
 }
 
 impl ContentServer {
-    pub fn new(blobs: Blobs) -> ContentServer {
+    pub(crate) fn new(blobs: Blobs) -> ContentServer {
         ContentServer {
             blobs: Arc::new(blobs),
         }

@@ -18,11 +18,11 @@ use std::sync::Arc;
 
 /// Go's `os.FileMode` bits, which fsutil's `Stat.mode` carries.
 pub(crate) mod go_mode {
-    pub const DIR: u32 = 1 << 31;
-    pub const SYMLINK: u32 = 1 << 27;
-    pub const SETUID: u32 = 1 << 23;
-    pub const SETGID: u32 = 1 << 22;
-    pub const STICKY: u32 = 1 << 20;
+    pub(crate) const DIR: u32 = 1 << 31;
+    pub(crate) const SYMLINK: u32 = 1 << 27;
+    pub(crate) const SETUID: u32 = 1 << 23;
+    pub(crate) const SETGID: u32 = 1 << 22;
+    pub(crate) const STICKY: u32 = 1 << 20;
 }
 
 /// What an entry is.
@@ -56,7 +56,7 @@ pub(crate) struct Entry {
 
 impl Entry {
     /// The mode as fsutil sends it (Go's `os.FileMode`).
-    pub fn go_mode(&self) -> u32 {
+    pub(crate) fn go_mode(&self) -> u32 {
         let mut mode = self.perm & 0o777;
         if self.perm & 0o4000 != 0 {
             mode |= go_mode::SETUID;
@@ -97,18 +97,23 @@ fn components(path: &str) -> Vec<String> {
 }
 
 impl ContextTree {
-    pub fn new() -> ContextTree {
+    pub(crate) fn new() -> ContextTree {
         ContextTree::default()
     }
 
     /// The entries in walk order.
-    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+    pub(crate) fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.entries.values()
     }
 
     /// Adds what is below `dir` on disk at `at` (relative; empty for the root), leaving out
     /// the paths in `skip`. Symlinks are not followed.
-    pub fn add_dir(&mut self, dir: &Path, at: &str, skip: &[PathBuf]) -> Result<(), TreeError> {
+    pub(crate) fn add_dir(
+        &mut self,
+        dir: &Path,
+        at: &str,
+        skip: &[PathBuf],
+    ) -> Result<(), TreeError> {
         let at = components(at);
         if !at.is_empty() {
             let meta = std::fs::symlink_metadata(dir).map_err(|source| TreeError {
@@ -193,7 +198,7 @@ impl ContextTree {
     }
 
     /// Adds (or replaces) a file made of `bytes`, mode 0644, at `rel`.
-    pub fn add_bytes(&mut self, rel: &str, bytes: Vec<u8>) {
+    pub(crate) fn add_bytes(&mut self, rel: &str, bytes: Vec<u8>) {
         let rel = components(rel);
         self.ensure_parents(&rel, None);
         self.entries.insert(
@@ -210,7 +215,7 @@ impl ContextTree {
     }
 
     /// Adds one file from disk at `rel` (its own metadata), when it exists.
-    pub fn add_file(&mut self, path: &Path, rel: &str) -> Result<bool, TreeError> {
+    pub(crate) fn add_file(&mut self, path: &Path, rel: &str) -> Result<bool, TreeError> {
         let meta = match std::fs::metadata(path) {
             Ok(meta) if meta.is_file() => meta,
             Ok(_) => return Ok(false),
@@ -229,7 +234,7 @@ impl ContextTree {
     }
 
     /// The total size of the files.
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.entries.values().map(|e| e.size).sum()
     }
 }

@@ -227,7 +227,7 @@ struct CloserInner {
 }
 
 impl Closer {
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.inner
             .closed
             .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -241,7 +241,7 @@ impl Closer {
 }
 
 impl Upgraded {
-    pub fn new(io: hyper::upgrade::Upgraded) -> (Upgraded, Closer) {
+    pub(crate) fn new(io: hyper::upgrade::Upgraded) -> (Upgraded, Closer) {
         let closer = Closer::default();
         (
             Upgraded {

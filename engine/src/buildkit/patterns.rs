@@ -111,7 +111,7 @@ pub(crate) enum Verdict {
 }
 
 impl Filter {
-    pub fn new(include: &[String], exclude: &[String]) -> Filter {
+    pub(crate) fn new(include: &[String], exclude: &[String]) -> Filter {
         Filter {
             include: include.iter().filter_map(|p| Pattern::parse(p)).collect(),
             exclude: exclude.iter().filter_map(|p| Pattern::parse(p)).collect(),
@@ -129,7 +129,7 @@ impl Filter {
     }
 
     /// Decides a path (`is_dir` for directories).
-    pub fn verdict(&self, path: &str, is_dir: bool) -> Verdict {
+    pub(crate) fn verdict(&self, path: &str, is_dir: bool) -> Verdict {
         let included = self.include.is_empty() || self.include.iter().any(|p| p.matches(path));
         if !included {
             let below = is_dir && self.include.iter().any(|p| p.could_match_below(path));

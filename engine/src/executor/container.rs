@@ -26,9 +26,9 @@ use sha2::Digest;
 use super::docker::{Engine, EngineError};
 
 /// linuxkit's default builder container name.
-pub const DEFAULT_NAME: &str = "linuxkit-builder";
+pub(crate) const DEFAULT_NAME: &str = "linuxkit-builder";
 /// linuxkit's default builder image.
-pub const DEFAULT_IMAGE: &str = "moby/buildkit:v0.26.3";
+pub(crate) const DEFAULT_IMAGE: &str = "moby/buildkit:v0.26.3";
 /// Where the config goes in the container.
 const CONFIG_FILE: &str = "/etc/buildkit/buildkitd.toml";
 
@@ -69,7 +69,7 @@ impl Default for ContainerSpec {
 
 /// What is wrong with an existing container, if anything (why it is recreated).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Stale {
+pub(crate) enum Stale {
     Restart,
     Image { found: String },
     NotPrivileged,
@@ -88,7 +88,7 @@ impl std::fmt::Display for Stale {
 }
 
 /// The arguments buildkitd runs with in the container.
-pub fn command(spec: &ContainerSpec) -> Vec<String> {
+pub(crate) fn command(spec: &ContainerSpec) -> Vec<String> {
     let mut cmd: Vec<String> = [
         "--allow-insecure-entitlement",
         "network.host",
@@ -113,7 +113,7 @@ fn api(engine: &Engine, what: &str, e: impl std::fmt::Display) -> EngineError {
 }
 
 /// Whether the container exists, and if so what (if anything) makes it stale.
-pub async fn inspect(
+pub(crate) async fn inspect(
     engine: &Engine,
     spec: &ContainerSpec,
 ) -> Result<Option<Option<Stale>>, EngineError> {
@@ -183,7 +183,7 @@ async fn installed_config(engine: &Engine, name: &str) -> Option<Vec<u8>> {
 
 /// Makes sure the builder container runs as `spec` asks; returns its name. Creates a
 /// privileged container: only call it in `--builder-mode container`.
-pub async fn ensure(engine: &Engine, spec: &ContainerSpec) -> Result<String, EngineError> {
+pub(crate) async fn ensure(engine: &Engine, spec: &ContainerSpec) -> Result<String, EngineError> {
     let docker = engine.client();
     match inspect(engine, spec).await? {
         Some(None) => {}

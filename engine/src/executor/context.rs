@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::graph::GraphPackage;
 
 /// The largest build context lkpkg assembles in memory.
-pub const MAX_CONTEXT_BYTES: u64 = 2 << 30;
+pub(crate) const MAX_CONTEXT_BYTES: u64 = 2 << 30;
 
 /// The package directory, its extra sources, and `generated` files (the
 /// `depends.docker-images` archives, at their target paths), as the context BuildKit's file
@@ -83,7 +83,7 @@ pub(crate) fn dockerfile_tree(path: &Path) -> Result<(ContextTree, String)> {
 
 /// Merges `docker save` archives into one (what `docker save A B` gives): every file once,
 /// `manifest.json` listing every image. linuxkit's `depends.docker-images.target`.
-pub fn merge_docker_archives(archives: &[Vec<u8>]) -> Result<Vec<u8>> {
+pub(crate) fn merge_docker_archives(archives: &[Vec<u8>]) -> Result<Vec<u8>> {
     let bad = |e: std::io::Error| Error::Usage(format!("cannot merge image archives: {e}"));
     let mut files: std::collections::BTreeMap<String, Vec<u8>> = std::collections::BTreeMap::new();
     let mut images: Vec<serde_json::Value> = Vec::new();

@@ -528,7 +528,7 @@ fn target_display(target: &SshTarget) -> String {
 
 /// The engine architecture name of a platform's arch (they are the same GOARCH names, but
 /// engines report `x86_64` / `aarch64` in some fields).
-pub fn goarch(arch: &str) -> &str {
+pub(crate) fn goarch(arch: &str) -> &str {
     match arch {
         "x86_64" => "amd64",
         "aarch64" => "arm64",

@@ -21,10 +21,10 @@
 //! reproducible outputs) and runs it with `buildkit::build_images`, which ingests the
 //! result into the cache. `--docker` loads an image from the cache into the default engine.
 
-pub mod builders;
-pub mod container;
+pub(crate) mod builders;
+pub(crate) mod container;
 pub(crate) mod context;
-pub mod docker;
+pub(crate) mod docker;
 pub(crate) mod solve;
 
 use std::collections::{BTreeMap, HashMap};
@@ -47,7 +47,7 @@ const LOG_TAIL: usize = 20;
 
 /// The BuildKit executor; see the module docs.
 #[derive(Debug)]
-pub struct BuildkitExecutor {
+pub(crate) struct BuildkitExecutor {
     graph: Arc<BuildGraph>,
     store: Arc<Store>,
     builders: Arc<Builders>,
@@ -65,7 +65,7 @@ pub struct BuildkitExecutor {
 }
 
 impl BuildkitExecutor {
-    pub fn new(
+    pub(crate) fn new(
         graph: Arc<BuildGraph>,
         store: Arc<Store>,
         builders: Arc<Builders>,
@@ -86,13 +86,16 @@ impl BuildkitExecutor {
     }
 
     /// With the registry credentials the builder asks for when it pulls base images.
-    pub fn with_credentials(mut self, credentials: Arc<crate::registry::Credentials>) -> Self {
+    pub(crate) fn with_credentials(
+        mut self,
+        credentials: Arc<crate::registry::Credentials>,
+    ) -> Self {
         self.credentials = Some(credentials);
         self
     }
 
     /// With `--builder-mode` and the builder container's settings.
-    pub fn with_builder_mode(mut self, mode: BuilderMode, container: ContainerSpec) -> Self {
+    pub(crate) fn with_builder_mode(mut self, mode: BuilderMode, container: ContainerSpec) -> Self {
         self.mode = mode;
         self.container = container;
         self

@@ -25,7 +25,7 @@ use crate::workspace::{Workspace, Workspaces};
 
 /// What a directory holds, for the build key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Content {
+pub(crate) struct Content {
     /// The git tree id of the content as it is on disk.
     pub tree: String,
     /// Whether the content differs from the commit (dirty, untracked or ignored files).
@@ -38,7 +38,7 @@ const MODE_LINK: i32 = 0o120000;
 const MODE_TREE: i32 = 0o040000;
 
 /// The content identity of `dir`; outside git (or in an ignored directory), from the disk.
-pub fn content(workspaces: &Workspaces, dir: &Path) -> Result<Content> {
+pub(crate) fn content(workspaces: &Workspaces, dir: &Path) -> Result<Content> {
     let workspace = workspaces.for_path(dir)?;
     let Some(workspace) = workspace.as_deref().filter(|w| !w.is_ignored(dir)) else {
         let mut files = BTreeMap::new();
@@ -66,7 +66,7 @@ pub fn content(workspaces: &Workspaces, dir: &Path) -> Result<Content> {
 }
 
 /// Every file of `dir` as on disk: `path relative to dir` → `(mode, blob id)`.
-pub fn files(workspaces: &Workspaces, dir: &Path) -> Result<BTreeMap<String, (i32, Oid)>> {
+pub(crate) fn files(workspaces: &Workspaces, dir: &Path) -> Result<BTreeMap<String, (i32, Oid)>> {
     files_in(workspaces.for_path(dir)?.as_deref(), dir)
 }
 
@@ -192,7 +192,7 @@ fn add_walk(full: &Path, inner: &str, files: &mut BTreeMap<String, (i32, Oid)>) 
 }
 
 /// The id git gives a tree holding `files` (paths with `/`), computed without writing.
-pub fn tree_id(files: &BTreeMap<String, (i32, Oid)>) -> Result<Oid> {
+pub(crate) fn tree_id(files: &BTreeMap<String, (i32, Oid)>) -> Result<Oid> {
     #[derive(Default)]
     struct Dir {
         files: BTreeMap<String, (i32, Oid)>,
@@ -235,6 +235,6 @@ pub fn tree_id(files: &BTreeMap<String, (i32, Oid)>) -> Result<Oid> {
 }
 
 /// `mode blob-id` as recorded for explanations.
-pub fn describe(entry: &(i32, Oid)) -> String {
+pub(crate) fn describe(entry: &(i32, Oid)) -> String {
     format!("{:o} {}", entry.0, entry.1)
 }

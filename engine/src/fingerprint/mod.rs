@@ -40,15 +40,15 @@
 //! - External images named by tag only (`FROM alpine:3.20`): their content is what the engine
 //!   has under that name; pin them by digest for a key that follows them.
 
-pub mod content;
+pub(crate) mod content;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The version of the key's definition; bump it when the inputs change meaning.
-pub const KEY_SCHEMA_VERSION: &str = "1";
+pub(crate) const KEY_SCHEMA_VERSION: &str = "1";
 
 /// Build arguments lkpkg adds when the package does not set them.
-pub const PRESETS: [&str; 5] = [
+pub(crate) const PRESETS: [&str; 5] = [
     "SOURCE",
     "REVISION",
     "GOPKGVERSION",
@@ -57,10 +57,10 @@ pub const PRESETS: [&str; 5] = [
 ];
 
 /// Named inputs, in key order.
-pub type Inputs = Vec<(String, String)>;
+pub(crate) type Inputs = Vec<(String, String)>;
 
 /// The build key of a list of inputs.
-pub fn key(inputs: &Inputs) -> [u8; 32] {
+pub(crate) fn key(inputs: &Inputs) -> [u8; 32] {
     let mut hasher = blake3::Hasher::new();
     hasher.update(b"lkpkg build key\0");
     for (name, value) in inputs {
@@ -74,7 +74,7 @@ pub fn key(inputs: &Inputs) -> [u8; 32] {
 
 /// What a unit's inputs are made of; the scheduler gathers these.
 #[derive(Debug)]
-pub struct UnitDescription<'a> {
+pub(crate) struct UnitDescription<'a> {
     pub platform: String,
     pub dockerfile: String,
     pub network: bool,
@@ -99,7 +99,7 @@ pub struct UnitDescription<'a> {
 }
 
 /// The inputs of a unit, in key order.
-pub fn inputs(unit: &UnitDescription) -> Inputs {
+pub(crate) fn inputs(unit: &UnitDescription) -> Inputs {
     let mut out: Inputs = vec![
         ("schema".into(), KEY_SCHEMA_VERSION.into()),
         ("platform".into(), unit.platform.clone()),
@@ -172,7 +172,7 @@ fn short(value: &str) -> String {
 /// `dependency base/amd64 sha256:ab… → sha256:cd…`, `file Dockerfile changed`,
 /// `build arg FOO "1" → "2"`. Files are compared when the package content changed and both
 /// file listings are known.
-pub fn explain(
+pub(crate) fn explain(
     old: &Inputs,
     new: &Inputs,
     old_files: &BTreeMap<String, String>,

@@ -94,7 +94,7 @@ pub struct BuildGraph {
 
 /// What builds the graph needs beyond the packages.
 #[derive(Debug, Clone, Default)]
-pub struct GraphOptions {
+pub(crate) struct GraphOptions {
     pub platforms: PlatformFilter,
     /// `--build-arg-file` arguments, already read.
     pub arg_files: Vec<BuildArg>,
@@ -111,7 +111,11 @@ impl BuildGraph {
     /// [`GraphOptions::keep_going`] the graph holds the others (and whatever does not depend
     /// on a failed one) and [`BuildGraph::load_failures`] the errors; without, the errors are
     /// the result.
-    pub fn build(loader: &Loader, roots: &[PathBuf], options: &GraphOptions) -> Result<BuildGraph> {
+    pub(crate) fn build(
+        loader: &Loader,
+        roots: &[PathBuf],
+        options: &GraphOptions,
+    ) -> Result<BuildGraph> {
         let Loaded {
             packages,
             by_dir,

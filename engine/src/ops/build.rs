@@ -36,7 +36,8 @@ pub struct BuildConfig {
     pub docker: bool,
     /// `--dry-run`: decide, report what would build, build nothing.
     pub dry_run: bool,
-    /// The time stamped into outputs (see [`schedule::BuildOptions::epoch`]).
+    /// The time stamped into outputs: `SOURCE_DATE_EPOCH`, else 0; constant, not a commit
+    /// time, so that an image is a function of its inputs (early cutoff can happen).
     pub epoch: i64,
     pub builders: BuilderChoice,
     /// Asked for units before they build (and the builder's pulls get its credentials).

@@ -23,8 +23,59 @@ pub use plan::{KeyOptions, Packages, Plan, PlanConfig, Selection, show_tags};
 
 use std::sync::Arc;
 
-pub use crate::error::{Classify, ErrorKind};
-use crate::schedule::Event;
+pub use crate::error::{Classify, Error, ErrorKind, GitError, PackageError};
+pub use crate::schedule::{
+    BuildError, BuildReason, Event, Freshness, Pulled, SkipReason, Summary, UnitOutcome,
+};
+pub use crate::tag::{PackageTag, TagOptions};
+
+/// The build graph a [`Plan`] holds, as `graph` prints it.
+pub mod graph {
+    pub use crate::graph::{BuildGraph, Edge, GraphPackage, Node, Platform, PlatformFilter};
+    pub use crate::package::Package;
+}
+
+/// The linuxkit cache: the store the `cache` commands work on, and what its operations
+/// return. Opening, reading, importing, exporting, removing, collecting and verifying are
+/// the store's own methods; the binary calls them through this module.
+pub mod cache {
+    pub use crate::store::{
+        CacheLock, Closure, ExportFormat, GcOptions, GcReport, ImportedName, Ingest, Problem,
+        Store, StoreError, UsageReport, VerifyReport, interrupt_waits, report_waits_with,
+    };
+}
+
+/// Registries: the client (credentials, mirrors, certificates) and images between the cache
+/// and registries (`cache pull`/`push`, `pkg build --push`, `pkg manifest`, `pkg remote-tag`).
+pub mod registry {
+    pub use crate::registry::{
+        Credential, Credentials, Level, Log, Registry, RegistryError, RemoteManifest, Secret,
+        Settings, parse_reference,
+    };
+    pub use crate::transfer::{
+        PullRequest, Pulled, PushOptions, Pushed, TransferError, pull, push, push_index, retag,
+    };
+}
+
+/// Builders: which engine builds each platform (`pkg builder ls`), what lkpkg left there
+/// (`pkg builder prune`), and linuxkit's builder container.
+pub mod builders {
+    pub use crate::executor::builders::{
+        Builder, BuilderSpec, BuilderStatus, Builders, Pruned, Selection, prune,
+    };
+    pub use crate::executor::container::{BuilderMode, ContainerSpec};
+    pub use crate::executor::docker::{Endpoint, Engine, EngineError};
+}
+
+/// What the fuzz targets (`fuzz/`) drive: the parsers and expanders that read untrusted
+/// input, outside any command. Not an interface: hidden from the docs, and free to change.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::build_args::{ArgOrigin, resolve};
+    pub use crate::build_yml::parse as parse_build_yml;
+    pub use crate::dockerfile::{MAX_EXPANSION, read as read_dockerfile};
+    pub use crate::package::Loader;
+}
 
 /// Where an operation's progress goes, event by event, in the order things happen.
 pub type Reporter = Arc<dyn Fn(Event) + Send + Sync>;

@@ -173,7 +173,7 @@ impl Plan {
         self.graph.clone()
     }
 
-    pub fn workspaces(&self) -> &Workspaces {
+    pub(crate) fn workspaces(&self) -> &Workspaces {
         self.packages.loader.workspaces()
     }
 
@@ -201,6 +201,18 @@ impl Plan {
             ignore_cached: self.key.ignore_cached,
             epoch: run.epoch,
         }
+    }
+
+    /// The first git tag on HEAD of the repository holding `dir` (linuxkit's default
+    /// `--release` for a push), if there is one.
+    pub fn head_tag(&self, dir: &Path) -> Result<Option<String>, Error> {
+        Ok(self
+            .workspaces()
+            .for_path(dir)?
+            .map(|w| w.tags_at_head())
+            .unwrap_or_default()
+            .into_iter()
+            .next())
     }
 
     /// Messages for the user: stale pins, dependencies missing for a platform.

@@ -11,10 +11,10 @@ use super::credentials::Credential;
 use super::{Host, Registry, RegistryError};
 
 /// The largest manifest or index accepted (containerd's limit).
-pub const MAX_MANIFEST: u64 = 4 * 1024 * 1024;
+pub(crate) const MAX_MANIFEST: u64 = 4 * 1024 * 1024;
 
 /// The media types lkpkg asks manifests in.
-pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json, \
     application/vnd.docker.distribution.manifest.v2+json";

@@ -22,7 +22,7 @@
 //! between the two is [`crate::transfer`]'s.
 
 mod blobs;
-pub mod credentials;
+pub(crate) mod credentials;
 mod error;
 mod hosts;
 mod manifests;
@@ -35,11 +35,11 @@ use std::sync::{Arc, Mutex};
 use lkpkg_cache_format::digest::Digest;
 use oci_client::Reference;
 
-pub use blobs::BlobSink;
+pub(crate) use blobs::BlobSink;
 pub use credentials::{Credential, Credentials, Secret};
 pub use error::RegistryError;
 use hosts::{Host, Mirror, parse_mirror};
-pub use manifests::{MANIFEST_ACCEPT, MAX_MANIFEST, RemoteManifest};
+pub use manifests::RemoteManifest;
 
 /// What the user gave about registries (flags, environment, files).
 #[derive(Clone, Default)]

@@ -11,11 +11,12 @@ use crate::executor::docker::EngineError;
 use crate::graph::Platform;
 
 /// A boxed future, as the [`Executor`]'s methods return (the trait is used as an object).
-pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// What the scheduler asks of whoever builds images. The BuildKit implementation is
 /// [`crate::executor::BuildkitExecutor`]; the scheduler's tests use a fake.
-pub trait Executor: Send + Sync {
+pub(crate) trait Executor: Send + Sync {
     /// Builds `job`'s unit into the cache (its per-arch name) and returns its manifest.
     fn build<'a>(&'a self, job: Job<'a>) -> BoxFuture<'a, Result<Descriptor, ExecError>>;
     /// Builds units of one package that became ready together (its platforms), results in
@@ -36,7 +37,7 @@ pub trait Executor: Send + Sync {
 
 /// Where units missing from the cache may be found before they are built: a registry
 /// ([`crate::remote::RegistryRemote`]); the scheduler's tests use a fake.
-pub trait Remote: Send + Sync {
+pub(crate) trait Remote: Send + Sync {
     /// Fetches the unit's image into the cache, published under its per-arch name, if the
     /// registry has it: by `key` (a build record another machine published), else, when
     /// `by_tag`, by the package's tag. `Ok(None)`: not published. An error is a warning: the
@@ -49,7 +50,7 @@ pub trait Remote: Send + Sync {
 
 /// A unit the scheduler would build, asked of the [`Remote`].
 #[derive(Debug, Clone, Copy)]
-pub struct RemoteAsk<'a> {
+pub(crate) struct RemoteAsk<'a> {
     pub package: usize,
     pub platform: &'a Platform,
     pub key: &'a [u8; 32],
@@ -60,7 +61,7 @@ pub struct RemoteAsk<'a> {
 }
 
 /// One unit to build.
-pub struct Job<'a> {
+pub(crate) struct Job<'a> {
     /// The package's index in the graph.
     pub package: usize,
     pub platform: &'a Platform,
@@ -81,7 +82,7 @@ pub struct Job<'a> {
 
 /// How a unit's build failed.
 #[derive(Debug)]
-pub enum ExecError {
+pub(crate) enum ExecError {
     /// The build failed; others may go on.
     Failed {
         message: String,
@@ -94,7 +95,7 @@ pub enum ExecError {
 /// Who makes the images: the executor builds them; the remote, when there is one, is asked
 /// first for what others published.
 #[derive(Clone)]
-pub struct Backends {
+pub(crate) struct Backends {
     pub executor: Arc<dyn Executor>,
     pub remote: Option<Arc<dyn Remote>>,
 }

@@ -46,6 +46,8 @@ pub struct UnitReport {
     pub id: String,
     /// The unit's per-arch cache name.
     pub cache_name: String,
+    /// Its build key from the current inputs (what `pkg build` would look records up by).
+    pub key: [u8; 32],
     /// The unit's last build, if lkpkg built it.
     pub last: Option<BuildRecord>,
     /// The inputs now, with dependencies at the digests the cache holds for them.
@@ -56,7 +58,7 @@ pub struct UnitReport {
 
 /// Compares each unit's last build record with its current inputs, without building. A
 /// dependency stands at the digest its own record or cache entry gives now.
-pub fn explain(
+pub(crate) fn explain(
     graph: Arc<BuildGraph>,
     workspaces: &Workspaces,
     store: Arc<Store>,
@@ -109,6 +111,7 @@ pub fn explain(
             package: unit.package,
             id: unit.id.clone(),
             cache_name: name,
+            key,
             last,
             current,
             reasons,

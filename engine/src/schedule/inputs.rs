@@ -10,7 +10,7 @@ use crate::workspace::{Workspace, Workspaces};
 /// The annotations of a package's multi-arch index: where linuxkit's source and revision
 /// labels go in lkpkg (the index is a name for people and registries; per-platform images
 /// stay reproducible). The revision is HEAD, and only for a clean package, as linuxkit labels.
-pub fn index_annotations(
+pub(crate) fn index_annotations(
     package: &GraphPackage,
     workspaces: &Workspaces,
 ) -> BTreeMap<String, String> {
@@ -34,7 +34,10 @@ pub fn index_annotations(
 /// Build arguments in linuxkit's order: build.yml's (resolved), `--build-arg-file`'s
 /// overriding them, then the presets where absent (`SOURCE`, `REVISION` when clean,
 /// `GOPKGVERSION`, `PKG_HASH`, `PKG_IMAGE`), then the proxy variables from the environment.
-pub fn build_args(package: &GraphPackage, workspaces: &Workspaces) -> BTreeMap<String, String> {
+pub(crate) fn build_args(
+    package: &GraphPackage,
+    workspaces: &Workspaces,
+) -> BTreeMap<String, String> {
     let workspace = package_workspace(package, workspaces);
     let workspace = workspace.as_deref();
     let mut args: BTreeMap<String, String> = package
@@ -96,7 +99,7 @@ fn go_pkg_version(workspace: &Workspace) -> Option<String> {
 }
 
 /// `%Y%m%d%H%M%S` in UTC for a unix time.
-pub fn utc_compact(seconds: i64) -> String {
+pub(crate) fn utc_compact(seconds: i64) -> String {
     let days = seconds.div_euclid(86_400);
     let secs = seconds.rem_euclid(86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -124,7 +127,7 @@ pub fn utc_compact(seconds: i64) -> String {
 /// build of the same inputs, and early cutoff (and reproducibility) would be impossible. lkpkg
 /// leaves it out of the image and puts it on the package's multi-arch index instead
 /// ([`index_annotations`]).
-pub fn labels(package: &GraphPackage, workspaces: &Workspaces) -> BTreeMap<String, String> {
+pub(crate) fn labels(package: &GraphPackage, workspaces: &Workspaces) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::new();
     if package_workspace(package, workspaces).is_some() {
         labels.insert(

@@ -44,10 +44,11 @@ mod task;
 #[cfg(test)]
 mod tests;
 
-pub use backends::{Backends, BoxFuture, ExecError, Executor, Job, Remote, RemoteAsk};
-pub use explain::{UnitReport, explain};
+pub(crate) use backends::{Backends, BoxFuture, ExecError, Executor, Job, Remote, RemoteAsk};
+pub use explain::UnitReport;
+pub(crate) use explain::explain;
 pub use reason::{BuildReason, Freshness, Pulled, SkipReason};
-pub use run::build;
+pub(crate) use run::build;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -65,7 +66,7 @@ use crate::workspace::Workspaces;
 
 /// What the user asked of a build.
 #[derive(Debug, Clone, Default)]
-pub struct BuildOptions {
+pub(crate) struct BuildOptions {
     pub force: bool,
     pub jobs: usize,
     pub keep_going: bool,
@@ -303,7 +304,7 @@ fn plan_units(
 ///
 /// Relative to the command's repository, so a clone elsewhere finds its records; a package of
 /// another repository is named by its absolute path.
-pub fn unit_id(workspaces: &Workspaces, dir: &Path, platform: &Platform) -> String {
+pub(crate) fn unit_id(workspaces: &Workspaces, dir: &Path, platform: &Platform) -> String {
     let dir = workspaces
         .primary()
         .and_then(|w| w.relative(dir))

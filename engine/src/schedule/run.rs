@@ -22,7 +22,7 @@ use crate::store::Store;
 use crate::workspace::Workspaces;
 
 /// Builds every unit of `graph` that needs it.
-pub async fn build(
+pub(crate) async fn build(
     graph: Arc<BuildGraph>,
     workspaces: &Workspaces,
     store: Arc<Store>,

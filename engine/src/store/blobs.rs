@@ -17,10 +17,10 @@ use lkpkg_cache_format::layout::BLOBS_DIR;
 use super::StoreError;
 
 /// The directory of temporary files, inside the cache.
-pub const TMP_DIR: &str = "lkpkg-tmp";
+pub(crate) const TMP_DIR: &str = "lkpkg-tmp";
 
 /// `<root>/blobs/sha256/<hex>`.
-pub fn blob_file(root: &Path, digest: &Digest) -> PathBuf {
+pub(crate) fn blob_file(root: &Path, digest: &Digest) -> PathBuf {
     root.join(BLOBS_DIR).join(digest.hex())
 }
 
@@ -116,7 +116,7 @@ impl Write for TempBlob {
 
 /// Links a finished temporary file in as `digest` unless that blob is present.
 /// Returns whether this call created the blob.
-pub fn install(
+pub(crate) fn install(
     root: &Path,
     file: tempfile::NamedTempFile,
     digest: &Digest,
@@ -133,14 +133,14 @@ pub fn install(
 }
 
 /// `fsync` of a directory, making renames and creations in it durable.
-pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| StoreError::io(dir, e))
 }
 
 /// Hashes a blob file, returning its digest and size.
-pub fn hash_file(path: &Path) -> Result<(Digest, u64), StoreError> {
+pub(crate) fn hash_file(path: &Path) -> Result<(Digest, u64), StoreError> {
     let mut file = File::open(path).map_err(|e| StoreError::io(path, e))?;
     let mut hasher = Hasher::new();
     let mut size = 0u64;
@@ -156,7 +156,7 @@ pub fn hash_file(path: &Path) -> Result<(Digest, u64), StoreError> {
 }
 
 /// The blob files present, by digest (temporary and foreign names are skipped).
-pub fn list(root: &Path) -> Result<Vec<(Digest, u64, std::time::SystemTime)>, StoreError> {
+pub(crate) fn list(root: &Path) -> Result<Vec<(Digest, u64, std::time::SystemTime)>, StoreError> {
     let dir = root.join(BLOBS_DIR);
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(&dir) {

@@ -24,15 +24,15 @@ use redb::{ConcurrencyMode, Database, ReadableDatabase, ReadableTable, TableDefi
 
 use super::StoreError;
 
-pub const SCHEMA: TableDefinition<&str, u64> = TableDefinition::new(format::TABLE_SCHEMA);
-pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new(format::TABLE_META);
-pub const REFS: TableDefinition<&str, &[u8]> = TableDefinition::new(format::TABLE_REFS);
-pub const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new(format::TABLE_BLOBS);
-pub const PENDING: TableDefinition<&str, u64> = TableDefinition::new(format::TABLE_PENDING);
-pub const BUILD_RECORDS: TableDefinition<&[u8; 32], &[u8]> =
+pub(crate) const SCHEMA: TableDefinition<&str, u64> = TableDefinition::new(format::TABLE_SCHEMA);
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new(format::TABLE_META);
+pub(crate) const REFS: TableDefinition<&str, &[u8]> = TableDefinition::new(format::TABLE_REFS);
+pub(crate) const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new(format::TABLE_BLOBS);
+pub(crate) const PENDING: TableDefinition<&str, u64> = TableDefinition::new(format::TABLE_PENDING);
+pub(crate) const BUILD_RECORDS: TableDefinition<&[u8; 32], &[u8]> =
     TableDefinition::new(format::TABLE_BUILD_RECORDS);
 /// Unit → the build key of its last build ([`super::records`]).
-pub const UNIT_BUILDS: TableDefinition<&str, &[u8; 32]> =
+pub(crate) const UNIT_BUILDS: TableDefinition<&str, &[u8; 32]> =
     TableDefinition::new(format::TABLE_UNIT_BUILDS);
 
 fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<Database>>> {
@@ -48,7 +48,7 @@ fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<Database>>> {
 /// as `<name>.unreadable-<ms>` and a new one is created, which [`super::Store::open`] fills from
 /// `index.json`. The second value says so, for the user. Any other failure (already open, no
 /// permission, …) is an error, never a reason to start over.
-pub fn open_shared(path: &Path) -> Result<(Arc<Database>, Option<String>), StoreError> {
+pub(crate) fn open_shared(path: &Path) -> Result<(Arc<Database>, Option<String>), StoreError> {
     let key = path.canonicalize().unwrap_or_else(|_| path.to_owned());
     let mut open = registry()
         .lock()
@@ -95,7 +95,7 @@ pub fn open_shared(path: &Path) -> Result<(Arc<Database>, Option<String>), Store
 /// read (a writer was mid-commit on another mount), an empty database, which
 /// [`super::Store::open`] fills from `index.json`: names and blobs stay exact, build records
 /// are then missing (units are taken as linuxkit would take them).
-pub fn open_in_memory(path: &Path) -> Result<Database, StoreError> {
+pub(crate) fn open_in_memory(path: &Path) -> Result<Database, StoreError> {
     use redb::StorageBackend;
     use redb::backends::InMemoryBackend;
     let image = match std::fs::read(path) {
@@ -162,7 +162,7 @@ fn create_catching_panics(
 
 /// Creates every table and records the schema version (idempotent). Returns whether the stored
 /// schema was unknown and the tables were emptied (a re-index is then needed).
-pub fn ensure_schema(db: &Database, path: &Path) -> Result<bool, StoreError> {
+pub(crate) fn ensure_schema(db: &Database, path: &Path) -> Result<bool, StoreError> {
     let err = |e: redb::Error| StoreError::db(path, e);
     {
         let read = db.begin_read().map_err(|e| err(e.into()))?;

@@ -31,7 +31,7 @@ fn stamp_of(meta: &std::fs::Metadata, sha256: Option<Digest>) -> IndexStamp {
 }
 
 /// The `stat` of `index.json` (no hash), or `None` if it does not exist.
-pub fn stat(root: &Path) -> Result<Option<IndexStamp>, StoreError> {
+pub(crate) fn stat(root: &Path) -> Result<Option<IndexStamp>, StoreError> {
     let path = root.join(INDEX_FILE);
     match std::fs::metadata(&path) {
         Ok(meta) => Ok(Some(stamp_of(&meta, None))),
@@ -41,7 +41,7 @@ pub fn stat(root: &Path) -> Result<Option<IndexStamp>, StoreError> {
 }
 
 /// Reads `index.json`: its bytes and their full stamp (stat of the same open file + sha256).
-pub fn read_raw(root: &Path) -> Result<(Vec<u8>, IndexStamp), StoreError> {
+pub(crate) fn read_raw(root: &Path) -> Result<(Vec<u8>, IndexStamp), StoreError> {
     let path = root.join(INDEX_FILE);
     let mut file = File::open(&path).map_err(|e| StoreError::io(&path, e))?;
     let meta = file.metadata().map_err(|e| StoreError::io(&path, e))?;
@@ -53,7 +53,7 @@ pub fn read_raw(root: &Path) -> Result<(Vec<u8>, IndexStamp), StoreError> {
 }
 
 /// Parses `index.json` bytes.
-pub fn parse(root: &Path, bytes: &[u8]) -> Result<ImageIndex, StoreError> {
+pub(crate) fn parse(root: &Path, bytes: &[u8]) -> Result<ImageIndex, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::CorruptIndexJson {
         path: root.join(INDEX_FILE),
         message: e.to_string(),
@@ -65,7 +65,7 @@ pub(crate) const TEMP_KIND: &str = "index.json.lkpkg-tmp-";
 
 /// Replaces `index.json` atomically and durably, under the cache lock; returns the stamp of
 /// what was written.
-pub fn write(
+pub(crate) fn write(
     root: &Path,
     index: &ImageIndex,
     _lock: &super::CacheLock,

@@ -154,13 +154,13 @@ impl Consistent for ReadGuard {
 /// deleted: removing a lock file while someone waits on it would let a third process lock a new
 /// file of the same name. Dropping the claim releases it; so does the kernel if the process dies.
 #[derive(Debug)]
-pub struct UnitClaim {
+pub(crate) struct UnitClaim {
     _file: File,
 }
 
 impl UnitClaim {
     /// Claims `key` if no other process has it claimed; `None` when one has.
-    pub fn try_claim(root: &Path, key: &[u8; 32]) -> Result<Option<UnitClaim>, StoreError> {
+    pub(crate) fn try_claim(root: &Path, key: &[u8; 32]) -> Result<Option<UnitClaim>, StoreError> {
         let dir = root.join(UNIT_LOCKS_DIR);
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
         let slot = (u16::from(key[0]) << 4 | u16::from(key[1] >> 4)) & 0x0fff;
@@ -205,7 +205,7 @@ fn try_write_lock(file: &File, path: &Path) -> Result<bool, StoreError> {
 }
 
 /// Where the unit claims live.
-pub const UNIT_LOCKS_DIR: &str = "lkpkg-locks";
+pub(crate) const UNIT_LOCKS_DIR: &str = "lkpkg-locks";
 
 /// Who holds the lock, as far as the kernel says: a pid for a classic POSIX lock (linuxkit's),
 /// none for an open file description lock (another lkpkg).

@@ -66,20 +66,20 @@
 //! old artifacts. An old multi-arch index blob still named by a release tag is never deleted
 //! (linuxkit's `IndexWrite` does delete it).
 
-pub mod blobs;
+pub(crate) mod blobs;
 mod content;
-pub mod db;
-pub mod export;
-pub mod gc;
-pub mod import;
-pub mod index_json;
-pub mod ingest;
-pub mod lock;
+pub(crate) mod db;
+pub(crate) mod export;
+pub(crate) mod gc;
+pub(crate) mod import;
+pub(crate) mod index_json;
+pub(crate) mod ingest;
+pub(crate) mod lock;
 mod names;
 mod publish;
-pub mod records;
+pub(crate) mod records;
 mod reindex;
-pub mod verify;
+pub(crate) mod verify;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -96,7 +96,8 @@ pub use export::ExportFormat;
 pub use gc::{GcOptions, GcReport, UsageReport};
 pub use import::ImportedName;
 pub use ingest::Ingest;
-pub use lock::{CacheLock, UnitClaim, interrupt_waits, report_waits_with};
+pub(crate) use lock::UnitClaim;
+pub use lock::{CacheLock, interrupt_waits, report_waits_with};
 pub(crate) use lock::{Consistent, ReadGuard};
 pub use verify::{Problem, VerifyReport};
 

@@ -20,7 +20,7 @@ use lkpkg_cache_format::layout::{self, Descriptor, ImageIndex};
 use super::{Store, StoreError, blobs, index_json};
 
 /// The quarantine directory for corrupt blobs, inside the cache.
-pub const QUARANTINE_DIR: &str = "lkpkg-quarantine";
+pub(crate) const QUARANTINE_DIR: &str = "lkpkg-quarantine";
 
 /// One violated invariant.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,7 +20,7 @@ use eval::{Value, exec};
 use parser::parse;
 
 /// Renders `template` for `hash`.
-pub fn render(template: &str, hash: &str) -> Result<String, String> {
+pub(crate) fn render(template: &str, hash: &str) -> Result<String, String> {
     let nodes =
         parse(template).map_err(|e| format!("invalid tag template: template: tag:1: {e}"))?;
     let mut out = String::new();

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::executor::docker::{Endpoint, EngineError};
 
 /// The endpoint of the default context when nothing else names one.
-pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+pub(crate) const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
 /// The docker CLI's configuration directory and the environment that selects its default
 /// context.

@@ -35,7 +35,7 @@ use tokio::sync::{Mutex, Semaphore};
 
 use super::docker::{Endpoint, Engine, EngineError};
 use crate::graph::Platform;
-pub use docker_config::{DEFAULT_HOST, DockerConfig};
+pub(crate) use docker_config::DockerConfig;
 pub use prune::{Pruned, prune};
 
 /// How builders are chosen, as given by the user.
@@ -285,6 +285,8 @@ fn named_builders(
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+
+    use super::docker_config::DEFAULT_HOST;
 
     use sha2::{Digest, Sha256};
 
