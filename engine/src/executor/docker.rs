@@ -125,16 +125,6 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Connects to `DOCKER_HOST` (unix or tcp), or the local socket, and negotiates the API
-    /// version.
-    pub async fn connect_default() -> Result<Engine, EngineError> {
-        let endpoint = std::env::var("DOCKER_HOST")
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "unix:///var/run/docker.sock".into());
-        Engine::connect(&endpoint).await
-    }
-
     /// Connects to `unix://…`, `tcp://…`, `http://…` or `ssh://…`.
     pub async fn connect(endpoint: &str) -> Result<Engine, EngineError> {
         Engine::connect_endpoint(&Endpoint::new(endpoint)).await
