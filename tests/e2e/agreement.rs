@@ -4,17 +4,11 @@
 //! and the check could fail). All three make their plan in `lkpkg_engine::ops`.
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::registry::TestRegistry;
 use crate::support::{Repo, ok, run};
 
-fn lkpkg(repo: &Repo, cache: &Path) -> Command {
-    let mut cmd = repo.lkpkg();
-    cmd.arg("--cache").arg(cache);
-    cmd.env("DOCKER_CONFIG", cache.with_extension("docker"));
-    cmd
-}
+use crate::support::lkpkg_on as lkpkg;
 
 /// The units `explain --message-format json` reports, with whether each is fresh.
 fn explained(repo: &Repo, cache: &Path, flags: &[&str], dir: &str) -> Vec<(String, bool)> {

@@ -31,9 +31,7 @@ fn shown(cmd: &mut Command) -> String {
 }
 
 fn lkpkg(repo: &Repo, cache: &Path) -> Command {
-    let mut cmd = repo.lkpkg();
-    cmd.arg("--cache").arg(cache);
-    cmd.env("DOCKER_CONFIG", cache.with_extension("docker"));
+    let mut cmd = crate::support::lkpkg_on(repo, cache);
     cmd.env("NO_COLOR", "1");
     cmd
 }
@@ -126,32 +124,19 @@ fn cli_outputs() {
     );
     let app = crate::support::ok(repo.lkpkg().args(["pkg", "show-tag", "pkg/app"]));
     let app = app.trim();
-    snap("cache-ls", lkpkg(&repo, &cache).args(["cache", "ls"]));
-    snap(
-        "cache-ls-json",
-        lkpkg(&repo, &cache).args(["cache", "ls", "--json"]),
-    );
-    snap(
-        "cache-inspect",
-        lkpkg(&repo, &cache).args(["cache", "inspect", app]),
-    );
-    snap(
-        "cache-inspect-json",
-        lkpkg(&repo, &cache).args(["cache", "inspect", "--json", app]),
-    );
-    snap("cache-du", lkpkg(&repo, &cache).args(["cache", "du"]));
-    snap(
-        "cache-du-json",
-        lkpkg(&repo, &cache).args(["cache", "du", "--json"]),
-    );
-    snap(
-        "cache-verify",
-        lkpkg(&repo, &cache).args(["cache", "verify"]),
-    );
-    snap(
-        "cache-verify-json",
-        lkpkg(&repo, &cache).args(["cache", "verify", "--json"]),
-    );
+    let cache_commands: [(&str, &[&str]); 8] = [
+        ("cache-ls", &["cache", "ls"]),
+        ("cache-ls-json", &["cache", "ls", "--json"]),
+        ("cache-inspect", &["cache", "inspect", app]),
+        ("cache-inspect-json", &["cache", "inspect", "--json", app]),
+        ("cache-du", &["cache", "du"]),
+        ("cache-du-json", &["cache", "du", "--json"]),
+        ("cache-verify", &["cache", "verify"]),
+        ("cache-verify-json", &["cache", "verify", "--json"]),
+    ];
+    for (name, args) in cache_commands {
+        snap(name, lkpkg(&repo, &cache).args(args));
+    }
     snap(
         "builder-ls-json",
         lkpkg(&repo, &cache).args([

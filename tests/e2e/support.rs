@@ -18,6 +18,15 @@ pub fn lkpkg(cwd: &Path) -> Command {
     cmd
 }
 
+/// [`lkpkg`] in the repository, on `cache`, with a docker config of its own beside the cache
+/// (no credentials of the caller's).
+pub fn lkpkg_on(repo: &Repo, cache: &Path) -> Command {
+    let mut cmd = repo.lkpkg();
+    cmd.arg("--cache").arg(cache);
+    cmd.env("DOCKER_CONFIG", cache.with_extension("docker"));
+    cmd
+}
+
 /// The variables `scripts/dev-env.sh` writes.
 const DEV_ENV: &str = "/var/lib/lkpkg-dev/env";
 
