@@ -63,14 +63,14 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
     };
     if publish.nobuild {
         let registry = registry.expect("a push has a registry client");
-        return crate::registry_cmd::publish(
+        return Ok(lkpkg_engine::ops::registry::publish(
             &store,
             &registry,
             &plan,
             &[],
             &publish_options(publish),
             &|line| say(global, line),
-        );
+        )?);
     }
     let json_output = global.message_format == MessageFormat::Json;
     let quiet = global.quiet;
@@ -161,7 +161,7 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
     }
     if publish.push && !args.dry_run {
         let registry = registry.expect("a push has a registry client");
-        crate::registry_cmd::publish(
+        lkpkg_engine::ops::registry::publish(
             &store,
             &registry,
             &plan,
@@ -173,8 +173,8 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
     Ok(())
 }
 
-fn publish_options(publish: &crate::args::PublishArgs) -> crate::registry_cmd::Publish {
-    crate::registry_cmd::Publish {
+fn publish_options(publish: &crate::args::PublishArgs) -> lkpkg_engine::ops::registry::Publish {
+    lkpkg_engine::ops::registry::Publish {
         arch_tags: publish.manifest,
         release: publish.release.clone(),
     }

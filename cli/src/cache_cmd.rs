@@ -411,7 +411,7 @@ pub fn run(cmd: CacheCommand, global: &crate::args::GlobalArgs) -> anyhow::Resul
         }
         CacheCommand::Pull { references } => {
             let registry = crate::registry_cmd::client(global, &[])?;
-            crate::registry_cmd::cache_pull(&store, &registry, &references, &say)?;
+            lkpkg_engine::ops::registry::pull_images(&store, &registry, &references, &say)?;
         }
         CacheCommand::Push {
             references,
@@ -420,7 +420,7 @@ pub fn run(cmd: CacheCommand, global: &crate::args::GlobalArgs) -> anyhow::Resul
             with_arch_tags,
         } => {
             let registry = crate::registry_cmd::client(global, &[])?;
-            crate::registry_cmd::cache_push(
+            lkpkg_engine::ops::registry::push_images(
                 &store,
                 &registry,
                 &references,
@@ -535,34 +535,17 @@ fn print_node(out: &mut impl Write, node: &json::Node, depth: usize) -> io::Resu
     Ok(())
 }
 
-/// The names whose registry (asked anonymously, as linuxkit asks) serves the same digest as
-/// the cache: those `--published-only` may remove, since they can be pulled back. A name the
-/// registry does not have, or serves with another digest, is kept; a registry that cannot be
-/// reached keeps the name too, and says so. (linuxkit asks anonymously; lkpkg with the
-/// credentials the docker config gives, so that private images count as published too.)
+/// The names `--published-only` may remove: those their registry serves with the same digest
+/// (`lkpkg_engine::ops::registry::published`).
 fn published(
-    names: Vec<(String, lkpkg_cache_format::layout::Descriptor)>,
+    names: Vec<(String, Descriptor)>,
     global: &crate::args::GlobalArgs,
     say: &dyn Fn(String),
-) -> anyhow::Result<Vec<(String, lkpkg_cache_format::layout::Descriptor)>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+) -> anyhow::Result<Vec<(String, Descriptor)>> {
     let registry = crate::registry_cmd::client(global, &[])?;
-    let mut out = Vec::new();
-    for (name, root) in names {
-        let digest = match lkpkg_engine::ops::registry::parse_reference(&name) {
-            Ok(reference) => runtime.block_on(registry.manifest_digest(&reference)),
-            Err(e) => Err(e),
-        };
-        match digest {
-            Ok(Some(remote)) if remote == root.digest => out.push((name, root)),
-            Ok(Some(_)) => say(format!("keeping `{name}`: the registry has another digest")),
-            Ok(None) => say(format!("keeping `{name}`: not published")),
-            Err(e) => say(format!("keeping `{name}`: {e}")),
-        }
-    }
-    Ok(out)
+    Ok(lkpkg_engine::ops::registry::published(
+        &registry, names, say,
+    )?)
 }
 
 #[cfg(test)]

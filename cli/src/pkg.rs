@@ -23,19 +23,29 @@ pub fn run(pkg: PkgCommand, global: &GlobalArgs) -> Result<()> {
         PkgSubcommand::Manifest(args) => {
             let full = package_name(&pkg.options, &args.dir)?;
             let registry = crate::registry_cmd::client(global, &pkg.options.registry_creds)?;
-            crate::registry_cmd::manifest(&registry, &full, args.release.as_deref(), &|line| {
-                if !global.quiet {
-                    crate::output::errln!("{line}");
-                }
-            })
+            Ok(lkpkg_engine::ops::registry::push_manifest(
+                &registry,
+                &full,
+                args.release.as_deref(),
+                &|line| {
+                    if !global.quiet {
+                        crate::output::errln!("{line}");
+                    }
+                },
+            )?)
         }
         PkgSubcommand::RemoteTag(args) => {
             let registry = crate::registry_cmd::client(global, &pkg.options.registry_creds)?;
-            crate::registry_cmd::remote_tag(&registry, &args.from, &args.to, &|line| {
-                if !global.quiet {
-                    crate::output::errln!("{line}");
-                }
-            })
+            Ok(lkpkg_engine::ops::registry::remote_tag(
+                &registry,
+                &args.from,
+                &args.to,
+                &|line| {
+                    if !global.quiet {
+                        crate::output::errln!("{line}");
+                    }
+                },
+            )?)
         }
     }
 }

@@ -79,7 +79,7 @@ impl TransferError {
 
 /// What to pull and which names it gets in the cache.
 #[derive(Debug, Clone)]
-pub struct PullRequest<'a> {
+pub(crate) struct PullRequest<'a> {
     /// The canonical reference in the registry.
     pub reference: &'a str,
     /// The cache name (usually the same reference).
@@ -94,7 +94,7 @@ pub struct PullRequest<'a> {
 
 /// What a pull brought.
 #[derive(Debug, Clone)]
-pub struct Pulled {
+pub(crate) struct Pulled {
     /// The root descriptor (index or manifest).
     pub root: Descriptor,
     /// The image manifests pulled, with their platforms.
@@ -105,7 +105,7 @@ pub struct Pulled {
 
 /// What a push did.
 #[derive(Debug, Clone, Default)]
-pub struct Pushed {
+pub(crate) struct Pushed {
     /// Blobs uploaded; those the registry had are not counted.
     pub uploaded: usize,
     pub already_there: usize,
@@ -174,7 +174,7 @@ impl BlobSink for TempSink<'_> {
 /// Pulls `request.reference` into the cache; `None` when the registry has no such name, or
 /// none of the platforms asked for.
 #[tracing::instrument(level = "debug", skip_all)]
-pub async fn pull(
+pub(crate) async fn pull(
     store: &Store,
     registry: &Registry,
     request: &PullRequest<'_>,
@@ -390,7 +390,7 @@ async fn push_image(
 /// Pushes the cache's `local` name to the registry as `remote` (both canonical), as
 /// `linuxkit cache push` does; see the module docs for the index merge.
 #[tracing::instrument(level = "debug", skip_all)]
-pub async fn push(
+pub(crate) async fn push(
     store: &Store,
     registry: &Registry,
     local: &str,
@@ -468,7 +468,7 @@ pub async fn push(
 /// `annotations`; `None` keeps the registry's), again while another push replaced it in
 /// between. Returns whether the registry's index changed.
 #[tracing::instrument(level = "debug", skip_all)]
-pub async fn push_index(
+pub(crate) async fn push_index(
     registry: &Registry,
     reference: &Reference,
     annotations: Option<&std::collections::BTreeMap<String, String>>,
@@ -552,7 +552,11 @@ fn now_nanos() -> u32 {
 /// Points `to` at what `from` names, in the same repository (`pkg remote-tag`, release tags).
 /// Returns `false` when `to` already names it.
 #[tracing::instrument(level = "debug", skip_all)]
-pub async fn retag(registry: &Registry, from: &str, to: &str) -> Result<bool, TransferError> {
+pub(crate) async fn retag(
+    registry: &Registry,
+    from: &str,
+    to: &str,
+) -> Result<bool, TransferError> {
     let source = parse_reference(from)?;
     let target = parse_reference(to)?;
     if source.registry() != target.registry() || source.repository() != target.repository() {

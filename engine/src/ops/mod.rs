@@ -16,6 +16,7 @@
 mod build;
 mod explain;
 mod plan;
+pub mod registry;
 
 pub use build::{BuildConfig, BuilderChoice, build};
 pub use explain::{UnitExplanation, explain};
@@ -42,18 +43,6 @@ pub mod cache {
     pub use crate::store::{
         CacheLock, Closure, ExportFormat, GcOptions, GcReport, ImportedName, Ingest, Problem,
         Store, StoreError, UsageReport, VerifyReport, interrupt_waits, report_waits_with,
-    };
-}
-
-/// Registries: the client (credentials, mirrors, certificates) and images between the cache
-/// and registries (`cache pull`/`push`, `pkg build --push`, `pkg manifest`, `pkg remote-tag`).
-pub mod registry {
-    pub use crate::registry::{
-        Credential, Credentials, Level, Log, Registry, RegistryError, RemoteManifest, Secret,
-        Settings, parse_reference,
-    };
-    pub use crate::transfer::{
-        PullRequest, Pulled, PushOptions, Pushed, TransferError, pull, push, push_index, retag,
     };
 }
 

@@ -162,6 +162,7 @@ pub(super) fn unit_inputs(
 }
 
 /// Decides a unit whose dependencies are all done; see the module docs for the rules.
+#[tracing::instrument(level = "debug", skip_all, fields(unit = %unit.name))]
 pub(super) fn decide(
     shared: &Shared,
     workspaces: &Workspaces,
@@ -174,6 +175,7 @@ pub(super) fn decide(
     let store = &shared.store;
     let inputs = unit_inputs(shared, workspaces, unit, units, by_node, dep_digests)?;
     let key = fingerprint::key(&inputs);
+    tracing::trace!(key = %hex::encode(key), inputs = inputs.len(), "build key");
     let package_dir = &shared.graph.packages[unit.package].package.dir;
     let build_as = |reason: BuildReason, by_tag: bool| Decision::Build {
         reason,
