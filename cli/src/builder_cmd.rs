@@ -8,15 +8,14 @@
 //! per line (`docs/json.md`).
 //!
 //! `prune` removes, from each distinct engine of the platforms, the image names that are also
-//! names in the lkpkg cache (`lkpkg_engine::ops::builders::prune` says why that is exactly what
+//! names in the lkpkg cache (`lkpkg_engine::ops::builders::prune_engines` says why that is exactly what
 //! lkpkg left, and safe); it prints each removed name on stdout.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 
 use crate::json::{self, Versioned};
 use anyhow::Result;
 use lkpkg_engine::ops::ErrorKind;
-use lkpkg_engine::ops::builders::EngineError;
 use lkpkg_engine::ops::builders::{self, BuilderSpec, Builders};
 use lkpkg_engine::ops::graph::Platform;
 
@@ -58,7 +57,7 @@ fn builders_and_platforms(args: &BuilderArgs) -> Result<(Builders, Vec<Platform>
         builders: args.builders.clone(),
         per_builder_limit: 1,
     });
-    builders.check().map_err(classify)?;
+    builders.check()?;
     let platforms = if args.platforms.is_empty() {
         DEFAULT_ARCHES.iter().map(|a| Platform::linux(a)).collect()
     } else {
@@ -70,22 +69,9 @@ fn builders_and_platforms(args: &BuilderArgs) -> Result<(Builders, Vec<Platform>
     Ok((builders, platforms))
 }
 
-/// Engine errors, classified: a bad builder name is the user's (2), the rest environment (3).
-fn classify(error: EngineError) -> anyhow::Error {
-    Classified {
-        kind: if error.is_user_error() {
-            ErrorKind::BadInput
-        } else {
-            ErrorKind::Environment
-        },
-        message: error.to_string(),
-    }
-    .into()
-}
-
 async fn ls(args: BuilderArgs, global: &GlobalArgs) -> Result<()> {
     let (builders, platforms) = builders_and_platforms(&args)?;
-    let statuses = builders.status(&platforms).await.map_err(classify)?;
+    let statuses = builders.status(&platforms).await?;
     let json_output = global.message_format == MessageFormat::Json;
     let mut out = String::new();
     for status in &statuses {
@@ -142,18 +128,11 @@ async fn prune(args: BuilderArgs, global: &GlobalArgs) -> Result<()> {
     let (builders, platforms) = builders_and_platforms(&args)?;
     let store = crate::output::open_store(&global.cache_dir())?;
     let cache_names: HashSet<String> = store.names()?.into_iter().map(|(n, _)| n).collect();
-    let mut seen = BTreeSet::new();
     let mut failed = 0usize;
-    for platform in &platforms {
-        let builder = builders.for_platform(platform).await.map_err(classify)?;
-        let endpoint = builder.engine.endpoint().to_owned();
-        if !seen.insert(endpoint.clone()) {
-            continue;
-        }
-        let pruned = builders::prune(&builder.engine, &cache_names, args.dry_run)
-            .await
-            .map_err(classify)?;
-        for item in pruned {
+    for engine in builders::prune_engines(&builders, &platforms, &cache_names, args.dry_run).await?
+    {
+        let endpoint = engine.endpoint;
+        for item in engine.pruned {
             match item.result {
                 Ok(()) => crate::output::outln!("{}\t{}", endpoint, item.name),
                 Err(e) => {

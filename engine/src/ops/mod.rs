@@ -14,6 +14,7 @@
 //! codes, once).
 
 mod build;
+pub mod builders;
 mod explain;
 mod plan;
 pub mod registry;
@@ -44,16 +45,6 @@ pub mod cache {
         CacheLock, Closure, ExportFormat, GcOptions, GcReport, ImportedName, Ingest, Problem,
         Store, StoreError, UsageReport, VerifyReport, interrupt_waits, report_waits_with,
     };
-}
-
-/// Builders: which engine builds each platform (`pkg builder ls`), what lkpkg left there
-/// (`pkg builder prune`), and linuxkit's builder container.
-pub mod builders {
-    pub use crate::executor::builders::{
-        Builder, BuilderSpec, BuilderStatus, Builders, Pruned, Selection, prune,
-    };
-    pub use crate::executor::container::{BuilderMode, ContainerSpec};
-    pub use crate::executor::docker::{Endpoint, Engine, EngineError};
 }
 
 /// What the fuzz targets (`fuzz/`) drive: the parsers and expanders that read untrusted

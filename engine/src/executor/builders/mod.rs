@@ -36,7 +36,8 @@ use tokio::sync::{Mutex, Semaphore};
 use super::docker::{Endpoint, Engine, EngineError};
 use crate::graph::Platform;
 pub(crate) use docker_config::DockerConfig;
-pub use prune::{Pruned, prune};
+pub use prune::Pruned;
+pub(crate) use prune::prune;
 
 /// How builders are chosen, as given by the user.
 #[derive(Debug, Clone, Default)]

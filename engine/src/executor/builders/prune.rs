@@ -22,7 +22,7 @@ pub struct Pruned {
 
 /// Removes from `engine` every name whose canonical form is in `cache_names` (see the module
 /// docs for why that is what lkpkg left and why it is safe); with `dry_run`, only lists them.
-pub async fn prune(
+pub(crate) async fn prune(
     engine: &Engine,
     cache_names: &std::collections::HashSet<String>,
     dry_run: bool,
