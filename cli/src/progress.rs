@@ -6,7 +6,7 @@
 //! `\r` and "erase line".
 
 use std::collections::BTreeSet;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::Mutex;
 
 /// Whether to draw the live view for `--progress MODE`.
@@ -44,34 +44,36 @@ impl LiveView {
             state.running.remove(unit);
             state.done += 1;
         }
-        let mut err = std::io::stderr().lock();
+        // One write per redraw, through the binary's printer (the lock on `state` keeps
+        // redraws whole).
+        let mut text = String::new();
         if state.drawn {
-            let _ = write!(err, "{ERASE}");
+            text.push_str(ERASE);
         }
         if let Some(line) = line {
-            let _ = writeln!(err, "{line}");
+            text.push_str(line);
+            text.push('\n');
         }
         if state.running.is_empty() {
             state.drawn = false;
         } else {
             let names: Vec<&str> = state.running.iter().map(String::as_str).collect();
-            let _ = write!(
-                err,
+            text.push_str(&format!(
                 "    Building [{} done, {} running] {}",
                 state.done,
                 names.len(),
                 names.join(", ")
-            );
+            ));
             state.drawn = true;
         }
-        let _ = err.flush();
+        crate::output::err(&text);
     }
 
     /// Erases the status line.
     pub fn finish(&self) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.drawn {
-            let _ = write!(std::io::stderr(), "{ERASE}");
+            crate::output::err(ERASE);
             state.drawn = false;
         }
     }
