@@ -1682,3 +1682,147 @@ fn large_layers_and_contexts_are_streamed_in_bounded_memory() {
     let _ = std::fs::remove_file(&archive);
     assert!(import < LIMIT, "the import peaked at {} MiB", import / MIB);
 }
+
+/// Eight lkpkg processes building overlapping package sets (two of them the same set) into one
+/// cache at once, with `cache ls`, `verify`, `gc` and `rm` running alongside and a linuxkit
+/// taking its lock (`F_SETLKW` on `.lock`) over and over (issue #11: several CI jobs and a
+/// linuxkit on one cache). Every process succeeds; every unit is built once in all (the others
+/// wait for it, or find it fresh); nothing is lost; the cache verifies clean.
+#[test]
+fn eight_processes_build_overlapping_sets_into_one_cache() {
+    let t = Test::new("eight");
+    let packages: Vec<String> = (0..6).map(|i| format!("p{i}")).collect();
+    for (i, dir) in packages.iter().enumerate() {
+        t.build_yml(dir, "arches: [amd64]\n").busybox_per_arch(dir);
+        // A step unique to the run and long enough that the processes overlap.
+        t.repo.write(
+            &format!("{dir}/Dockerfile"),
+            &format!(
+                "FROM scratch\nARG TARGETARCH\nCOPY busybox-${{TARGETARCH}} /bin/busybox\n\
+                 RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox sleep 1; echo {} {i} > /id\"]\n",
+                t.prefix
+            ),
+        );
+    }
+    t.repo.commit_all("six packages");
+    // The cache exists before anything runs alongside.
+    ok(t.lkpkg().args(["cache", "ls"]));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cache = t.cache().to_owned();
+    let lkpkg_bin = env!("CARGO_BIN_EXE_lkpkg");
+    let alongside = {
+        let stop = stop.clone();
+        let cache = cache.clone();
+        std::thread::spawn(move || {
+            let mut runs = 0usize;
+            let mut failures = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for args in [
+                    &["cache", "ls"][..],
+                    &["cache", "verify"],
+                    &["cache", "gc"],
+                    &["cache", "rm", "docker.io/lkpkgtest/no-such-image:x"],
+                ] {
+                    let out = Command::new(lkpkg_bin)
+                        .arg("--cache")
+                        .arg(&cache)
+                        .args(args)
+                        .output()
+                        .unwrap();
+                    runs += 1;
+                    // `rm` of a name the cache does not hold is an error (exit 2), not damage.
+                    let expected = if args[1] == "rm" { 2 } else { 0 };
+                    if out.status.code() != Some(expected) {
+                        failures.push(format!(
+                            "{args:?}: {:?}\n{}",
+                            out.status,
+                            String::from_utf8_lossy(&out.stderr)
+                        ));
+                    }
+                }
+            }
+            (runs, failures)
+        })
+    };
+    // linuxkit's lock protocol: a classic POSIX record lock on `.lock`, held 100 ms at a time;
+    // it counts the times it held it in `held`.
+    let held = t.cache().with_extension("held");
+    let mut linuxkit = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import fcntl,sys,time\n\
+             f=open(sys.argv[1],'a+')\n\
+             n=0\n\
+             while True:\n\
+             \x20   fcntl.lockf(f, fcntl.LOCK_EX); time.sleep(0.1); fcntl.lockf(f, fcntl.LOCK_UN)\n\
+             \x20   n+=1; open(sys.argv[2],'w').write(str(n)); time.sleep(0.05)\n",
+        )
+        .arg(cache.join(".lock"))
+        .arg(&held)
+        .spawn()
+        .unwrap();
+    // Process i builds p(i), p(i+1), p(i+2) (mod 6): process 0 and process 6 the same set.
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            let set: Vec<&str> = (0..3).map(|k| packages[(i + k) % 6].as_str()).collect();
+            let child = t
+                .lkpkg()
+                .args(["--message-format", "json", "pkg", "build"])
+                .args(&set)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (set, child)
+        })
+        .collect();
+    let mut finished: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut waited = 0;
+    for (set, child) in children {
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{set:?}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for event in crate::support::json_lines("build-event", &stdout) {
+            match event["type"].as_str() {
+                Some("finished") => {
+                    *finished
+                        .entry(event["unit"].as_str().unwrap().to_owned())
+                        .or_default() += 1
+                }
+                Some("waiting") => waited += 1,
+                _ => {}
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (runs, failures) = alongside.join().unwrap();
+    linuxkit.kill().unwrap();
+    linuxkit.wait().unwrap();
+    let held: usize = std::fs::read_to_string(&held).unwrap().parse().unwrap();
+    eprintln!(
+        "{runs} cache commands alongside, linuxkit held the lock {held} times, {waited} waits"
+    );
+    assert!(held >= 3, "linuxkit held the lock {held} times");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(runs >= 4, "the cache commands ran {runs} times");
+    let expected: std::collections::BTreeMap<String, usize> =
+        packages.iter().map(|p| (format!("{p}/amd64"), 1)).collect();
+    assert_eq!(finished, expected, "each unit built once ({waited} waits)");
+    ok(t.lkpkg().args(["cache", "verify"]));
+    let listed = ok(t.lkpkg().args(["cache", "ls"]));
+    for dir in &packages {
+        let tag = t.tag(dir, &[]);
+        assert!(listed.contains(&tag), "{tag} lost:\n{listed}");
+        assert_eq!(
+            t.export(&tag, "amd64")
+                .text("/id")
+                .split_whitespace()
+                .nth(1),
+            Some(&dir[1..])
+        );
+    }
+}
