@@ -1826,3 +1826,50 @@ fn eight_processes_build_overlapping_sets_into_one_cache() {
         );
     }
 }
+
+/// A build whose image does not fit in the cache's file system (issue #11, a full disk): the
+/// unit fails with the file system's reason, the names the cache held stay, nothing is left
+/// half-written, and `verify` is clean.
+#[test]
+fn a_build_into_a_full_cache_fails_and_leaves_the_cache_whole() {
+    let t = Test::new("full");
+    t.build_yml("small", "arches: [amd64]\n")
+        .build_yml("big", "arches: [amd64]\n");
+    t.repo
+        .write("small/Dockerfile", "FROM scratch\nCOPY build.yml /\n")
+        .write("big/Dockerfile", "FROM scratch\nCOPY blob /\n");
+    let mut random = vec![0u8; 3 << 20];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").unwrap(),
+        &mut random,
+    )
+    .unwrap();
+    std::fs::write(t.repo.join("big/blob"), &random).unwrap();
+    t.repo.commit_all("small and big");
+    let disk = tempfile::tempdir().unwrap();
+    let _tmpfs = crate::support::Tmpfs::new(disk.path(), "2m");
+    let cache = disk.path().join("cache");
+    let lkpkg = || {
+        let mut cmd = t.repo.lkpkg();
+        cmd.env("DOCKER_CONFIG", t.docker_config.path())
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .arg("--cache")
+            .arg(&cache);
+        cmd
+    };
+    ok(lkpkg().args(["pkg", "build", "small"]));
+    let before = ok(lkpkg().args(["cache", "ls"]));
+    let (code, _, err) = run(lkpkg().args(["pkg", "build", "big"]));
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.to_ascii_lowercase().contains("no space left"),
+        "the reason is the file system's: {err}"
+    );
+    assert_eq!(ok(lkpkg().args(["cache", "ls"])), before);
+    ok(lkpkg().args(["cache", "verify"]));
+    let leftovers: Vec<_> = std::fs::read_dir(cache.join("lkpkg-tmp"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}

@@ -645,3 +645,63 @@ fn a_stopped_lock_holder_makes_writers_wait_visibly_then_give_up_and_readers_go_
     let report = crate::support::json_output("cache-verify", &report);
     assert_eq!(report["problems"], serde_json::json!([]), "{report}");
 }
+
+/// A full disk (issue #11): an import that does not fit fails with the file system's reason
+/// (exit 3), and leaves the cache as it was: the names it held, nothing half-written, no
+/// temporary file, `verify` clean; once space is freed, the same import succeeds.
+#[test]
+fn a_full_disk_fails_the_write_and_leaves_the_cache_whole() {
+    require_docker();
+    let mut images = DockerImages(Vec::new());
+    let repo = unique_repo("full");
+    let work = tempfile::tempdir().unwrap();
+    let small = format!("org/{repo}:small");
+    build_image(&small, "small\n", &mut images);
+    // 6 MiB of hex digits (about 4.4 MB in the engine's compressed export).
+    let big_message: String = {
+        let mut bytes = vec![0u8; 3 << 20];
+        let mut f = std::fs::File::open("/dev/urandom").unwrap();
+        std::io::Read::read_exact(&mut f, &mut bytes).unwrap();
+        hex::encode(bytes)
+    };
+    let big = format!("org/{repo}:big");
+    build_image(&big, &big_message, &mut images);
+    let small_tar = work.path().join("small.tar");
+    let big_tar = work.path().join("big.tar");
+    docker(&["save", "-o", small_tar.to_str().unwrap(), &small]);
+    docker(&["save", "-o", big_tar.to_str().unwrap(), &big]);
+
+    // Room for the big image alone (and the index database), not for both.
+    let small_len = std::fs::metadata(&small_tar).unwrap().len();
+    let big_len = std::fs::metadata(&big_tar).unwrap().len();
+    let room = big_len + 700_000;
+    assert!(
+        small_len + big_len > room,
+        "{small_len} + {big_len} fit in {room}"
+    );
+    let mount = work.path().join("disk");
+    let _tmpfs = crate::support::Tmpfs::new(&mount, &format!("{}k", room / 1024));
+    let cache = mount.join("cache");
+    ok(cache_cmd(&cache).arg("import").arg(&small_tar));
+    let before = ls_names(&cache);
+
+    let (code, _, err) = run(cache_cmd(&cache).arg("import").arg(&big_tar));
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.to_ascii_lowercase().contains("no space left"),
+        "the reason is the file system's: {err}"
+    );
+    assert_eq!(ls_names(&cache), before, "the names are as they were");
+    ok(cache_cmd(&cache).arg("verify"));
+    let leftovers: Vec<_> = std::fs::read_dir(cache.join("lkpkg-tmp"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+
+    // Space freed (the small image removed and its blobs collected): the import fits.
+    ok(cache_cmd(&cache).args(["rm", &format!("docker.io/{small}")]));
+    ok(cache_cmd(&cache).arg("gc"));
+    ok(cache_cmd(&cache).arg("import").arg(&big_tar));
+    assert!(ls_names(&cache).contains(&format!("docker.io/{big}")));
+    ok(cache_cmd(&cache).arg("verify"));
+}

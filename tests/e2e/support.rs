@@ -239,3 +239,22 @@ fn check_schema(schema: &str, value: &serde_json::Value) {
         errors.join("\n")
     );
 }
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn new(target: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(target).unwrap();
+        ok(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(target));
+        Tmpfs(target.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).output();
+    }
+}

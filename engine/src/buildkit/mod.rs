@@ -114,8 +114,16 @@ pub(crate) async fn build_images(
     let ingested = ingest
         .await
         .map_err(|e| ImageBuildError::Internal(format!("the ingest task failed: {e}")))?;
-    solved?;
-    Ok(ingested?)
+    match (solved, ingested) {
+        // The cache could not take the export (a full disk, a read error): the ingest stopped
+        // reading, and the builder's export failed because of it ("lkpkg stopped reading the
+        // export"). The ingest's error is the cause, and the one to say.
+        (Err(_), Err(e @ crate::store::StoreError::Io { .. })) => Err(e.into()),
+        // Otherwise a failed solve is the cause (an ingest that saw its archive end early
+        // failed because of it).
+        (Err(e), _) => Err(e.into()),
+        (Ok(_), ingested) => Ok(ingested?),
+    }
 }
 
 #[cfg(test)]

@@ -103,14 +103,16 @@ impl TempBlob {
 
 impl Write for TempBlob {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
+        // Through the `File` itself: `NamedTempFile`'s own writes add the path to the error,
+        // which `StoreError::io` already says.
+        let n = self.file.as_file_mut().write(buf)?;
         self.hasher.update(&buf[..n]);
         self.size += n as u64;
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        self.file.as_file_mut().flush()
     }
 }
 
