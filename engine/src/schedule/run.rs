@@ -60,6 +60,8 @@ pub(crate) async fn build(
     let mut package_changed: HashSet<usize> = HashSet::new();
     let mut pending: Vec<usize> = (0..units.len()).collect();
     let mut running = tokio::task::JoinSet::new();
+    // Groups decided to build, waiting for permits (see below).
+    let mut queued: std::collections::VecDeque<Vec<(NodeIndex, UnitTask)>> = Default::default();
     let mut stopped = false;
     let jobs = options.jobs.max(1);
     let semaphore = Arc::new(Semaphore::new(jobs));
@@ -179,12 +181,29 @@ pub(crate) async fn build(
                 }
             }
         }
-        for (_, group) in ready {
-            // `-j` bounds the units in flight: a group takes a permit per unit (at most all).
+        queued.extend(ready.into_values());
+        // `-j` bounds the units in flight, and so the tasks: a group starts when it gets a
+        // permit per unit (at most all of them); the others wait here, not as tasks. After a
+        // failure (without `--keep-going`) nothing new starts.
+        if stopped {
+            for group in queued.drain(..) {
+                for (_, task) in group {
+                    summary.skipped += 1;
+                    events(Event::Skipped {
+                        unit: task.name.clone(),
+                        reason: SkipReason::Stopped,
+                    });
+                }
+            }
+        }
+        while let Some(group) = queued.front() {
             let permits = group.len().min(jobs) as u32;
-            let semaphore = semaphore.clone();
+            let Ok(permits) = semaphore.clone().try_acquire_many_owned(permits) else {
+                break;
+            };
+            let group = queued.pop_front().expect("a front");
             running.spawn(async move {
-                let _permits = semaphore.acquire_many_owned(permits).await;
+                let _permits = permits;
                 run_group(group).await
             });
         }

@@ -19,6 +19,11 @@ pub(super) struct Fake {
     groups: Mutex<Vec<Vec<String>>>,
     pub(super) hung: AtomicUsize,
     pub(super) dropped: Arc<AtomicBool>,
+    /// Builds running now, the most ever at once, and the most tokio tasks alive seen by a
+    /// build (what `-j` must bound).
+    in_flight: AtomicUsize,
+    pub(super) max_in_flight: AtomicUsize,
+    pub(super) max_tasks: AtomicUsize,
 }
 
 impl Fake {
@@ -34,6 +39,9 @@ impl Fake {
             groups: Mutex::default(),
             hung: AtomicUsize::new(0),
             dropped: Arc::new(AtomicBool::new(false)),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+            max_tasks: AtomicUsize::new(0),
         })
     }
 
@@ -43,6 +51,15 @@ impl Fake {
 
     pub(super) fn groups(&self) -> Vec<Vec<String>> {
         self.groups.lock().unwrap().clone()
+    }
+}
+
+/// Counts a build in flight until dropped (also when cancelled).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -60,6 +77,13 @@ impl Executor for Fake {
         Box::pin(async move {
             let unit = job.unit.to_owned();
             self.calls.lock().unwrap().push(unit.clone());
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            let tasks = tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks();
+            self.max_tasks.fetch_max(tasks, Ordering::SeqCst);
+            let _running = InFlight(&self.in_flight);
             (job.started)("fake://builder");
             let slow = self.slow.lock().unwrap().get(&unit).copied();
             if let Some(ms) = slow {

@@ -4,6 +4,7 @@
 //! The fake writes real (tiny) images into a real store on a temporary cache, so freshness is
 //! decided exactly as in a build: by keys, records and the blobs the cache holds.
 
+mod bounds;
 mod failures;
 mod fakes;
 mod fixture;
