@@ -12,7 +12,7 @@
 
 use crate::executor::docker::{Engine, EngineError};
 
-/// What [`prune`] did with one engine name.
+/// What `pkg builder prune` did (or, in a dry run, would do) with one engine name.
 #[derive(Debug)]
 pub struct Pruned {
     pub name: String,
