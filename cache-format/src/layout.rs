@@ -81,6 +81,10 @@ pub struct Platform {
     pub os_features: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
+    /// Members lkpkg does not interpret (`features` of a Docker manifest list, a later spec's),
+    /// kept as read: an `index.json` entry another tool wrote keeps them when lkpkg rewrites it.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 impl Platform {
@@ -310,7 +314,8 @@ pub struct DockerArchiveEntry {
     pub config: String,
     #[serde(rename = "RepoTags", default)]
     pub repo_tags: Option<Vec<String>>,
-    #[serde(rename = "Layers", default)]
+    /// `null` for an image with no layer (`docker save` of BuildKit's zero-layer image).
+    #[serde(rename = "Layers", default, deserialize_with = "null_as_empty")]
     pub layers: Vec<String>,
 }
 
@@ -320,13 +325,18 @@ mod tests {
 
     #[test]
     fn unknown_fields_survive_a_round_trip() {
-        let text = r#"{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0,"urls":["x"],"annotations":{"org.opencontainers.image.ref.name":"docker.io/a/b:c"}}],"zz":1}"#;
+        let text = r#"{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0,"urls":["x"],"platform":{"architecture":"amd64","os":"linux","features":["sse4"]},"annotations":{"org.opencontainers.image.ref.name":"docker.io/a/b:c"}}],"zz":1}"#;
         let index: ImageIndex = serde_json::from_str(text).unwrap();
         assert_eq!(index.manifests[0].ref_name(), Some("docker.io/a/b:c"));
         let back = crate::canonical_json::to_vec(&index).unwrap();
         let reparsed: serde_json::Value = serde_json::from_slice(&back).unwrap();
         assert_eq!(reparsed["zz"], 1);
         assert_eq!(reparsed["manifests"][0]["urls"][0], "x");
+        assert_eq!(reparsed["manifests"][0]["platform"]["features"][0], "sse4");
+        assert_eq!(
+            reparsed,
+            serde_json::from_str::<serde_json::Value>(text).unwrap()
+        );
     }
 
     /// BuildKit's bytes for a `FROM scratch` + `LABEL` image (no layer at all).
