@@ -1,11 +1,33 @@
 //! The OCI image layout of the linuxkit cache: file names, media types, and the JSON documents
 //! (descriptors, indexes, image manifests) as lkpkg reads and writes them.
 //!
-//! These types are deliberately tolerant, not oci-spec's: a cache written by linuxkit, skopeo or
-//! docker may carry Docker media types, attestation manifests, or fields lkpkg does not know.
-//! Unknown fields are kept in `extra` and written back unchanged, so rewriting `index.json`
-//! never drops what another tool put there. All maps are `BTreeMap`s; serialize through
-//! [`crate::canonical_json`] anyway so key order is sorted at every level.
+//! # Tolerant types, not oci-spec's
+//!
+//! A cache is written by linuxkit, skopeo, docker and lkpkg, and lkpkg rewrites its
+//! `index.json` whole whenever a name changes: whatever another tool put there must survive. So
+//! these types keep every member they do not interpret in an `extra` map (on indexes, manifests,
+//! descriptors and platforms) and write it back unchanged, take Docker media types, attestation
+//! manifests and `null` lists, and keep maps in `BTreeMap`s; serialize through
+//! [`crate::canonical_json`] anyway, so keys are sorted at every level. Image configs get no
+//! writable type at all: lkpkg stores them byte for byte and reads only [`ImageConfigSummary`].
+//!
+//! The decision rests on the corpus in `tests/corpus/` (real documents from linuxkit, docker's
+//! BuildKit, classic builder, `commit` and `save`, and skopeo; its README says which), read and
+//! written back in `tests/round_trip/` by these types and by oci-spec 0.10's:
+//!
+//! - these types give every index and manifest back as its canonical form, nothing lost or
+//!   added; the one normalisation is a list Go wrote as `null` (a nil slice, as in `docker
+//!   save`'s manifest of BuildKit's zero-layer image), which reads as empty and writes back as
+//!   `[]`, and lkpkg never writes back a manifest it read;
+//! - oci-spec gives the real indexes and manifests back, but refuses that zero-layer manifest
+//!   (`"layers": null`) and its config (`"diff_ids": null`), drops the Docker fields BuildKit and
+//!   the classic builder write in configs (`config.Healthcheck`, `OnBuild`, `Shell`,
+//!   `ArgsEscaped`), and drops any member outside the spec wherever it is (a tool's own in
+//!   `index.json`, a later spec's).
+//!
+//! oci-spec is the check instead: the engine's tests read everything lkpkg writes itself
+//! (manifests of `docker save` images, multi-arch indexes, a named context's index, export and
+//! cache `index.json`) with oci-spec's types, which must give it back exactly.
 
 use std::collections::BTreeMap;
 
@@ -287,7 +309,9 @@ pub struct RootFs {
 }
 
 /// A list that Go tools write as `null` when empty (a nil slice): BuildKit's image of a
-/// Dockerfile with no file-changing instruction has `"layers": null` and `"diff_ids": null`.
+/// Dockerfile with no file-changing instruction has `"layers": null` and `"diff_ids": null`, and
+/// `docker save`'s `manifest.json` of it `"Layers": null`. It reads as empty (and a manifest or
+/// index holding it would be written back with `[]`).
 fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
