@@ -1,10 +1,10 @@
 //! Byte-stable JSON for everything lkpkg hashes (manifests, indexes) and for `index.json`.
 //!
-//! oci-spec's maps are `HashMap`s, whose iteration order changes between runs, so serializing a
-//! manifest directly gives a different digest each time. Everything lkpkg writes goes through
-//! [`serde_json::Value`] first: without serde_json's `preserve_order` feature its objects are
-//! `BTreeMap`s, so keys come out sorted at every level. The digest is always computed over the
-//! exact bytes returned here, which are the bytes written to disk.
+//! A `HashMap` (oci-spec's types hold them, for one) iterates in a different order on each run,
+//! so serializing a document directly can give a different digest each time. Everything lkpkg
+//! writes goes through [`serde_json::Value`] first: without serde_json's `preserve_order`
+//! feature its objects are `BTreeMap`s, so keys come out sorted at every level. The digest is
+//! always computed over the exact bytes returned here, which are the bytes written to disk.
 //!
 //! - [`to_vec`]: compact, sorted keys, no trailing newline (blobs: manifests, indexes).
 //! - [`to_vec_index_json`]: sorted keys, 3-space indentation like linuxkit's `MarshalIndent`

@@ -1,11 +1,33 @@
 //! The OCI image layout of the linuxkit cache: file names, media types, and the JSON documents
 //! (descriptors, indexes, image manifests) as lkpkg reads and writes them.
 //!
-//! These types are deliberately tolerant, not oci-spec's: a cache written by linuxkit, skopeo or
-//! docker may carry Docker media types, attestation manifests, or fields lkpkg does not know.
-//! Unknown fields are kept in `extra` and written back unchanged, so rewriting `index.json`
-//! never drops what another tool put there. All maps are `BTreeMap`s; serialize through
-//! [`crate::canonical_json`] anyway so key order is sorted at every level.
+//! # Tolerant types, not oci-spec's
+//!
+//! A cache is written by linuxkit, skopeo, docker and lkpkg, and lkpkg rewrites its
+//! `index.json` whole whenever a name changes: whatever another tool put there must survive. So
+//! these types keep every member they do not interpret in an `extra` map (on indexes, manifests,
+//! descriptors and platforms) and write it back unchanged, take Docker media types, attestation
+//! manifests and `null` lists, and keep maps in `BTreeMap`s; serialize through
+//! [`crate::canonical_json`] anyway, so keys are sorted at every level. Image configs get no
+//! writable type at all: lkpkg stores them byte for byte and reads only [`ImageConfigSummary`].
+//!
+//! The decision rests on the corpus in `tests/corpus/` (real documents from linuxkit, docker's
+//! BuildKit, classic builder, `commit` and `save`, and skopeo; its README says which), read and
+//! written back in `tests/round_trip/` by these types and by oci-spec 0.10's:
+//!
+//! - these types give every index and manifest back as its canonical form, nothing lost or
+//!   added; the one normalisation is a list Go wrote as `null` (a nil slice, as in `docker
+//!   save`'s manifest of BuildKit's zero-layer image), which reads as empty and writes back as
+//!   `[]`, and lkpkg never writes back a manifest it read;
+//! - oci-spec gives the real indexes and manifests back, but refuses that zero-layer manifest
+//!   (`"layers": null`) and its config (`"diff_ids": null`), drops the Docker fields BuildKit and
+//!   the classic builder write in configs (`config.Healthcheck`, `OnBuild`, `Shell`,
+//!   `ArgsEscaped`), and drops any member outside the spec wherever it is (a tool's own in
+//!   `index.json`, a later spec's).
+//!
+//! oci-spec is the check instead: the engine's tests read everything lkpkg writes itself
+//! (manifests of `docker save` images, multi-arch indexes, a named context's index, export and
+//! cache `index.json`) with oci-spec's types, which must give it back exactly.
 
 use std::collections::BTreeMap;
 
@@ -81,6 +103,10 @@ pub struct Platform {
     pub os_features: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
+    /// Members lkpkg does not interpret (`features` of a Docker manifest list, a later spec's),
+    /// kept as read: an `index.json` entry another tool wrote keeps them when lkpkg rewrites it.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
 }
 
 impl Platform {
@@ -283,7 +309,9 @@ pub struct RootFs {
 }
 
 /// A list that Go tools write as `null` when empty (a nil slice): BuildKit's image of a
-/// Dockerfile with no file-changing instruction has `"layers": null` and `"diff_ids": null`.
+/// Dockerfile with no file-changing instruction has `"layers": null` and `"diff_ids": null`, and
+/// `docker save`'s `manifest.json` of it `"Layers": null`. It reads as empty (and a manifest or
+/// index holding it would be written back with `[]`).
 fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
@@ -310,7 +338,8 @@ pub struct DockerArchiveEntry {
     pub config: String,
     #[serde(rename = "RepoTags", default)]
     pub repo_tags: Option<Vec<String>>,
-    #[serde(rename = "Layers", default)]
+    /// `null` for an image with no layer (`docker save` of BuildKit's zero-layer image).
+    #[serde(rename = "Layers", default, deserialize_with = "null_as_empty")]
     pub layers: Vec<String>,
 }
 
@@ -320,13 +349,18 @@ mod tests {
 
     #[test]
     fn unknown_fields_survive_a_round_trip() {
-        let text = r#"{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0,"urls":["x"],"annotations":{"org.opencontainers.image.ref.name":"docker.io/a/b:c"}}],"zz":1}"#;
+        let text = r#"{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0,"urls":["x"],"platform":{"architecture":"amd64","os":"linux","features":["sse4"]},"annotations":{"org.opencontainers.image.ref.name":"docker.io/a/b:c"}}],"zz":1}"#;
         let index: ImageIndex = serde_json::from_str(text).unwrap();
         assert_eq!(index.manifests[0].ref_name(), Some("docker.io/a/b:c"));
         let back = crate::canonical_json::to_vec(&index).unwrap();
         let reparsed: serde_json::Value = serde_json::from_slice(&back).unwrap();
         assert_eq!(reparsed["zz"], 1);
         assert_eq!(reparsed["manifests"][0]["urls"][0], "x");
+        assert_eq!(reparsed["manifests"][0]["platform"]["features"][0], "sse4");
+        assert_eq!(
+            reparsed,
+            serde_json::from_str::<serde_json::Value>(text).unwrap()
+        );
     }
 
     /// BuildKit's bytes for a `FROM scratch` + `LABEL` image (no layer at all).

@@ -316,6 +316,34 @@ mod tests {
         assert_eq!(solve.frontend_attrs["platform"], "linux/amd64,linux/arm64");
     }
 
+    /// The index a named context reads (a blob lkpkg makes for the build) is valid OCI.
+    #[test]
+    fn a_named_contexts_index_is_valid_oci() {
+        use crate::store::tests::{layer_tar, oci_archive};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for arch in ["amd64", "arm64"] {
+            let archive = oci_archive(arch, &[layer_tar(&[("f", arch.as_bytes())])]);
+            let platform = layout::Platform::linux(arch);
+            store
+                .ingest_oci_archive(&archive[..], "docker.io/org/base:1", &platform)
+                .unwrap();
+        }
+        let image = ImageUse {
+            reference: "org/base:1".into(),
+            written: "org/base:1".into(),
+            line: 1,
+            instruction: "FROM",
+            platform: None,
+        };
+        let named = NamedContexts::of(&store, &[image]).unwrap();
+        let context = &named.contexts["org/base:1"];
+        let digest = context.rsplit('@').next().unwrap();
+        let index =
+            crate::store::tests::written::check_index("named context", &named.blobs[digest]);
+        assert_eq!(index.manifests().len(), 2);
+    }
+
     #[test]
     fn familiar_names_are_buildkits() {
         assert_eq!(familiar("docker.io/library/alpine:latest"), "alpine");

@@ -10,6 +10,7 @@ mod open;
 mod pins;
 mod publish;
 mod repair;
+pub(crate) mod written;
 
 use std::collections::BTreeMap;
 
