@@ -45,6 +45,22 @@ mod tests {
         assert!(first.unwrap().starts_with(b"{\"k0\":0,\"k1\":1,\"k10\":10"));
     }
 
+    /// Sorting rests on serde_json's objects being `BTreeMap`s: a dependency that turned on
+    /// its `preserve_order` feature (objects in insertion order) would change every digest
+    /// lkpkg writes, and fails here first.
+    #[test]
+    fn struct_fields_come_out_sorted() {
+        #[derive(Serialize)]
+        struct Late {
+            zeta: u8,
+            alpha: u8,
+        }
+        assert_eq!(
+            to_vec(&Late { zeta: 1, alpha: 2 }).unwrap(),
+            br#"{"alpha":2,"zeta":1}"#
+        );
+    }
+
     #[test]
     fn index_json_uses_three_spaces() {
         let v = serde_json::json!({"b": [1], "a": 2});
