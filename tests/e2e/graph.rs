@@ -130,3 +130,62 @@ fn text_and_dot_formats() {
         "{dot}"
     );
 }
+
+/// File descriptors stay bounded with thousands of units (issue #11): 3,000 packages, every
+/// fourth built `FROM` a base through `@lkt:pkg:`, are discovered, loaded, graphed and decided
+/// (`--dry-run` on an empty cache) by an lkpkg allowed 64 open files. Nothing holds a file per
+/// package open.
+#[test]
+fn three_thousand_packages_are_planned_within_64_open_files() {
+    let repo = Repo::new();
+    repo.write(
+        "pkg/base/build.yml",
+        "image: base\norg: lkpkgfd\narches: [amd64]\n",
+    )
+    .write("pkg/base/Dockerfile", "FROM scratch\nCOPY build.yml /\n");
+    for i in 0..3000 {
+        let dir = format!("pkg/p{i:04}");
+        if i % 4 == 0 {
+            repo.write(
+                &format!("{dir}/build.yml"),
+                &format!(
+                    "image: p{i:04}\norg: lkpkgfd\narches: [amd64]\nbuildArgs:\n  - BASE=@lkt:pkg:../base\n"
+                ),
+            )
+            .write(&format!("{dir}/Dockerfile"), "ARG BASE\nFROM ${BASE}\nCOPY build.yml /\n");
+        } else {
+            repo.package(&dir, &format!("p{i:04}"), "org: lkpkgfd\narches: [amd64]\n");
+        }
+    }
+    repo.commit_all("3,000 packages");
+    let cache = tempfile::tempdir().unwrap();
+    let limited = |args: &[&str]| {
+        let mut cmd = std::process::Command::new("prlimit");
+        cmd.arg("--nofile=64")
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_lkpkg"))
+            .arg("--cache")
+            .arg(cache.path())
+            .args(args)
+            .current_dir(repo.path())
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+        cmd
+    };
+    let (code, out, err) = run(&mut limited(&["graph", "--format", "json"]));
+    assert_eq!(code, 0, "{err}");
+    let graph = crate::support::json_output("graph", &out);
+    assert_eq!(graph["packages"].as_array().unwrap().len(), 3001);
+    let (code, out, err) = run(&mut limited(&[
+        "--message-format",
+        "json",
+        "pkg",
+        "build",
+        "--dry-run",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let planned = crate::support::json_lines("build-event", &out)
+        .iter()
+        .filter(|e| e["type"] == "would-build")
+        .count();
+    assert_eq!(planned, 3001, "{err}");
+}
