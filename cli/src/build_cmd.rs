@@ -126,6 +126,7 @@ pub fn run(options: &PkgOptions, args: BuildArgs, global: &GlobalArgs) -> Result
         },
         registry: registry.clone(),
         ssh_agents: ssh_agents(&args.ssh)?,
+        environment: lkpkg_engine::ops::Environment::from_process(),
     };
     let summary = lkpkg_engine::ops::build(&plan, store.clone(), config, events);
     if let Some(view) = &live {

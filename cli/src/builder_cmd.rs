@@ -51,12 +51,17 @@ pub fn run(command: BuilderCommand, global: &GlobalArgs) -> Result<()> {
     }
 }
 
-/// `--builders` (over `LINUXKIT_BUILDERS`, which `Builders::new` reads) and the platforms.
+/// `--builders` (over `LINUXKIT_BUILDERS`) and the platforms.
 fn builders_and_platforms(args: &BuilderArgs) -> Result<(Builders, Vec<Platform>)> {
-    let builders = Builders::new(BuilderSpec {
-        builders: args.builders.clone(),
-        per_builder_limit: 1,
-    });
+    let environment = lkpkg_engine::ops::Environment::from_process();
+    let builders = Builders::new(
+        BuilderSpec {
+            builders: args.builders.clone(),
+            per_builder_limit: 1,
+        },
+        environment.linuxkit_builders.as_deref(),
+        environment.docker,
+    );
     builders.check()?;
     let platforms = if args.platforms.is_empty() {
         DEFAULT_ARCHES.iter().map(|a| Platform::linux(a)).collect()

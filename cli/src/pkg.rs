@@ -83,6 +83,7 @@ pub fn tag_options(options: &PkgOptions) -> TagOptions {
         hash_path: options.hash_path.clone(),
         force_dirty: options.force_dirty,
         dev: options.dev,
+        user: std::env::var("USER").ok(),
     }
 }
 

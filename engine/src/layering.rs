@@ -1,7 +1,7 @@
 //! The layering, as a test over `use crate::` edges: `cli → ops → (schedule, store, registry,
 //! …) → cache-format`. The store and the registry client know nothing of packages, builds or
 //! Docker; nothing below `ops` calls back into it; the binary reaches the engine only through
-//! `ops`.
+//! `ops`; the environment is read only by `ops::Environment`.
 
 use std::path::{Path, PathBuf};
 
@@ -97,6 +97,22 @@ fn each_layer_uses_only_the_layers_below_it() {
         }
         if crate_modules(&file).iter().any(|m| m == "ops") {
             failures.push(format!("{}: uses crate::ops", file.display()));
+        }
+    }
+    // The environment is read in one place (`ops::Environment`, with the docker CLI's
+    // configuration it holds): everything else takes it as configuration.
+    let readers = [
+        src.join("ops/environment.rs"),
+        src.join("executor/builders/docker_config.rs"),
+    ];
+    for file in sources(&src) {
+        if readers.contains(&file) || file.ends_with("layering.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        if code.contains("env::var") {
+            failures.push(format!("{}: reads the environment", file.display()));
         }
     }
     // The binary names no engine module but `ops`.

@@ -38,6 +38,8 @@ pub struct TagOptions {
     pub force_dirty: bool,
     /// `--dev`: org `$USER`, hash `dev`.
     pub dev: bool,
+    /// `$USER` (the org `--dev` gives), from the binary's [`crate::ops::Environment`].
+    pub user: Option<String>,
 }
 
 impl Default for TagOptions {
@@ -52,6 +54,7 @@ impl Default for TagOptions {
             hash_path: None,
             force_dirty: false,
             dev: false,
+            user: None,
         }
     }
 }
@@ -124,7 +127,7 @@ pub(crate) fn compute(
     let mut org = yml.org.clone();
     let mut hash = options.hash.clone().unwrap_or_default();
     if options.dev {
-        org = std::env::var("USER").unwrap_or_default();
+        org = options.user.clone().unwrap_or_default();
         if hash.is_empty() {
             hash = "dev".into();
         }

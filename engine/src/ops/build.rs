@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::plan::RunOptions;
-use super::{OpError, Plan, Reporter};
+use super::{Environment, OpError, Plan, Reporter};
 use crate::executor::BuildkitExecutor;
 use crate::executor::builders::{BuilderSpec, Builders};
 use crate::executor::container::{BuilderMode, ContainerSpec};
@@ -26,7 +26,7 @@ pub struct BuilderChoice {
 }
 
 /// What a build run does beyond its [`Plan`]; nothing here changes a build key.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct BuildConfig {
     /// `--force`: build every unit of the plan.
     pub force: bool,
@@ -44,6 +44,8 @@ pub struct BuildConfig {
     pub registry: Option<Arc<Registry>>,
     /// `--ssh`: agents by id, forwarded to `RUN --mount=type=ssh`.
     pub ssh_agents: BTreeMap<String, PathBuf>,
+    /// `LINUXKIT_BUILDERS`, the docker CLI's configuration, the proxy variables.
+    pub environment: Environment,
 }
 
 /// Builds what the plan needs, reporting each step; the summary counts every unit.
@@ -65,11 +67,16 @@ pub fn build(
         docker: config.docker,
         dry_run: config.dry_run,
         epoch: config.epoch,
+        proxies: config.environment.proxies.clone(),
     });
-    let builders = Arc::new(Builders::new(BuilderSpec {
-        builders: config.builders.builders,
-        per_builder_limit: options.jobs,
-    }));
+    let builders = Arc::new(Builders::new(
+        BuilderSpec {
+            builders: config.builders.builders,
+            per_builder_limit: options.jobs,
+        },
+        config.environment.linuxkit_builders.as_deref(),
+        config.environment.docker.clone(),
+    ));
     builders.check()?;
     let graph = plan.shared_graph();
     let remote = config.registry.clone().map(|registry| {

@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashSet};
 
 pub use crate::executor::builders::{
-    Builder, BuilderSpec, BuilderStatus, Builders, Pruned, Selection,
+    Builder, BuilderSpec, BuilderStatus, Builders, DockerConfig, Pruned, Selection,
 };
 pub use crate::executor::container::{BuilderMode, ContainerSpec};
 pub use crate::executor::docker::{Endpoint, Engine, EngineError};

@@ -15,11 +15,13 @@
 
 mod build;
 pub mod builders;
+mod environment;
 mod explain;
 mod plan;
 pub mod registry;
 
 pub use build::{BuildConfig, BuilderChoice, build};
+pub use environment::{DockerConfig, Environment};
 pub use explain::{UnitExplanation, explain};
 pub use plan::{KeyOptions, Packages, Plan, PlanConfig, Selection, show_tags};
 
@@ -44,6 +46,7 @@ pub mod cache {
     pub use crate::store::{
         CacheLock, Closure, ExportFormat, GcOptions, GcReport, ImportedName, Ingest, Problem,
         Store, StoreError, UsageReport, VerifyReport, interrupt_waits, report_waits_with,
+        set_lock_timeout,
     };
 }
 

@@ -200,6 +200,7 @@ impl Plan {
             dry_run: run.dry_run,
             ignore_cached: self.key.ignore_cached,
             epoch: run.epoch,
+            proxies: run.proxies,
         }
     }
 
@@ -227,11 +228,12 @@ impl Plan {
 }
 
 /// What a run adds to a plan's options (none of it changes a build key).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct RunOptions {
     pub force: bool,
     pub jobs: usize,
     pub docker: bool,
     pub dry_run: bool,
     pub epoch: i64,
+    pub proxies: std::collections::BTreeMap<String, String>,
 }

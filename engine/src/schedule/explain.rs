@@ -65,7 +65,7 @@ pub(crate) fn explain(
     options: &BuildOptions,
     base: &Path,
 ) -> Result<Vec<UnitReport>, BuildError> {
-    let (units, by_node, args) = plan_units(&graph, workspaces, base);
+    let (units, by_node, args) = plan_units(&graph, workspaces, base, &options.proxies);
     let shared = Shared {
         graph: graph.clone(),
         store: store.clone(),

@@ -33,10 +33,11 @@ pub(crate) fn index_annotations(
 
 /// Build arguments in linuxkit's order: build.yml's (resolved), `--build-arg-file`'s
 /// overriding them, then the presets where absent (`SOURCE`, `REVISION` when clean,
-/// `GOPKGVERSION`, `PKG_HASH`, `PKG_IMAGE`), then the proxy variables from the environment.
+/// `GOPKGVERSION`, `PKG_HASH`, `PKG_IMAGE`), then the proxy variables of the environment.
 pub(crate) fn build_args(
     package: &GraphPackage,
     workspaces: &Workspaces,
+    proxies: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
     let workspace = package_workspace(package, workspaces);
     let workspace = workspace.as_deref();
@@ -61,21 +62,8 @@ pub(crate) fn build_args(
     }
     preset("PKG_HASH", tag.hash.clone());
     preset("PKG_IMAGE", tag.image());
-    for proxy in [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "ftp_proxy",
-        "FTP_PROXY",
-        "no_proxy",
-        "NO_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
-        if let Ok(value) = std::env::var(proxy) {
-            args.entry(proxy.to_owned()).or_insert(value);
-        }
+    for (proxy, value) in proxies {
+        args.entry(proxy.clone()).or_insert_with(|| value.clone());
     }
     args
 }

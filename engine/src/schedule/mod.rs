@@ -89,6 +89,9 @@ pub(crate) struct BuildOptions {
     /// early cutoff could never happen. A constant epoch, as ko and Bazel's image rules use,
     /// makes an image a function of its inputs alone.
     pub epoch: i64,
+    /// The proxy variables of the environment (`http_proxy`, …), passed to builds as
+    /// build arguments where the package does not set them, as docker does; not hashed.
+    pub proxies: BTreeMap<String, String>,
 }
 
 /// Progress of a build, in the order things happen.
@@ -260,6 +263,7 @@ fn plan_units(
     graph: &BuildGraph,
     workspaces: &Workspaces,
     base: &Path,
+    proxies: &BTreeMap<String, String>,
 ) -> (
     Vec<Unit>,
     HashMap<NodeIndex, usize>,
@@ -293,7 +297,7 @@ fn plan_units(
         .into_iter()
         .map(|p| {
             let gp = &graph.packages[p];
-            let args = inputs::build_args(gp, workspaces);
+            let args = inputs::build_args(gp, workspaces, proxies);
             (p, (args, inputs::labels(gp, workspaces)))
         })
         .collect();

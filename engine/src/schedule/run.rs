@@ -31,7 +31,7 @@ pub(crate) async fn build(
     base: &Path,
     events: Arc<dyn Fn(Event) + Send + Sync>,
 ) -> Result<Summary, BuildError> {
-    let (units, by_node, args) = plan_units(&graph, workspaces, base);
+    let (units, by_node, args) = plan_units(&graph, workspaces, base, &options.proxies);
     let shared = Arc::new(Shared {
         graph: graph.clone(),
         store,

@@ -22,10 +22,12 @@ use nix::libc;
 
 use super::StoreError;
 
-/// How long to wait for a lock held by someone else before giving up, unless
-/// `LKPKG_LOCK_TIMEOUT` (seconds; `0` waits forever) says otherwise. Writers hold the lock for
-/// one publication (milliseconds), so a holder for this long is stuck (stopped, or hung).
+/// How long to wait for a lock held by someone else before giving up, unless the binary says
+/// otherwise ([`set_lock_timeout`], from `LKPKG_LOCK_TIMEOUT`). Writers hold the lock for one
+/// publication (milliseconds), so a holder for this long is stuck (stopped, or hung).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// The wait set by the binary (`None` inside: for ever).
+static TIMEOUT: OnceLock<Option<Duration>> = OnceLock::new();
 const POLL: Duration = Duration::from_millis(50);
 /// How long a wait lasts before it is reported.
 const REPORT_AFTER: Duration = Duration::from_secs(1);
@@ -39,6 +41,12 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 /// Where waiting for the lock is reported (once, after `REPORT_AFTER`).
 pub fn report_waits_with(reporter: fn(&str)) {
     let _ = WAIT_REPORTER.set(reporter);
+}
+
+/// How long a wait for the lock lasts before it fails (`None`: for ever), for the whole
+/// process; set once, by the binary.
+pub fn set_lock_timeout(timeout: Option<Duration>) {
+    let _ = TIMEOUT.set(timeout);
 }
 
 /// Ends every wait for the lock (Ctrl-C).
@@ -56,12 +64,7 @@ impl CacheLock {
     /// Takes the lock, waiting while someone else holds it: it says once whom it waits for,
     /// and gives up after the timeout (or on Ctrl-C) with an error that says so.
     pub fn acquire(root: &Path) -> Result<CacheLock, StoreError> {
-        let timeout = std::env::var("LKPKG_LOCK_TIMEOUT")
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(Some(DEFAULT_TIMEOUT), |s| {
-                (s > 0).then(|| Duration::from_secs(s))
-            });
+        let timeout = TIMEOUT.get().copied().unwrap_or(Some(DEFAULT_TIMEOUT));
         Self::acquire_within(root, timeout)
     }
 

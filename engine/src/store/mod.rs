@@ -97,7 +97,7 @@ pub use gc::{GcOptions, GcReport, UsageReport};
 pub use import::ImportedName;
 pub use ingest::Ingest;
 pub(crate) use lock::UnitClaim;
-pub use lock::{CacheLock, interrupt_waits, report_waits_with};
+pub use lock::{CacheLock, interrupt_waits, report_waits_with, set_lock_timeout};
 pub(crate) use lock::{Consistent, ReadGuard};
 pub use verify::{Problem, VerifyReport};
 

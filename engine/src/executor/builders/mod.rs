@@ -35,7 +35,7 @@ use tokio::sync::{Mutex, Semaphore};
 
 use super::docker::{Endpoint, Engine, EngineError};
 use crate::graph::Platform;
-pub(crate) use docker_config::DockerConfig;
+pub use docker_config::DockerConfig;
 pub use prune::Pruned;
 pub(crate) use prune::prune;
 
@@ -103,11 +103,11 @@ pub struct Builders {
 }
 
 impl Builders {
-    /// Builders from `spec`, `LINUXKIT_BUILDERS` and the docker CLI's configuration in the
-    /// environment (`DOCKER_CONFIG`, `DOCKER_HOST`, `DOCKER_CONTEXT`).
-    pub fn new(spec: BuilderSpec) -> Builders {
-        let env = std::env::var("LINUXKIT_BUILDERS").ok();
-        Builders::with(spec, env.as_deref(), DockerConfig::from_env())
+    /// Builders from `spec` (`--builders` over `LINUXKIT_BUILDERS`) and the docker CLI's
+    /// configuration (`DOCKER_CONFIG`, `DOCKER_HOST`, `DOCKER_CONTEXT`), both as the binary
+    /// read them from its environment ([`crate::ops::Environment`]).
+    pub fn new(spec: BuilderSpec, env_builders: Option<&str>, config: DockerConfig) -> Builders {
+        Builders::with(spec, env_builders, config)
     }
 
     /// Builders with an explicit `LINUXKIT_BUILDERS` value and docker configuration.
