@@ -80,6 +80,15 @@ fn cli_outputs() {
         r#"("(?:engine_version|api_version)": ?)"[^"]*""#,
         r#"${1}"[version]""#,
     );
+    // The engine's version (`pkg builder ls`).
+    settings.add_filter(
+        r"engine:   \S+ \(API [0-9.]+\)",
+        "engine:   [version] (API [version])",
+    );
+    // The loopback registry's address, and the repository unique to the run.
+    let registry_host = crate::support::dev_env("LKPKG_TEST_REGISTRY");
+    settings.add_filter(&regex_escape(&registry_host), "[registry]");
+    settings.add_filter(r"snap\d+/", "snap[pid]/");
     // BuildKit's own step lines (their order and timings are BuildKit's).
     settings.add_filter(r#"(?m)("log_tail":)\[.*\]\}$"#, "${1}[steps]}");
     // BuildKit's ids of a build's context refs.
@@ -205,6 +214,39 @@ fn cli_outputs() {
         lkpkg(&repo, &cache)
             .args(["--message-format", "json"])
             .args(failing),
+    );
+    // Moving images: export and import, push to and pull from the loopback registry, a
+    // remote tag, and the builders as people read them.
+    let archive = tmp.path().join("app.tar");
+    snap(
+        "cache-export",
+        lkpkg(&repo, &cache)
+            .args(["cache", "export", app, "--format", "oci", "-o"])
+            .arg(&archive),
+    );
+    let other = tmp.path().join("other");
+    snap(
+        "cache-import",
+        lkpkg(&repo, &other).args(["cache", "import"]).arg(&archive),
+    );
+    let registry = crate::support::dev_env("LKPKG_TEST_REGISTRY");
+    let remote = format!("{registry}/snap{}/app:1", std::process::id());
+    snap(
+        "cache-push",
+        lkpkg(&repo, &cache).args(["cache", "push", app, "--remote-name", &remote]),
+    );
+    let pulled = tmp.path().join("pulled");
+    snap(
+        "cache-pull",
+        lkpkg(&repo, &pulled).args(["cache", "pull", &remote]),
+    );
+    snap(
+        "remote-tag",
+        lkpkg(&repo, &cache).args(["pkg", "remote-tag", &remote, &remote.replace(":1", ":2")]),
+    );
+    snap(
+        "builder-ls",
+        lkpkg(&repo, &cache).args(["pkg", "builder", "ls", "--platforms", "linux/amd64"]),
     );
     snap("cache-rm", lkpkg(&repo, &cache).args(["cache", "rm", app]));
     snap("cache-gc", lkpkg(&repo, &cache).args(["cache", "gc"]));
