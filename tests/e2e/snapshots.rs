@@ -248,8 +248,20 @@ fn cli_outputs() {
         "builder-ls",
         lkpkg(&repo, &cache).args(["pkg", "builder", "ls", "--platforms", "linux/amd64"]),
     );
+    snap(
+        "builder-prune-dry-run",
+        lkpkg(&repo, &cache).args([
+            "pkg",
+            "builder",
+            "prune",
+            "--dry-run",
+            "--platforms",
+            "linux/amd64",
+        ]),
+    );
     snap("cache-rm", lkpkg(&repo, &cache).args(["cache", "rm", app]));
     snap("cache-gc", lkpkg(&repo, &cache).args(["cache", "gc"]));
+    snap("cache-clean", lkpkg(&repo, &other).args(["cache", "clean"]));
 }
 
 /// `text` as a regular expression matching itself.
