@@ -180,8 +180,7 @@ pub fn run(cmd: CacheCommand, global: &crate::args::GlobalArgs) -> anyhow::Resul
     };
     // Refuse unsupported flags before touching the cache.
     let store = crate::output::open_store(cache_dir)?;
-    let stdout = io::stdout();
-    let mut out = io::BufWriter::new(stdout.lock());
+    let mut out = crate::output::data();
     match cmd {
         CacheCommand::Ls { json } => {
             let names = store.names()?;

@@ -21,6 +21,13 @@ pub fn out(text: &str) {
     }
 }
 
+/// stdout as a stream, for data written piece by piece (tables, JSON documents, `cache
+/// export -o -`): buffered, and its write errors returned, so that a closed pipe ends the
+/// command as [`is_closed_pipe`] says and any other failure is reported.
+pub fn data() -> std::io::BufWriter<std::io::StdoutLock<'static>> {
+    std::io::BufWriter::new(std::io::stdout().lock())
+}
+
 /// Writes a message to stderr; a failure to write it is ignored.
 pub fn err(text: &str) {
     let mut stderr = std::io::stderr().lock();
