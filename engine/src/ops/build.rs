@@ -100,10 +100,7 @@ pub fn build(
         executor = executor.with_credentials(registry.credentials());
     }
     let executor = Arc::new(executor);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| BuildError::Internal(format!("cannot start the async runtime: {e}")))?;
+    let runtime = super::runtime(None)?;
     let summary = runtime.block_on(async {
         tokio::select! {
             summary = schedule::build(

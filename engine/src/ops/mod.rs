@@ -63,6 +63,18 @@ pub mod fuzzing {
 /// Where an operation's progress goes, event by event, in the order things happen.
 pub type Reporter = Arc<dyn Fn(Event) + Send + Sync>;
 
+/// The async runtime of one operation: `workers` threads (a registry command's calls need
+/// few), else one per core (a build).
+fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, OpError> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    builder.enable_all().build().map_err(|e| {
+        crate::schedule::BuildError::Internal(format!("cannot start the async runtime: {e}")).into()
+    })
+}
+
 /// A failed operation: the error as it was made (its [`std::error::Error::source`] chain
 /// intact) and how it is to be reported.
 #[derive(Debug)]

@@ -25,18 +25,6 @@ fn usage(message: impl Into<String>) -> OpError {
     Error::Usage(message.into()).into()
 }
 
-/// A runtime for the registry calls of one command.
-fn runtime() -> Result<tokio::runtime::Runtime, OpError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            crate::schedule::BuildError::Internal(format!("cannot start the async runtime: {e}"))
-                .into()
-        })
-}
-
 /// `cache pull REF...`: every platform, under the name and its `-<arch>` names.
 pub fn pull_images(
     store: &Store,
@@ -47,7 +35,7 @@ pub fn pull_images(
     if references.is_empty() {
         return Err(usage("cache pull: name at least one image"));
     }
-    let runtime = runtime()?;
+    let runtime = super::runtime(Some(2))?;
     for given in references {
         let name = reference::expand(given);
         reference::validate(&name).map_err(|e| usage(format!("`{given}`: {e}")))?;
@@ -93,7 +81,7 @@ pub fn push_images(
     if remote_name.is_some() && names.len() > 1 {
         return Err(usage("--remote-name applies to one image at a time"));
     }
-    let runtime = runtime()?;
+    let runtime = super::runtime(Some(2))?;
     for given in names {
         let (local, _) = store.resolve(given)?;
         let remote = remote_name.map_or_else(|| local.clone(), reference::expand);
@@ -135,7 +123,7 @@ pub fn publish(
     options: &Publish,
     say: &dyn Fn(String),
 ) -> Result<(), OpError> {
-    let runtime = runtime()?;
+    let runtime = super::runtime(Some(2))?;
     for (index, gp) in plan.graph().packages.iter().enumerate() {
         if !gp.requested {
             continue;
@@ -215,7 +203,7 @@ pub fn push_manifest(
     release: Option<&str>,
     say: &dyn Fn(String),
 ) -> Result<(), OpError> {
-    let runtime = runtime()?;
+    let runtime = super::runtime(Some(2))?;
     let (name, tag) = reference::split_tag(full);
     let tag = tag.unwrap_or("latest");
     let mut tags = vec![tag.to_owned()];
@@ -266,7 +254,7 @@ pub fn remote_tag(
              manifest of its own repository)"
         )));
     }
-    let changed = runtime()?.block_on(transfer::retag(client, &from, &to))?;
+    let changed = super::runtime(Some(2))?.block_on(transfer::retag(client, &from, &to))?;
     say(if changed {
         format!("Tagged {from} as {to}")
     } else {
@@ -286,7 +274,7 @@ pub fn published(
     names: Vec<(String, Descriptor)>,
     say: &dyn Fn(String),
 ) -> Result<Vec<(String, Descriptor)>, OpError> {
-    let runtime = runtime()?;
+    let runtime = super::runtime(Some(2))?;
     let mut out = Vec::new();
     for (name, root) in names {
         let digest = match parse_reference(&name) {
