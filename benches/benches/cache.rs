@@ -1,6 +1,7 @@
 //! Cache lookups: `cache ls` and a by-name lookup through lkpkg's redb index, side by side with
 //! what linuxkit does per lookup (read and parse `index.json`, scan for the name), on caches of
-//! 100, 1,000 and 10,000 names.
+//! 100, 1,000 and 10,000 names; and publishing into each: one name, and eight names one
+//! after another beside eight threads at once (which the store commits in groups).
 //!
 //! Setup is direct (no imports): one small image's blobs, and an `index.json` naming the same
 //! manifest N times, written in linuxkit's shape; opening the store indexes it once.
@@ -101,6 +102,43 @@ fn bench(c: &mut Criterion) {
             &n,
             |b, _| b.iter(|| black_box(lookup_by_parsing(dir.path(), &wanted))),
         );
+        // One name published (or re-pointed) into a cache of `n`, as a build does per unit:
+        // the cost a first build of a large tree pays once per unit.
+        let manifest = store.lookup(&name_of(0)).unwrap().unwrap();
+        let new_name = name_of(n);
+        group.bench_with_input(BenchmarkId::new("publish_one", n), &n, |b, _| {
+            b.iter(|| {
+                store
+                    .set_names(vec![(new_name.clone(), manifest.clone())])
+                    .unwrap()
+            })
+        });
+        // Eight names at once, as eight units finishing together publish them: one thread
+        // each (committed in groups) beside one after another (a commit each).
+        let eight: Vec<String> = (0..8).map(|i| name_of(n + 1 + i)).collect();
+        group.bench_with_input(BenchmarkId::new("publish_8_in_turn", n), &n, |b, _| {
+            b.iter(|| {
+                for name in &eight {
+                    store
+                        .set_names(vec![(name.clone(), manifest.clone())])
+                        .unwrap()
+                }
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("publish_8_threads", n), &n, |b, _| {
+            b.iter(|| {
+                std::thread::scope(|scope| {
+                    for name in &eight {
+                        let (store, manifest) = (&store, &manifest);
+                        scope.spawn(move || {
+                            store
+                                .set_names(vec![(name.clone(), manifest.clone())])
+                                .unwrap()
+                        });
+                    }
+                })
+            })
+        });
     }
     group.finish();
 }

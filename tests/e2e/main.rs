@@ -3,6 +3,7 @@
 //! skopeo, docker). Tests that need an engine fail when it is missing; they never skip.
 
 mod agreement;
+mod bounds;
 mod build;
 mod builders;
 mod buildkit;

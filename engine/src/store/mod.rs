@@ -76,6 +76,7 @@ pub(crate) mod index_json;
 pub(crate) mod ingest;
 pub(crate) mod lock;
 mod names;
+pub(crate) mod publications;
 mod publish;
 pub(crate) mod records;
 mod reindex;
@@ -156,6 +157,9 @@ pub enum StoreError {
     },
     #[error("interrupted while waiting for the cache lock")]
     Interrupted,
+    /// A bug in lkpkg, said as such.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A write asked of a cache this process cannot write (see [`Store::open`]).
     #[error(
         "the cache at `{}` is read-only (a read-only mount, or not this user's): it can be \
@@ -235,6 +239,8 @@ pub struct Store {
     notice: Option<String>,
     /// The cache cannot be written by this process (see [`Store::open`]).
     read_only: bool,
+    /// Publications of this process's threads, committed in groups ([`publications`]).
+    pub(crate) publications: publications::Publications,
 }
 
 impl std::fmt::Debug for Store {
@@ -284,6 +290,7 @@ impl Store {
             db,
             notice,
             read_only: false,
+            publications: Default::default(),
         };
         // A new cache gets an empty index.json. A missing one in a cache whose database still
         // names images is damage: left as it is for `cache verify` to report and repair, and
@@ -338,6 +345,7 @@ impl Store {
             db_path,
             notice: None,
             read_only: true,
+            publications: Default::default(),
         };
         db::ensure_schema(&store.db, &store.db_path)?;
         store.sync_locked(&ReadGuard::ReadOnly)?;

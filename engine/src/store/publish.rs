@@ -12,6 +12,7 @@ use lkpkg_cache_format::layout::{self, Descriptor, ImageIndex, REF_NAME_ANNOTATI
 use lkpkg_cache_format::reference;
 use redb::{ReadableDatabase, ReadableTable};
 
+use super::publications::Publication;
 use super::{Ingest, Store, StoreError, blobs, db, index_json, ingest, now_ms};
 
 impl Store {
@@ -80,44 +81,73 @@ impl Store {
         Ok(out)
     }
 
+    /// Checks one name before it is published: the name is one a registry, the engine and
+    /// linuxkit accept, and its closure is present and is what its descriptors say.
+    pub(crate) fn check_entry(
+        &self,
+        name: String,
+        mut desc: Descriptor,
+    ) -> Result<CheckedEntry, StoreError> {
+        reference::validate(&name).map_err(StoreError::InvalidArgument)?;
+        let closure = self.closure(&desc);
+        if let Some(digest) = closure.missing.first() {
+            return Err(StoreError::MissingBlob {
+                name,
+                digest: *digest,
+            });
+        }
+        if let Some((digest, why)) = closure.invalid.first_key_value() {
+            return Err(StoreError::BadContent {
+                name,
+                digest: *digest,
+                why: why.clone(),
+            });
+        }
+        desc.annotations
+            .insert(REF_NAME_ANNOTATION.to_owned(), name.clone());
+        Ok(CheckedEntry {
+            name,
+            desc,
+            blobs: closure.blobs,
+        })
+    }
+
     /// Under the lock: sets `set` names (replacing every entry with each name, like linuxkit's
     /// `DescriptorWrite`) and removes `remove` names, with refcounts and blob deletion.
     pub(crate) fn update_names_locked(
         &self,
         lock: &CacheLock,
-        mut index: ImageIndex,
+        index: ImageIndex,
         set: Vec<(String, Descriptor)>,
         remove: &[String],
         ingest_pins: Option<&BTreeSet<Digest>>,
     ) -> Result<(), StoreError> {
-        let now = now_ms();
         // New closures must be whole before anything is published.
+        let checked = set
+            .into_iter()
+            .map(|(name, desc)| self.check_entry(name, desc))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.apply_locked(lock, index, checked, remove, ingest_pins)
+    }
+
+    /// [`Store::update_names_locked`] of entries already checked ([`Store::check_entry`]):
+    /// one `index.json` replacement and one redb commit, however many names.
+    pub(crate) fn apply_locked(
+        &self,
+        lock: &CacheLock,
+        mut index: ImageIndex,
+        set: Vec<CheckedEntry>,
+        remove: &[String],
+        ingest_pins: Option<&BTreeSet<Digest>>,
+    ) -> Result<(), StoreError> {
+        let now = now_ms();
         let mut new_entries = Vec::new();
         let mut increments: BTreeMap<Digest, (String, u64, u64)> = BTreeMap::new();
-        for (name, mut desc) in set {
-            // Every name published is one a registry, the engine and linuxkit accept, and
-            // reaches only content that is what its descriptors say.
-            reference::validate(&name).map_err(StoreError::InvalidArgument)?;
-            let closure = self.closure(&desc);
-            if let Some(digest) = closure.missing.first() {
-                return Err(StoreError::MissingBlob {
-                    name,
-                    digest: *digest,
-                });
-            }
-            if let Some((digest, why)) = closure.invalid.first_key_value() {
-                return Err(StoreError::BadContent {
-                    name,
-                    digest: *digest,
-                    why: why.clone(),
-                });
-            }
-            for (digest, (media_type, size)) in closure.blobs {
+        for entry in set {
+            for (digest, (media_type, size)) in entry.blobs {
                 increments.entry(digest).or_insert((media_type, size, 0)).2 += 1;
             }
-            desc.annotations
-                .insert(REF_NAME_ANNOTATION.to_owned(), name.clone());
-            new_entries.push((name, desc));
+            new_entries.push((entry.name, entry.desc));
         }
         if !new_entries.is_empty() {
             blobs::sync_dir(&self.root.join(layout::BLOBS_DIR))?;
@@ -226,10 +256,17 @@ impl Store {
         Ok(())
     }
 
-    /// Publishes names under the lock (the ingest path goes through [`Ingest::publish`]).
+    /// Publishes names under the lock (the ingest path goes through [`Ingest::publish`]),
+    /// with whatever other threads publish meanwhile ([`super::publications`]).
     pub fn set_names(&self, set: Vec<(String, Descriptor)>) -> Result<(), StoreError> {
-        let lock = self.lock()?;
-        let index = self.sync_locked(&lock)?;
-        self.update_names_locked(&lock, index, set, &[], None)
+        self.publish(Publication::Names(set)).map(drop)
     }
+}
+
+/// A name ready to publish: checked, annotated with its name, with the blobs it reaches.
+#[derive(Debug)]
+pub(crate) struct CheckedEntry {
+    pub(crate) name: String,
+    pub(crate) desc: Descriptor,
+    pub(crate) blobs: BTreeMap<Digest, (String, u64)>,
 }

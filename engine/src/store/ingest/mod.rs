@@ -24,13 +24,13 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use lkpkg_cache_format::canonical_json;
 use lkpkg_cache_format::digest::Digest;
-use lkpkg_cache_format::layout::{self, Descriptor, ImageIndex, MEDIA_TYPE_OCI_INDEX};
+use lkpkg_cache_format::layout::Descriptor;
 
 pub(crate) use archive::{ArchiveContents, normalize};
 
 use super::blobs::{self, TempBlob};
+use super::publications::Publication;
 use super::{Store, StoreError, db, now_ms};
 
 /// How long a pin protects a blob if its writer is still alive: one day.
@@ -126,18 +126,6 @@ impl<'s> Ingest<'s> {
         self.put_blob(bytes, None)
     }
 
-    fn put_bytes_locked(
-        &mut self,
-        lock: &CacheLock,
-        bytes: &[u8],
-    ) -> Result<(Digest, u64), StoreError> {
-        let mut tmp = TempBlob::create(self.store.root())?;
-        tmp.copy_from(bytes)?;
-        let (file, digest, size) = tmp.finish()?;
-        self.pin_and_install_locked(lock, file, &digest)?;
-        Ok((digest, size))
-    }
-
     /// Pins blobs already in the cache that this session reads (a build's named contexts:
     /// the base images the builder fetches from the session's content store while it
     /// solves), so that `rm`, `gc` and `clean` running meanwhile leave them. Under the lock,
@@ -209,12 +197,10 @@ impl<'s> Ingest<'s> {
     }
 
     /// Publishes names (each replaces every entry with that name), once all their blobs are
-    /// present and durable.
+    /// present and durable; committed with what other threads publish meanwhile
+    /// ([`super::publications`]).
     pub fn publish(&mut self, names: Vec<(String, Descriptor)>) -> Result<(), StoreError> {
-        let lock = self.store.lock()?;
-        let index = self.store.sync_locked(&lock)?;
-        self.store
-            .update_names_locked(&lock, index, names, &[], Some(&self.pins))
+        self.store.publish(Publication::Names(names)).map(drop)
     }
 
     /// Writes (or extends) the multi-arch index under `full_name`: entries of the current
@@ -235,45 +221,12 @@ impl<'s> Ingest<'s> {
                 )));
             }
         }
-        let lock = self.store.lock()?;
-        let index = self.store.sync_locked(&lock)?;
-        let mut entries: Vec<Descriptor> = Vec::new();
-        if let Some(current) = index
-            .manifests
-            .iter()
-            .rev()
-            .find(|m| m.ref_name() == Some(full_name))
-        {
-            if layout::is_index_media_type(&current.media_type) {
-                if let Ok(old) = self.store.read_index(&current.digest) {
-                    entries = old.manifests;
-                }
-            } else if current.platform.is_some() {
-                let mut single = current.clone();
-                single.annotations.clear();
-                entries.push(single);
-            }
-        }
-        let entries = layout::merge_index_entries(entries, manifests);
-        let new_index = ImageIndex {
-            manifests: entries,
+        let written = self.store.publish(Publication::Index {
+            name: full_name.to_owned(),
+            manifests: manifests.to_vec(),
             annotations: annotations.clone(),
-            ..ImageIndex::empty()
-        };
-        let bytes = canonical_json::to_vec(&new_index).map_err(|e| StoreError::Json {
-            what: format!("index of `{full_name}`"),
-            message: e.to_string(),
         })?;
-        let (digest, size) = self.put_bytes_locked(&lock, &bytes)?;
-        let desc = Descriptor::new(MEDIA_TYPE_OCI_INDEX, digest, size);
-        self.store.update_names_locked(
-            &lock,
-            index,
-            vec![(full_name.to_owned(), desc.clone())],
-            &[],
-            Some(&self.pins),
-        )?;
-        Ok(desc)
+        written.ok_or_else(|| StoreError::Internal("an index publication wrote no index".into()))
     }
 }
 

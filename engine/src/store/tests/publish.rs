@@ -153,3 +153,139 @@ fn concurrent_threads_publish_without_losing_names() {
     assert_eq!(store.names().unwrap().len(), 20);
     assert!(store.verify(false).unwrap().problems.is_empty());
 }
+
+/// Waits until the store's publication queue says `ready`, or fails the test after 20 s.
+fn wait_for_queue(store: &Store, ready: impl Fn(usize, bool) -> bool) {
+    let started = std::time::Instant::now();
+    loop {
+        let (waiting, committing) = store.publications.waiting();
+        if ready(waiting, committing) {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "queue stuck at {waiting} waiting (committing: {committing})"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn publications_waiting_for_the_lock_commit_together_and_a_bad_one_fails_alone() {
+    let (_dir, store) = store();
+    let image = store
+        .ingest_oci_archive(
+            &oci_archive("amd64", &[layer_tar(&[("a", b"a")])])[..],
+            "docker.io/org/base:t",
+            &Platform::linux("amd64"),
+        )
+        .unwrap();
+    let mut missing = image.clone();
+    missing.digest = Digest::of(b"not in the cache");
+    let held = CacheLock::acquire(store.root()).unwrap();
+    let commits_before = store.publications.commits();
+    let results = std::thread::scope(|scope| {
+        // The first publisher leads, alone, and waits for the lock the test holds.
+        let first = {
+            let (store, image) = (&store, image.clone());
+            scope.spawn(move || store.set_names(vec![("docker.io/org/first:t".into(), image)]))
+        };
+        wait_for_queue(&store, |waiting, committing| waiting == 0 && committing);
+        let mut others = Vec::new();
+        for i in 0..8 {
+            let (store, image) = (&store, image.clone());
+            others
+                .push(scope.spawn(move || {
+                    store.set_names(vec![(format!("docker.io/org/p{i}:t"), image)])
+                }));
+        }
+        let bad = {
+            let (store, missing) = (&store, missing.clone());
+            scope.spawn(move || store.set_names(vec![("docker.io/org/bad:t".into(), missing)]))
+        };
+        wait_for_queue(&store, |waiting, _| waiting == 9);
+        drop(held);
+        let others: Vec<_> = others.into_iter().map(|t| t.join().unwrap()).collect();
+        (first.join().unwrap(), others, bad.join().unwrap())
+    });
+    let (first, others, bad) = results;
+    first.unwrap();
+    for other in others {
+        other.unwrap();
+    }
+    assert!(
+        matches!(bad, Err(StoreError::MissingBlob { ref name, .. }) if name == "docker.io/org/bad:t"),
+        "{bad:?}"
+    );
+    // The first alone, then the eight good ones of the batch queued behind it, together.
+    assert_eq!(store.publications.commits() - commits_before, 2);
+    let names: Vec<String> = store.names().unwrap().into_iter().map(|(n, _)| n).collect();
+    for i in 0..8 {
+        assert!(
+            names.contains(&format!("docker.io/org/p{i}:t")),
+            "{names:?}"
+        );
+    }
+    assert!(names.contains(&"docker.io/org/first:t".to_owned()));
+    assert!(!names.iter().any(|n| n.contains("bad")));
+    let on_disk: Vec<String> = raw_index(&store)
+        .manifests
+        .iter()
+        .filter_map(|m| m.ref_name().map(str::to_owned))
+        .collect();
+    assert_eq!(on_disk.len(), names.len(), "{on_disk:?}");
+    assert!(store.verify(false).unwrap().problems.is_empty());
+}
+
+#[test]
+fn index_merges_in_one_batch_build_on_each_other() {
+    let (_dir, store) = store();
+    let amd = store
+        .ingest_oci_archive(
+            &oci_archive("amd64", &[layer_tar(&[("a", b"amd64")])])[..],
+            "docker.io/org/img:t",
+            &Platform::linux("amd64"),
+        )
+        .unwrap();
+    let arm = store
+        .ingest_oci_archive(
+            &oci_archive("arm64", &[layer_tar(&[("a", b"arm64")])])[..],
+            "docker.io/org/img:t",
+            &Platform::linux("arm64"),
+        )
+        .unwrap();
+    let held = CacheLock::acquire(store.root()).unwrap();
+    let commits_before = store.publications.commits();
+    let (amd_index, arm_index) = std::thread::scope(|scope| {
+        let leader = {
+            let (store, amd) = (&store, amd.clone());
+            scope.spawn(move || store.set_names(vec![("docker.io/org/other:t".into(), amd)]))
+        };
+        wait_for_queue(&store, |waiting, committing| waiting == 0 && committing);
+        let merges: Vec<_> = [amd.clone(), arm.clone()]
+            .into_iter()
+            .map(|desc| {
+                let store = &store;
+                scope.spawn(move || store.merge_index("docker.io/org/img:t", &[desc]))
+            })
+            .collect();
+        wait_for_queue(&store, |waiting, _| waiting == 2);
+        drop(held);
+        leader.join().unwrap().unwrap();
+        let mut merges = merges.into_iter().map(|t| t.join().unwrap().unwrap());
+        (merges.next().unwrap(), merges.next().unwrap())
+    });
+    assert_eq!(store.publications.commits() - commits_before, 2);
+    // Whichever was staged second merged onto the first: the name holds both platforms.
+    let named = store.lookup("docker.io/org/img:t").unwrap().unwrap();
+    assert!(named.digest == amd_index.digest || named.digest == arm_index.digest);
+    let index = store.read_index(&named.digest).unwrap();
+    let mut arches: Vec<String> = index
+        .manifests
+        .iter()
+        .filter_map(|m| m.platform.as_ref().map(|p| p.architecture.clone()))
+        .collect();
+    arches.sort();
+    assert_eq!(arches, ["amd64", "arm64"]);
+    assert!(store.verify(false).unwrap().problems.is_empty());
+}
