@@ -61,6 +61,15 @@ pub fn resolve(line: &str, origin: &ArgOrigin, loader: &Loader) -> Result<Vec<Bu
             "invalid build-arg, must be in format 'arg=value': {line}"
         )));
     };
+    // BuildKit passes the argument on, and the build then fails at its first `RUN` (runc:
+    // "environment variable value can't contain null"): refused here, before anything runs.
+    // A newline is fine (an environment variable may hold one).
+    if line.contains('\0') {
+        return Err(bad(format!(
+            "build argument `{}` contains a NUL byte, which no process environment can hold",
+            key.escape_debug()
+        )));
+    }
     let Some(special) = value.strip_prefix(PREFIX) else {
         return Ok(vec![BuildArg {
             key: key.to_owned(),

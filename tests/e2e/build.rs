@@ -1,7 +1,7 @@
 //! `lkpkg pkg build` against the real Docker engine: chained builds through `@lkt:pkg:`,
 //! results in the cache under linuxkit's names, failures and an unreachable engine.
 
-use crate::support::{Repo, run};
+use crate::support::{Repo, lkpkg_on, ok, run};
 
 /// A repository with a busybox base (`FROM scratch`, `RUN`s something) and a dependent.
 fn fixture(tag: &str) -> Repo {
@@ -355,4 +355,50 @@ fn ctrl_c_cancels_running_builds_and_leaves_the_cache_consistent() {
     }
     let (code, _, stderr) = run(repo.lkpkg().args(["--cache", cache_arg, "cache", "verify"]));
     assert_eq!(code, 0, "{stderr}");
+}
+
+/// A build argument holding newlines (build.yml's `buildArgs`, YAML `\n`) reaches `RUN` steps
+/// and labels intact, as with `docker buildx build --build-arg`; one holding a NUL, which no
+/// process environment can hold, is refused before the build (see `malformed`).
+#[test]
+fn a_build_argument_with_newlines_reaches_run_steps_and_labels_intact() {
+    let repo = Repo::new();
+    repo.busybox_bin("nl", "newline-arg");
+    repo.write(
+        "nl/build.yml",
+        "image: newline-arg\norg: lkpkgtest\narches: [amd64]\nbuildArgs:\n  \
+         - \"MSG=line one\\n  line two\\n\\nlast \\\"quoted\\\" $HOME\"\n",
+    );
+    repo.write(
+        "nl/Dockerfile",
+        "FROM scratch\nCOPY bin/ /bin/\nARG MSG\nLABEL msg=\"${MSG}\"\n\
+         RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox printf '%s' \\\"$MSG\\\" > /msg\"]\n",
+    );
+    repo.commit_all("newline arg");
+    let cache = tempfile::tempdir().unwrap();
+    ok(lkpkg_on(&repo, cache.path()).args(["pkg", "build", "nl"]));
+    let expected = "line one\n  line two\n\nlast \"quoted\" $HOME";
+    assert_eq!(
+        crate::support::file_in_image(&repo, cache.path(), "nl", "/msg"),
+        expected
+    );
+    let tag = ok(repo.lkpkg().args(["pkg", "show-tag", "nl"]))
+        .trim()
+        .to_owned();
+    let inspected = ok(lkpkg_on(&repo, cache.path()).args([
+        "cache",
+        "inspect",
+        &format!("{tag}-amd64"),
+        "--json",
+    ]));
+    let inspected = crate::support::json_output("cache-inspect", &inspected);
+    let config = inspected["root"]["config"]["digest"]
+        .as_str()
+        .and_then(|d| d.strip_prefix("sha256:"))
+        .unwrap_or_else(|| panic!("no config in {inspected:#}"));
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(cache.path().join("blobs/sha256").join(config)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["config"]["Labels"]["msg"], expected, "{config:#}");
 }

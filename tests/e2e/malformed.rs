@@ -248,6 +248,19 @@ fn cases() -> Vec<Case> {
     c.files.push(("args.txt", "A=1\n\nB=2\n".into()));
     c.args.extend(["--build-arg-file", "pkg/p/args.txt"]);
     cases.push(c);
+    cases.push(case(
+        "NUL in a build argument",
+        "image: p\nbuildArgs:\n  - \"ZERO=a\\0b\"\n",
+        "contains a NUL byte",
+    ));
+    let mut c = case(
+        "NUL in an arg file line",
+        "image: p\n",
+        "contains a NUL byte",
+    );
+    c.files.push(("args.txt", "Z=a\0b\n".into()));
+    c.args.extend(["--build-arg-file", "pkg/p/args.txt"]);
+    cases.push(c);
     let mut c = case("missing arg file", "image: p\n", "nope.txt");
     c.args.extend(["--build-arg-file", "nope.txt"]);
     cases.push(c);

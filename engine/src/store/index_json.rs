@@ -96,3 +96,31 @@ pub(crate) fn write(
     blobs::sync_dir(root)?;
     Ok(stamp_of(&meta, Some(Digest::of(&bytes))))
 }
+
+/// The index this process last wrote, by the sha256 of its bytes: a publication reads
+/// `index.json` back (hashing it: another tool may have written it since), and when the bytes
+/// are the ones written it takes this instead of parsing them again, which is most of a
+/// publication's cost in a large cache. Keyed by content, so it is never stale.
+#[derive(Debug, Default)]
+pub(crate) struct LastWritten(std::sync::Mutex<Option<(Digest, ImageIndex)>>);
+
+impl LastWritten {
+    pub(crate) fn remember(&self, sha256: Digest, index: ImageIndex) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some((sha256, index));
+        }
+    }
+
+    /// The index whose bytes hash to `sha256`, if it is the one remembered (taken: the caller
+    /// changes it, and remembers what it writes).
+    pub(crate) fn take(&self, sha256: &Digest) -> Option<ImageIndex> {
+        let mut slot = self.0.lock().ok()?;
+        match slot.take() {
+            Some((remembered, index)) if remembered == *sha256 => Some(index),
+            other => {
+                *slot = other;
+                None
+            }
+        }
+    }
+}

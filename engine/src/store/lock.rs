@@ -215,9 +215,80 @@ pub(crate) const UNIT_LOCKS_DIR: &str = "lkpkg-locks";
 fn holder(file: &File) -> String {
     let mut probe = whole_file();
     match fcntl(file, FcntlArg::F_OFD_GETLK(&mut probe)) {
-        Ok(_) if probe.l_pid > 0 => format!("process {} (linuxkit, or another tool)", probe.l_pid),
-        _ => "another lkpkg process".to_owned(),
+        Ok(_) if probe.l_pid > 0 => match command_of(probe.l_pid as u32) {
+            Some(comm) => format!(
+                "process {} (`{comm}`: linuxkit, or another tool)",
+                probe.l_pid
+            ),
+            None => format!("process {} (linuxkit, or another tool)", probe.l_pid),
+        },
+        // An OFD lock has no owning process (`l_pid` is -1): the holder is found by the lock
+        // lines of the open files' `fdinfo`.
+        _ => match ofd_holder(file) {
+            Some((pid, comm)) if pid == std::process::id() => {
+                format!("this process ({pid}, `{comm}`), in another of its tasks")
+            }
+            Some((pid, comm)) => format!("process {pid} (`{comm}`)"),
+            None => "another lkpkg process".to_owned(),
+        },
     }
+}
+
+/// A process's command name (`/proc/<pid>/comm`).
+fn command_of(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|c| c.trim().to_owned())
+}
+
+/// The process whose open file description holds a write OFD lock on `file`'s inode: the
+/// `lock:` lines of `/proc/<pid>/fdinfo/<fd>` (`… OFDLCK ADVISORY WRITE -1 <maj>:<min>:<ino> …`).
+/// `None` when none is readable (another user's processes, no `/proc`).
+fn ofd_holder(file: &File) -> Option<(u32, String)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().ok()?;
+    let dev = meta.dev();
+    let wanted = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(dev),
+        libc::minor(dev),
+        meta.ino()
+    );
+    let ours = std::process::id();
+    let mut own = None;
+    for proc_entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = proc_entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fdinfo")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(info) = std::fs::read_to_string(fd.path()) else {
+                continue;
+            };
+            let holds = info.lines().any(|line| {
+                line.starts_with("lock:")
+                    && line.contains("OFDLCK")
+                    && line.contains("WRITE")
+                    && line.split_whitespace().any(|field| field == wanted)
+            });
+            if holds {
+                let found = (pid, command_of(pid).unwrap_or_default());
+                // The waiter's own description is not locked; another of this process's may
+                // be (a thread publishing): said only if no other process holds it.
+                if pid != ours {
+                    return Some(found);
+                }
+                own = Some(found);
+            }
+        }
+    }
+    own
 }
 
 #[cfg(test)]
@@ -245,6 +316,11 @@ mod tests {
         let message = e.to_string();
         assert!(
             message.contains(".lock") && message.contains("LKPKG_LOCK_TIMEOUT"),
+            "{message}"
+        );
+        // The holder, an OFD lock of this process, is named (not "another lkpkg process").
+        assert!(
+            message.contains(&format!("this process ({}", std::process::id())),
             "{message}"
         );
     }

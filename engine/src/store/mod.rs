@@ -40,6 +40,9 @@
 //!    `fsync`, rename, `fsync` of the directory, and only then commits redb. A crash before the
 //!    rename leaves the old `index.json`; after it, the stamp in redb no longer matches and the
 //!    next open re-indexes.
+//!    Publications a process's threads make at once are committed together ([`publications`]):
+//!    each closure is checked on its own, then one replacement and one commit carry them all,
+//!    so a crash leaves the old index or the new one, never part of a batch.
 //! 4. Blob files are deleted only after the redb commit that dropped their last reference, under
 //!    the lock; a crash in between leaves unreferenced blobs, which `gc` removes.
 //!
@@ -241,6 +244,8 @@ pub struct Store {
     read_only: bool,
     /// Publications of this process's threads, committed in groups ([`publications`]).
     pub(crate) publications: publications::Publications,
+    /// The `index.json` this process last wrote, parsed ([`index_json::LastWritten`]).
+    last_written: index_json::LastWritten,
 }
 
 impl std::fmt::Debug for Store {
@@ -291,6 +296,7 @@ impl Store {
             notice,
             read_only: false,
             publications: Default::default(),
+            last_written: Default::default(),
         };
         // A new cache gets an empty index.json. A missing one in a cache whose database still
         // names images is damage: left as it is for `cache verify` to report and repair, and
@@ -346,6 +352,7 @@ impl Store {
             notice: None,
             read_only: true,
             publications: Default::default(),
+            last_written: Default::default(),
         };
         db::ensure_schema(&store.db, &store.db_path)?;
         store.sync_locked(&ReadGuard::ReadOnly)?;

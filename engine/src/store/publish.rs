@@ -181,6 +181,10 @@ impl Store {
         kept.extend(new_entries.iter().map(|(_, d)| d.clone()));
         index.manifests = kept;
         let stamp = index_json::write(&self.root, &index, lock)?;
+        // The next publication reads these bytes back; it need not parse them again.
+        if let Some(sha256) = stamp.sha256 {
+            self.last_written.remember(sha256, index);
+        }
 
         let pinned = self.pinned_digests()?;
         let mut doomed = Vec::new();

@@ -54,7 +54,14 @@ impl Store {
             index_json::write(&self.root, &ImageIndex::empty(), writer)?;
         }
         let (bytes, stamp) = index_json::read_raw(&self.root)?;
-        let index = match index_json::parse(&self.root, &bytes) {
+        let written = stamp
+            .sha256
+            .and_then(|sha256| self.last_written.take(&sha256));
+        let parsed = match written {
+            Some(index) => Ok(index),
+            None => index_json::parse(&self.root, &bytes),
+        };
+        let index = match parsed {
             Ok(index) => index,
             Err(StoreError::CorruptIndexJson { message, .. }) if self.names_in_db()? > 0 => {
                 return Err(StoreError::IndexJsonUnreadable {

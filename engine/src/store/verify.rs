@@ -1,7 +1,13 @@
 //! `cache verify [--repair]`: checks the store against its invariants.
 //!
-//! Checked, under the cache lock so the picture is consistent:
-//! - every blob file hashes to its name;
+//! Checked:
+//! - every blob file hashes to its name. Blob files are immutable under their names (installed
+//!   by a rename that never clobbers, removed only by deletion), so this, the long part on a
+//!   large cache, runs without the cache lock: builds and imports publish meanwhile, a blob
+//!   deleted meanwhile (`rm`, `gc`) is skipped, and `--repair` hashes a corrupt one again under
+//!   the lock before it moves it;
+//!
+//! and under the cache lock, so that the picture is consistent:
 //! - every `index.json` entry's closure is present;
 //! - `index.json` and redb agree: the same names with the same root descriptors, and every blob
 //!   record's reference count equals the number of entries reaching the blob.
@@ -21,6 +27,14 @@ use super::{Store, StoreError, blobs, index_json};
 
 /// The quarantine directory for corrupt blobs, inside the cache.
 pub(crate) const QUARANTINE_DIR: &str = "lkpkg-quarantine";
+
+/// What hashing the blob files found.
+#[derive(Debug, Default)]
+pub(crate) struct HashedBlobs {
+    pub(crate) checked: usize,
+    /// [`Problem::CorruptBlob`]s.
+    pub(crate) corrupt: Vec<Problem>,
+}
 
 /// One violated invariant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +156,7 @@ pub struct VerifyReport {
 impl Store {
     /// Verifies the cache; with `repair`, fixes what can be fixed. See the module docs.
     pub fn verify(&self, repair: bool) -> Result<VerifyReport, StoreError> {
+        let hashed = self.hash_blobs()?;
         let guard = if repair {
             ReadGuard::Held(self.lock()?)
         } else {
@@ -159,7 +174,11 @@ impl Store {
         };
         if !index_file.exists() || unreadable.is_some() {
             let records = self.ref_records()?;
-            let mut report = VerifyReport::default();
+            let mut report = VerifyReport {
+                blobs_checked: hashed.checked,
+                problems: hashed.corrupt.clone(),
+                ..VerifyReport::default()
+            };
             report.problems.push(match &unreadable {
                 None => Problem::IndexJsonMissing {
                     names: records.len(),
@@ -189,20 +208,26 @@ impl Store {
             index_json::write(self.root(), &index, lock)?;
             self.reindex_locked(&guard)?;
             let after = self.check_locked(&guard)?;
-            report.blobs_checked = after.blobs_checked;
             report.names_checked = after.names_checked;
-            report.remaining = after.problems;
+            report.remaining = hashed.corrupt.into_iter().chain(after.problems).collect();
             report.repaired = true;
             return Ok(report);
         }
         let mut report = self.check_locked(&guard)?;
+        report.blobs_checked = hashed.checked;
+        report.problems.splice(0..0, hashed.corrupt);
         if repair && !report.problems.is_empty() {
             let quarantine = self.root().join(QUARANTINE_DIR);
             for problem in &report.problems {
                 if let Problem::CorruptBlob { digest, .. } = problem {
+                    // Hashed again under the lock: what is moved aside is corrupt now.
+                    let from = self.blob_path(digest);
+                    match blobs::hash_file(&from) {
+                        Ok((actual, _)) if actual != *digest => {}
+                        _ => continue,
+                    }
                     std::fs::create_dir_all(&quarantine)
                         .map_err(|e| StoreError::io(&quarantine, e))?;
-                    let from = self.blob_path(digest);
                     let to = quarantine.join(digest.hex());
                     std::fs::rename(&from, &to).map_err(|e| StoreError::io(&from, e))?;
                 }
@@ -216,17 +241,32 @@ impl Store {
         Ok(report)
     }
 
-    fn check_locked(&self, _lock: &impl Consistent) -> Result<VerifyReport, StoreError> {
-        let mut report = VerifyReport::default();
+    /// Hashes every blob file, without the lock (see the module docs).
+    pub(crate) fn hash_blobs(&self) -> Result<HashedBlobs, StoreError> {
+        let mut hashed = HashedBlobs::default();
         for (digest, _, _) in blobs::list(self.root())? {
-            let (actual, _) = blobs::hash_file(&self.blob_path(&digest))?;
-            report.blobs_checked += 1;
+            let path = self.blob_path(&digest);
+            let actual = match blobs::hash_file(&path) {
+                Ok((actual, _)) => actual,
+                // Removed since the listing (`rm`, `gc`): nothing to check.
+                Err(StoreError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            hashed.checked += 1;
             if actual != digest {
-                report
-                    .problems
-                    .push(Problem::CorruptBlob { digest, actual });
+                hashed.corrupt.push(Problem::CorruptBlob { digest, actual });
             }
         }
+        Ok(hashed)
+    }
+
+    /// The checks of agreement and closures, under the lock (blob hashes are not checked).
+    fn check_locked(&self, _lock: &impl Consistent) -> Result<VerifyReport, StoreError> {
+        let mut report = VerifyReport::default();
         let (bytes, _) = index_json::read_raw(self.root())?;
         let index = index_json::parse(self.root(), &bytes)?;
         let mut in_json: BTreeMap<String, Descriptor> = BTreeMap::new();

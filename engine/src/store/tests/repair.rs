@@ -88,3 +88,44 @@ fn verify_catches_planted_faults_and_repair_fixes_them() {
         .unwrap();
     assert!(store.verify(false).unwrap().problems.is_empty());
 }
+
+/// `verify` hashes the blobs without the cache lock (a writer is not held up for the long
+/// part), then takes it for the agreement checks; a corrupt blob is still found.
+#[test]
+fn verify_hashes_blobs_while_another_holds_the_lock() {
+    let (_dir, store) = store();
+    let image = store
+        .ingest_oci_archive(
+            &oci_archive("amd64", &[layer_tar(&[("a", b"a")])])[..],
+            "docker.io/org/img:t",
+            &Platform::linux("amd64"),
+        )
+        .unwrap();
+    let manifest = store.read_manifest(&image.digest).unwrap();
+    let layer = store.blob_path(&manifest.layers[0].digest);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&layer, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    // The same size, other bytes: only the hash can tell.
+    let size = std::fs::metadata(&layer).unwrap().len() as usize;
+    std::fs::write(&layer, vec![b'x'; size]).unwrap();
+    let held = CacheLock::acquire(store.root()).unwrap();
+    let (done, hashed) = std::sync::mpsc::channel();
+    std::thread::scope(|scope| {
+        scope.spawn(|| done.send(store.hash_blobs()).unwrap());
+        let hashed = hashed
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("hashing waited for the lock");
+        let hashed = hashed.unwrap();
+        assert_eq!(hashed.corrupt.len(), 1, "{:?}", hashed.corrupt);
+        drop(held);
+    });
+    let report = store.verify(false).unwrap();
+    assert!(
+        matches!(report.problems[..], [Problem::CorruptBlob { digest, .. }] if digest == manifest.layers[0].digest),
+        "{:?}",
+        report.problems
+    );
+    assert_eq!(report.blobs_checked, 3);
+}
