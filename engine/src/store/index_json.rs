@@ -11,7 +11,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use lkpkg_cache_format::canonical_json;
-use lkpkg_cache_format::digest::Digest;
+use lkpkg_cache_format::digest::{Digest, Hasher};
 use lkpkg_cache_format::index_db::IndexStamp;
 use lkpkg_cache_format::layout::{INDEX_FILE, ImageIndex};
 
@@ -64,23 +64,38 @@ pub(crate) fn parse(root: &Path, bytes: &[u8]) -> Result<ImageIndex, StoreError>
 pub(crate) const TEMP_KIND: &str = "index.json.lkpkg-tmp-";
 
 /// Replaces `index.json` atomically and durably, under the cache lock; returns the stamp of
-/// what was written.
+/// what was written. The text is streamed into the temporary file and hashed as it goes
+/// ([`canonical_json::write_index_json`]): never whole in memory.
 pub(crate) fn write(
     root: &Path,
     index: &ImageIndex,
     _lock: &super::CacheLock,
 ) -> Result<IndexStamp, StoreError> {
     let path = root.join(INDEX_FILE);
-    let bytes = canonical_json::to_vec_index_json(index).map_err(|e| StoreError::Json {
-        what: path.display().to_string(),
-        message: e.to_string(),
-    })?;
     let mut tmp = tempfile::Builder::new()
         .prefix(&super::blobs::temp_prefix(TEMP_KIND))
         .tempfile_in(root)
         .map_err(|e| StoreError::io(root, e))?;
-    tmp.write_all(&bytes)
-        .and_then(|()| tmp.as_file().sync_all())
+    let sha256 = {
+        let mut out = Hashing {
+            inner: io::BufWriter::with_capacity(256 * 1024, tmp.as_file_mut()),
+            hasher: Hasher::new(),
+        };
+        canonical_json::write_index_json(index, &mut out).map_err(|e| {
+            if let Some(kind) = e.io_error_kind() {
+                StoreError::io(&path, io::Error::from(kind))
+            } else {
+                StoreError::Json {
+                    what: path.display().to_string(),
+                    message: e.to_string(),
+                }
+            }
+        })?;
+        out.inner.flush().map_err(|e| StoreError::io(&path, e))?;
+        out.hasher.finish()
+    };
+    tmp.as_file()
+        .sync_all()
         .map_err(|e| StoreError::io(tmp.path(), e))?;
     // linuxkit creates index.json with os.ModePerm (before umask); keep it world-readable.
     {
@@ -94,7 +109,58 @@ pub(crate) fn write(
         .map_err(|e| StoreError::io(&path, e.error))?;
     let meta = file.metadata().map_err(|e| StoreError::io(&path, e))?;
     blobs::sync_dir(root)?;
-    Ok(stamp_of(&meta, Some(Digest::of(&bytes))))
+    Ok(stamp_of(&meta, Some(sha256)))
+}
+
+/// A writer that hashes what goes through it.
+struct Hashing<W> {
+    inner: W,
+    hasher: Hasher,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(bytes)?;
+        self.hasher.update(&bytes[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// `index.json` as read under the lock: the index this process last wrote, when the file's
+/// bytes are still those ([`LastWritten`]), else the bytes to parse.
+pub(crate) enum Contents {
+    Remembered(ImageIndex),
+    Bytes(Vec<u8>),
+}
+
+/// Reads `index.json` with the stamp of what was read. The file is hashed first, streaming;
+/// only when its bytes are not the ones this process wrote are they read into memory.
+pub(crate) fn read_known(
+    root: &Path,
+    known: &LastWritten,
+) -> Result<(Contents, IndexStamp), StoreError> {
+    let path = root.join(INDEX_FILE);
+    let mut file = File::open(&path).map_err(|e| StoreError::io(&path, e))?;
+    let meta = file.metadata().map_err(|e| StoreError::io(&path, e))?;
+    let mut hasher = Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| StoreError::io(&path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let sha256 = hasher.finish();
+    if let Some(index) = known.take(&sha256) {
+        return Ok((Contents::Remembered(index), stamp_of(&meta, Some(sha256))));
+    }
+    let (bytes, stamp) = read_raw(root)?;
+    Ok((Contents::Bytes(bytes), stamp))
 }
 
 /// The index this process last wrote, by the sha256 of its bytes: a publication reads

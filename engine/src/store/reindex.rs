@@ -53,13 +53,10 @@ impl Store {
             };
             index_json::write(&self.root, &ImageIndex::empty(), writer)?;
         }
-        let (bytes, stamp) = index_json::read_raw(&self.root)?;
-        let written = stamp
-            .sha256
-            .and_then(|sha256| self.last_written.take(&sha256));
-        let parsed = match written {
-            Some(index) => Ok(index),
-            None => index_json::parse(&self.root, &bytes),
+        let (contents, stamp) = index_json::read_known(&self.root, &self.last_written)?;
+        let parsed = match contents {
+            index_json::Contents::Remembered(index) => Ok(index),
+            index_json::Contents::Bytes(bytes) => index_json::parse(&self.root, &bytes),
         };
         let index = match parsed {
             Ok(index) => index,
