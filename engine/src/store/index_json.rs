@@ -82,8 +82,9 @@ pub(crate) fn write(
             hasher: Hasher::new(),
         };
         canonical_json::write_index_json(index, &mut out).map_err(|e| {
-            if let Some(kind) = e.io_error_kind() {
-                StoreError::io(&path, io::Error::from(kind))
+            if e.is_io() {
+                // The file system's own error (a full disk says so), as serde_json kept it.
+                StoreError::io(&path, io::Error::from(e))
             } else {
                 StoreError::Json {
                     what: path.display().to_string(),
