@@ -261,7 +261,8 @@ impl Store {
     }
 
     /// Publishes names under the lock (the ingest path goes through [`Ingest::publish`]),
-    /// with whatever other threads publish meanwhile ([`super::publications`]).
+    /// with whatever other threads publish meanwhile (a group commit; see the store's
+    /// crash-safety step 3).
     pub fn set_names(&self, set: Vec<(String, Descriptor)>) -> Result<(), StoreError> {
         self.publish(Publication::Names(set)).map(drop)
     }

@@ -197,8 +197,8 @@ impl<'s> Ingest<'s> {
     }
 
     /// Publishes names (each replaces every entry with that name), once all their blobs are
-    /// present and durable; committed with what other threads publish meanwhile
-    /// ([`super::publications`]).
+    /// present and durable; committed with what other threads publish meanwhile (a group
+    /// commit; see the store's crash-safety step 3).
     pub fn publish(&mut self, names: Vec<(String, Descriptor)>) -> Result<(), StoreError> {
         self.store.publish(Publication::Names(names)).map(drop)
     }
