@@ -39,30 +39,69 @@ pub(crate) fn normalize(path: &str) -> String {
     parts.join("/")
 }
 
+/// A name from an archive (an entry's, or a link's target, `base` the directory a symlink is
+/// in), resolved inside the archive; refused when it is absolute or climbs above the archive's
+/// root. Nothing of an archive is ever written under its own name (blobs are named by their
+/// digest), so such a name could not escape; but no tool lkpkg reads writes one, and following
+/// it inside the archive would give it a meaning it was not made with.
+fn contained(base: &str, name: &str, what: &str) -> Result<String, StoreError> {
+    let refuse = |why: &str| StoreError::BadArchive(format!("{what} `{name}` {why}"));
+    if name.starts_with('/') {
+        return Err(refuse("is an absolute path"));
+    }
+    let mut depth: usize = base
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .count();
+    for part in name.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or_else(|| refuse("climbs out of the archive"))?
+            }
+            _ => depth += 1,
+        }
+    }
+    Ok(normalize(&format!("{base}/{name}")))
+}
+
 impl ArchiveContents {
     pub(crate) fn read(ingest: &mut Ingest<'_>, reader: impl Read) -> Result<Self, StoreError> {
         let bad = |e: std::io::Error| StoreError::BadArchive(format!("unreadable tar: {e}"));
         let mut archive = tar::Archive::new(reader);
         let mut contents = ArchiveContents::default();
+        let mut seen = std::collections::BTreeSet::new();
         for entry in archive.entries().map_err(bad)? {
             let entry = entry.map_err(bad)?;
             let raw_path = entry.path().map_err(bad)?.to_string_lossy().into_owned();
-            let path = normalize(&raw_path);
             let kind = entry.header().entry_type();
-            if kind.is_symlink() || kind.is_hard_link() {
-                if let Some(target) = entry.link_name().map_err(bad)? {
-                    let target = target.to_string_lossy().into_owned();
-                    let resolved = if kind.is_symlink() {
-                        let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
-                        normalize(&format!("{dir}/{target}"))
-                    } else {
-                        normalize(&target)
-                    };
-                    contents.symlinks.insert(path, resolved);
-                }
+            let linked = kind.is_symlink() || kind.is_hard_link();
+            if !linked && !kind.is_file() {
                 continue;
             }
-            if !kind.is_file() {
+            let path = contained("", &raw_path, "entry")?;
+            // Two entries of one name: which one a reader takes is a matter of convention (tar
+            // extracts the last), so an archive holding both is ambiguous and refused.
+            if !seen.insert(path.clone()) {
+                return Err(StoreError::BadArchive(format!(
+                    "`{raw_path}` appears twice in the archive"
+                )));
+            }
+            if linked {
+                if let Some(target) = entry.link_name().map_err(bad)? {
+                    let target = target.to_string_lossy().into_owned();
+                    // A symlink's target is relative to its directory, a hard link's to the
+                    // archive's root.
+                    let base = match kind.is_symlink() {
+                        true => path.rsplit_once('/').map_or("", |(d, _)| d),
+                        false => "",
+                    };
+                    let what = format!("the link `{raw_path}` ->");
+                    let resolved = contained(base, &target, &what)?;
+                    contents.symlinks.insert(path, resolved);
+                }
                 continue;
             }
             if let Some(hex) = path.strip_prefix("blobs/sha256/") {

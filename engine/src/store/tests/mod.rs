@@ -5,6 +5,7 @@ mod archives;
 mod crash;
 mod export;
 mod gc;
+mod hostile;
 mod import;
 mod open;
 mod pins;
