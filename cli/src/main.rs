@@ -16,6 +16,7 @@ mod output;
 mod pkg;
 mod progress;
 mod registry_cmd;
+mod waits;
 
 use clap::Parser;
 
@@ -33,22 +34,12 @@ fn main() -> std::process::ExitCode {
 fn run(cli: args::Cli) -> std::process::ExitCode {
     // A busy cache lock is said, never waited for in silence (as cargo's "Blocking").
     lkpkg_engine::ops::cache::report_waits_with(|message| output::errln!("    Blocking {message}"));
-    // `LKPKG_LOCK_TIMEOUT`: seconds to wait for a busy cache lock, `0` for ever (else the
-    // engine's default).
-    if let Some(seconds) = std::env::var("LKPKG_LOCK_TIMEOUT")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-    {
-        lkpkg_engine::ops::cache::set_lock_timeout(
-            (seconds > 0).then(|| std::time::Duration::from_secs(seconds)),
-        );
-    }
-    let result = match cli.command {
+    let result = waits::configure().and_then(|()| match cli.command {
         args::Command::Pkg(pkg) => pkg::run(*pkg, &cli.global),
         args::Command::Cache(cmd) => cache_cmd::run(cmd, &cli.global),
         args::Command::Graph(graph) => graph_cmd::run(graph, &cli.global),
         args::Command::Explain(explain) => explain_cmd::run(explain, &cli.global),
-    };
+    });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // `lkpkg … | head`: the reader is gone, nothing more to say (as `cat`).

@@ -59,6 +59,7 @@ pub fn client(global: &GlobalArgs, registry_creds: &[String]) -> Result<Arc<Regi
         mirrors,
         insecure,
         log: Some(log),
+        timeout: crate::waits::registry()?,
     };
     Ok(Arc::new(Registry::new(settings)?))
 }

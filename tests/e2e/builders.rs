@@ -988,3 +988,110 @@ fn builder_container_is_created_found_and_recreated_as_linuxkit_does() {
         id(&recreated)
     );
 }
+
+/// A loopback TCP proxy in front of `upstream` that forwards the engine's API but holds every
+/// connection whose first request is a BuildKit upgrade (`/grpc`, `/session`) without ever
+/// answering: an engine that answers `version` and then wedges.
+fn wedging_proxy(upstream: &str) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let upstream = upstream.to_owned();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { break };
+            let upstream = upstream.clone();
+            std::thread::spawn(move || {
+                let mut first = [0u8; 16384];
+                let Ok(n) = client.read(&mut first) else {
+                    return;
+                };
+                let line = String::from_utf8_lossy(&first[..n]);
+                let line = line.lines().next().unwrap_or_default();
+                if line.contains("/grpc ") || line.contains("/session ") {
+                    std::thread::sleep(std::time::Duration::from_secs(120));
+                    return;
+                }
+                let Ok(mut server) = std::net::TcpStream::connect(&upstream) else {
+                    return;
+                };
+                if server.write_all(&first[..n]).is_err() {
+                    return;
+                }
+                let mut client_back = client.try_clone().unwrap();
+                let mut server_back = server.try_clone().unwrap();
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut server_back, &mut client_back);
+                    let _ = client_back.shutdown(std::net::Shutdown::Write);
+                });
+                let _ = std::io::copy(&mut client, &mut server);
+                let _ = server.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+/// A builder that accepts the connection and never answers, and one that answers the API but
+/// never its BuildKit upgrade: the build fails after `LKPKG_BUILDER_TIMEOUT` with one error
+/// naming the endpoint, the wait and the variable that sets it (never a silent hang); the
+/// cache gets nothing. A value that is not a number of seconds is bad input.
+#[test]
+fn a_wedged_builder_times_out_with_a_clear_configurable_error() {
+    let image = unique("wedged");
+    let cleanup = Cleanup::new(&image);
+    let repo = arch_repo(&image);
+    let work = tempfile::tempdir().unwrap();
+    // Accepts, reads nothing, answers nothing.
+    let socket = work.path().join("wedged.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let docker2 = dev_env("LKPKG_TEST_DOCKER2_TCP");
+    let proxy = wedging_proxy(docker2.trim_start_matches("tcp://"));
+    for endpoint in [
+        format!("unix://{}", socket.display()),
+        format!("tcp://127.0.0.1:{proxy}"),
+    ] {
+        let cache = work.path().join(format!("cache-{}", endpoint.len()));
+        let started = std::time::Instant::now();
+        let (code, out, err) = run(lkpkg_in(&repo, &cleanup)
+            .env("LKPKG_BUILDER_TIMEOUT", "2")
+            .arg("--cache")
+            .arg(&cache)
+            .args(["pkg", "build", "--platforms", "linux/amd64", "--builders"])
+            .arg(format!("linux/amd64={endpoint}"))
+            .arg("arch"));
+        let took = started.elapsed();
+        assert_ne!(code, 0, "{endpoint}: {out}{err}");
+        assert!(
+            err.contains(&endpoint)
+                && err.contains("no answer within 2 s")
+                && err.contains("LKPKG_BUILDER_TIMEOUT"),
+            "{endpoint}: {err}"
+        );
+        assert!(
+            took < std::time::Duration::from_secs(60),
+            "{endpoint}: took {took:?}"
+        );
+        let listed = ok(lkpkg_in(&repo, &cleanup)
+            .arg("--cache")
+            .arg(&cache)
+            .args(["cache", "ls", "--json"]));
+        assert!(
+            crate::support::listed_images(&listed).is_empty(),
+            "{listed}"
+        );
+    }
+    let (code, _, err) = run(lkpkg_in(&repo, &cleanup)
+        .env("LKPKG_BUILDER_TIMEOUT", "-1")
+        .args(["pkg", "builder", "ls"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("LKPKG_BUILDER_TIMEOUT: `-1` is not a number of seconds"),
+        "{err}"
+    );
+}

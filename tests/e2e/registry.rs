@@ -653,9 +653,86 @@ fn registry_faults_give_clear_errors_and_leave_the_cache_as_it_was() {
 /// sha256 of `{}`.
 const EMPTY_OBJECT: &str = "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
 
+/// A registry that accepts connections and reads requests but never answers, or goes silent
+/// in the middle of an answer: each wedged call ends after `LKPKG_REGISTRY_TIMEOUT` (retried,
+/// visibly, as a cut connection is), with one error naming the registry, the reference, the
+/// wait and the variable that sets it; nothing is named in the cache. A value that is not a
+/// number of seconds is bad input.
+#[test]
+fn a_wedged_registry_times_out_with_a_clear_configurable_error() {
+    let fake = FakeRegistry::start();
+    let registry = format!("127.0.0.1:{}", fake.port);
+    let repo = chain(&format!("{registry}/hang"), "wedged");
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("c");
+    let names = |cache: &Path| ok(lkpkg(&repo, cache, false).args(["cache", "ls", "--json"]));
+    let timed = |mut cmd: Command| {
+        cmd.env("LKPKG_REGISTRY_TIMEOUT", "1");
+        let started = Instant::now();
+        let (code, _, err) = run(&mut cmd);
+        (code, err, started.elapsed())
+    };
+    for reference in [
+        format!("{registry}/hang/img:t"),
+        format!("{registry}/stall/blob:t"),
+    ] {
+        let mut pull = lkpkg(&repo, &cache, false);
+        pull.args(["cache", "pull", &reference]);
+        let (code, err, took) = timed(pull);
+        assert_eq!(code, 3, "{reference}: {err}");
+        // A request never answered, or an answer that stops: both say the wait.
+        assert!(
+            err.contains(&registry)
+                && err.contains(reference.rsplit('/').next().unwrap())
+                && (err.contains("did not answer within 1 s")
+                    || err.contains("stalled: nothing came for 1 s"))
+                && err.contains("LKPKG_REGISTRY_TIMEOUT"),
+            "{reference}: {err}"
+        );
+        assert!(err.contains("trying again"), "{reference}: {err}");
+        // A wait that ran out is tried once more (not five times): two seconds and a pause,
+        // not the default two minutes.
+        assert!(took < Duration::from_secs(20), "{reference}: took {took:?}");
+        assert!(crate::support::listed_images(&names(&cache)).is_empty());
+        ok(lkpkg(&repo, &cache, false).args(["cache", "verify"]));
+    }
+
+    // A push to it: built here (the lookup of the published tag times out, is said, and the
+    // build goes on), then the upload's first request is never answered.
+    let built = tmp.path().join("built");
+    let mut build = lkpkg(&repo, &built, true);
+    build.args(["pkg", "build", "--platforms", "linux/amd64", "base"]);
+    let (code, err, took) = timed(build);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("LKPKG_REGISTRY_TIMEOUT"), "{err}");
+    assert!(took < Duration::from_secs(120), "took {took:?}");
+    let before = names(&built);
+    let base = tag_of(&repo, "base");
+    let mut push = lkpkg(&repo, &built, false);
+    push.args(["cache", "push", &base]);
+    let (code, err, took) = timed(push);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains(&registry) && err.contains("LKPKG_REGISTRY_TIMEOUT"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    assert_eq!(names(&built), before);
+
+    let (code, _, err) = run(lkpkg(&repo, &cache, false)
+        .env("LKPKG_REGISTRY_TIMEOUT", "soon")
+        .args(["cache", "pull", &format!("{registry}/hang/img:t")]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("LKPKG_REGISTRY_TIMEOUT: `soon` is not a number of seconds"),
+        "{err}"
+    );
+}
+
 /// A registry that serves bad content: `bad/digest` a manifest with a wrong
 /// `Docker-Content-Digest`, `endless/body` a manifest body that never ends, `long/blob` a blob
-/// longer than its descriptor, `wrong/blob` one of the right length and the wrong bytes.
+/// longer than its descriptor, `wrong/blob` one of the right length and the wrong bytes;
+/// `hang/…` never answers, `stall/blob` goes silent in the middle of its blob.
 struct FakeRegistry {
     port: u16,
 }
@@ -806,7 +883,21 @@ fn serve_fake(mut stream: std::net::TcpStream) {
             body.len()
         );
         let _ = stream.write_all(body);
-    } else if path.contains("/long/blob/manifests/") || path.contains("/wrong/blob/manifests/") {
+    } else if path.contains("/hang/") {
+        // Reads the request and never answers (a wedged registry, a black-holing proxy).
+        std::thread::sleep(Duration::from_secs(120));
+    } else if path.contains("/stall/blob/blobs/") {
+        // Starts the answer, then goes silent mid-body.
+        let _ = write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{"
+        );
+        let _ = stream.flush();
+        std::thread::sleep(Duration::from_secs(120));
+    } else if path.contains("/long/blob/manifests/")
+        || path.contains("/wrong/blob/manifests/")
+        || path.contains("/stall/blob/manifests/")
+    {
         // A valid manifest whose config blob ("{}", 2 bytes) is served far longer.
         let body = format!(
             r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{EMPTY_OBJECT}","size":2}},"layers":[]}}"#

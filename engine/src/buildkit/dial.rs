@@ -25,9 +25,6 @@ use crate::executor::docker::{Endpoint, EngineError, SshTarget};
 pub(crate) trait Stream: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 
-/// How long dialling (and the upgrade's answer) may take.
-const DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// Opens a byte stream to the endpoint.
 #[tracing::instrument(level = "debug", skip_all, fields(endpoint = %endpoint.host))]
 pub(crate) async fn connect(endpoint: &Endpoint) -> Result<Box<dyn Stream>, EngineError> {
@@ -198,11 +195,12 @@ pub(crate) async fn upgrade(
             .await
             .map_err(|e| failed(e.to_string()))
     };
-    tokio::time::timeout(DIAL_TIMEOUT, work)
+    // Dialling and the upgrade's answer take the builder timeout.
+    crate::executor::docker::answered(work)
         .await
-        .map_err(|_| EngineError::Unreachable {
+        .map_err(|message| EngineError::Unreachable {
             endpoint: endpoint.host.clone(),
-            message: format!("no answer to `{path}` within {} s", DIAL_TIMEOUT.as_secs()),
+            message: format!("`{path}`: {message}"),
         })?
 }
 

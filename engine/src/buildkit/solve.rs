@@ -140,10 +140,7 @@ pub(crate) async fn run(
                 .await
         }
     }
-    .map_err(|e| EngineError::Api {
-        endpoint: target.describe(),
-        message: format!("BuildKit control channel: {e}"),
-    })?;
+    .map_err(|e| control_channel_error(target, &e))?;
     let mut client = ControlClient::new(channel)
         .max_decoding_message_size(16 << 20)
         .max_encoding_message_size(16 << 20);
@@ -198,6 +195,26 @@ pub(crate) async fn run(
 
 /// Classifies a solve's gRPC failure: transport problems are the environment's, the rest is
 /// the build's.
+/// Why the control channel could not be opened. tonic says only "transport error"; the
+/// connector's own error is inside (the dial's, with the endpoint and the timeout it waited):
+/// that one is returned as it is, anything else with its causes.
+fn control_channel_error(target: &Target, e: &tonic::transport::Error) -> EngineError {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut words = Vec::new();
+    while let Some(cause) = next {
+        if let Some(engine) = cause.downcast_ref::<EngineError>() {
+            return engine.clone();
+        }
+        words.push(cause.to_string());
+        next = cause.source();
+    }
+    words.dedup();
+    EngineError::Api {
+        endpoint: target.describe(),
+        message: format!("BuildKit control channel: {}", words.join(": ")),
+    }
+}
+
 fn failure(endpoint: &str, status: tonic::Status) -> SolveError {
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::Unimplemented => {

@@ -44,8 +44,38 @@ use tokio::io::AsyncReadExt;
 
 /// Seconds a request may take (a build or an export can be long).
 const REQUEST_TIMEOUT: u64 = 3600;
-/// How long an engine has to answer the first request.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long an engine has to answer when lkpkg connects (the version handshake, each BuildKit
+/// upgrade), unless the binary sets another wait ([`set_builder_timeout`]).
+pub const DEFAULT_BUILDER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The wait the binary set (`LKPKG_BUILDER_TIMEOUT`; `None` inside: for ever).
+static BUILDER_TIMEOUT: std::sync::OnceLock<Option<std::time::Duration>> =
+    std::sync::OnceLock::new();
+
+/// Sets, once for the process, how long an engine may take to answer a connection (`None`:
+/// for ever). A process-wide setting, as the cache lock's wait is: every connection of a run
+/// is to a builder the same user chose, and threading it through each endpoint would make it
+/// part of what identifies one.
+pub fn set_builder_timeout(timeout: Option<std::time::Duration>) {
+    let _ = BUILDER_TIMEOUT.set(timeout);
+}
+
+/// `work` (talking to an engine that should answer at once), or the reason it did not
+/// answer within the builder timeout, naming the variable that sets it.
+pub(crate) async fn answered<T>(work: impl std::future::Future<Output = T>) -> Result<T, String> {
+    match BUILDER_TIMEOUT
+        .get()
+        .copied()
+        .unwrap_or(Some(DEFAULT_BUILDER_TIMEOUT))
+    {
+        None => Ok(work.await),
+        Some(limit) => tokio::time::timeout(limit, work).await.map_err(|_| {
+            format!(
+                "no answer within {} s (LKPKG_BUILDER_TIMEOUT sets the wait in seconds)",
+                limit.as_secs_f64()
+            )
+        }),
+    }
+}
 
 /// A failure talking to, or building on, an engine.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -187,22 +217,27 @@ impl Engine {
             ));
         }
         .map_err(|e| unreachable(e.to_string()))?;
-        // An engine that does not answer in time (a black-holed address, an ssh that hangs)
-        // is unreachable; later requests have the long timeout builds need.
-        let docker = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
-            .await
-            .map_err(|_| unreachable(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())))?
-            .map_err(|e| unreachable(e.to_string()))?;
-        let negotiated = docker.client_version();
-        let prefix = format!(
-            "/v{}.{}",
-            negotiated.major_version, negotiated.minor_version
-        );
-        let docker = docker.with_request_modifier(move |request| with_version(request, &prefix));
-        let version = docker
-            .version()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
+        // An engine that does not answer in time (a black-holed address, an ssh that hangs,
+        // a wedged daemon) is unreachable; later requests have the long timeout builds need.
+        let handshake = async {
+            let docker = docker
+                .negotiate_version()
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            let negotiated = docker.client_version();
+            let prefix = format!(
+                "/v{}.{}",
+                negotiated.major_version, negotiated.minor_version
+            );
+            let docker =
+                docker.with_request_modifier(move |request| with_version(request, &prefix));
+            let version = docker
+                .version()
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            Ok::<_, EngineError>((docker, negotiated, version))
+        };
+        let (docker, negotiated, version) = answered(handshake).await.map_err(unreachable)??;
         Ok(Engine {
             docker,
             endpoint: host.to_owned(),

@@ -7,7 +7,9 @@ pub use crate::executor::builders::{
     Builder, BuilderSpec, BuilderStatus, Builders, DockerConfig, Pruned, Selection,
 };
 pub use crate::executor::container::{BuilderMode, ContainerSpec};
-pub use crate::executor::docker::{Endpoint, Engine, EngineError};
+pub use crate::executor::docker::{
+    DEFAULT_BUILDER_TIMEOUT, Endpoint, Engine, EngineError, set_builder_timeout,
+};
 
 use super::OpError;
 use crate::graph::Platform;

@@ -9,8 +9,8 @@ use lkpkg_cache_format::layout::{self, Descriptor, Platform};
 use lkpkg_cache_format::reference;
 
 pub use crate::registry::{
-    Credential, Credentials, Level, Log, Registry, RegistryError, RemoteManifest, Secret, Settings,
-    parse_reference,
+    Credential, Credentials, DEFAULT_TIMEOUT, Level, Log, Registry, RegistryError, RemoteManifest,
+    Secret, Settings, parse_reference,
 };
 use crate::transfer::PullRequest;
 pub use crate::transfer::{PushOptions, TransferError};

@@ -7,7 +7,7 @@ use oci_client::Reference;
 use oci_client::errors::OciDistributionError;
 
 use super::retry::Backoff;
-use super::{Host, Registry, RegistryError};
+use super::{Host, Registry, RegistryError, Retry};
 
 /// Where a downloaded blob goes, chunk by chunk; restartable for retries.
 pub trait BlobSink: Send {
@@ -132,11 +132,21 @@ impl Registry {
                     return Err(bad(format!("does not match its digest ({e})")));
                 }
                 Err(e) => {
+                    let (message, retry) = match super::error::is_timeout(&e) {
+                        true => (
+                            format!("the download of {digest} stalled: {}", self.silence()),
+                            Retry::Once,
+                        ),
+                        false => (
+                            format!("the download of {digest} broke off ({e})"),
+                            Retry::Yes,
+                        ),
+                    };
                     return Err(RegistryError::Unreachable {
                         registry: host.name.clone(),
                         reference: shown.whole(),
-                        message: format!("the download of {digest} broke off ({e})"),
-                        transient: true,
+                        message,
+                        retry,
                     });
                 }
             };
@@ -152,7 +162,7 @@ impl Registry {
                 registry: host.name.clone(),
                 reference: shown.whole(),
                 message: format!("the download of {digest} ended after {received} of {size} bytes"),
-                transient: true,
+                retry: Retry::Yes,
             });
         }
         Ok(())

@@ -21,8 +21,8 @@ pub enum RegistryError {
         reference: String,
         message: String,
         /// Whether trying again may help (a refused or cut connection, a timeout; not a name
-        /// that does not resolve).
-        transient: bool,
+        /// that does not resolve), and how often.
+        retry: Retry,
     },
     #[error("registry `{registry}` denied access to `{reference}` ({status}): {hint}")]
     Denied {
@@ -59,13 +59,36 @@ pub enum RegistryError {
     },
 }
 
+/// Whether a registry that could not be reached is worth another try, and how many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// A name that does not resolve: another try gives the same answer.
+    No,
+    /// A refused or cut connection, a body that broke off: tried again, with backoff.
+    Yes,
+    /// The registry was silent for the whole timeout: tried once more only, as each try waits
+    /// that long (five tries of two minutes would keep a build waiting ten).
+    Once,
+}
+
 impl RegistryError {
     /// Whether trying again may succeed.
     pub fn is_transient(&self) -> bool {
+        self.tries() > 1
+    }
+
+    /// How many tries in all the failure is worth.
+    pub(super) fn tries(&self) -> u32 {
         match self {
-            RegistryError::Unreachable { transient, .. } => *transient,
-            RegistryError::Status { status, .. } => *status >= 500 || *status == 429,
-            _ => false,
+            RegistryError::Unreachable { retry, .. } => match retry {
+                Retry::No => 1,
+                Retry::Yes => super::retry::ATTEMPTS,
+                Retry::Once => 2,
+            },
+            RegistryError::Status { status, .. } if *status >= 500 || *status == 429 => {
+                super::retry::ATTEMPTS
+            }
+            _ => 1,
         }
     }
 
@@ -81,18 +104,27 @@ impl RegistryError {
 }
 
 impl Registry {
+    /// How long the registry was allowed to be silent, and the variable that sets it: said
+    /// with every timeout, so that a wedged registry is named and a slow one can be waited for.
+    pub(super) fn silence(&self) -> String {
+        let within = self
+            .timeout
+            .map_or(String::new(), |w| format!(" for {} s", w.as_secs_f64()));
+        format!("nothing came{within} (LKPKG_REGISTRY_TIMEOUT sets the wait in seconds)")
+    }
+
     pub(super) fn unreachable(
         &self,
         host: &Host,
         reference: &Reference,
         e: &reqwest::Error,
     ) -> RegistryError {
-        let (message, transient) = describe(e);
+        let (message, retry) = describe(e, self.connect_timeout(), self.timeout);
         RegistryError::Unreachable {
             registry: host.name.clone(),
             reference: reference.whole(),
             message,
-            transient,
+            retry,
         }
     }
 
@@ -175,7 +207,7 @@ impl Registry {
                 registry: host.name.clone(),
                 reference: reference.whole(),
                 message: e.to_string(),
-                transient: true,
+                retry: Retry::Yes,
             },
             other => self.protocol(host, reference, other.to_string()),
         }
@@ -184,7 +216,11 @@ impl Registry {
 
 /// What went wrong with a request, in words (reqwest's own say "error sending request for url
 /// (…): client error (Connect): …"), and whether trying again may help.
-fn describe(e: &reqwest::Error) -> (String, bool) {
+fn describe(
+    e: &reqwest::Error,
+    connect: std::time::Duration,
+    timeout: Option<std::time::Duration>,
+) -> (String, Retry) {
     let chain = error_chain(e);
     let mut innermost: &dyn std::error::Error = e;
     while let Some(source) = innermost.source() {
@@ -192,18 +228,48 @@ fn describe(e: &reqwest::Error) -> (String, bool) {
     }
     let cause = innermost.to_string();
     if chain.contains("dns error") {
-        return (format!("its name does not resolve ({cause})"), false);
+        return (format!("its name does not resolve ({cause})"), Retry::No);
     }
     if e.is_timeout() {
-        return ("it did not answer in time".into(), true);
+        // Said with the variable that sets the wait: a wedged registry is named, and the user
+        // can wait longer for a slow one.
+        let (what, waited) = match e.is_connect() {
+            true => ("accept a connection", Some(connect)),
+            false => ("answer", timeout),
+        };
+        let within = waited.map_or(String::new(), |w| format!(" within {} s", w.as_secs_f64()));
+        return (
+            format!("it did not {what}{within} (LKPKG_REGISTRY_TIMEOUT sets the wait in seconds)"),
+            Retry::Once,
+        );
     }
     if e.is_connect() {
-        return (format!("cannot connect ({cause})"), true);
+        return (format!("cannot connect ({cause})"), Retry::Yes);
     }
     if e.is_body() || e.is_decode() {
-        return (format!("the answer broke off ({cause})"), true);
+        return (format!("the answer broke off ({cause})"), Retry::Yes);
     }
-    (chain, true)
+    (chain, Retry::Yes)
+}
+
+/// Whether `e`, or one of its causes, is a timeout (reqwest's own, or an I/O one a stream
+/// carries it in).
+pub(super) fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(cause) = next {
+        let timed_out = cause
+            .downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_timeout)
+            || cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+            || cause.to_string().contains("timed out");
+        if timed_out {
+            return true;
+        }
+        next = cause.source();
+    }
+    false
 }
 
 /// An error and its causes on one line (reqwest's top level says only "error sending

@@ -130,16 +130,18 @@ impl Registry {
             // lkpkg always knows a blob's size: one PUT per blob, streamed.
             use_monolithic_push: true,
             platform_resolver: None,
-            connect_timeout: Some(Duration::from_secs(15)),
-            read_timeout: Some(Duration::from_secs(120)),
+            connect_timeout: Some(self.connect_timeout()),
+            read_timeout: self.timeout,
             user_agent: concat!("lkpkg/", env!("CARGO_PKG_VERSION")),
             ..ClientConfig::default()
         };
         let client = oci_client::Client::try_from(config).map_err(|e| setting(e.to_string()))?;
         let mut http = reqwest::Client::builder()
             .user_agent(concat!("lkpkg/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(15))
-            .read_timeout(Duration::from_secs(120));
+            .connect_timeout(self.connect_timeout());
+        if let Some(timeout) = self.timeout {
+            http = http.read_timeout(timeout);
+        }
         for pem in &self.certs {
             for cert in reqwest::Certificate::from_pem_bundle(pem).unwrap_or_default() {
                 http = http.add_root_certificate(cert);

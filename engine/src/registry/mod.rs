@@ -31,6 +31,7 @@ mod retry;
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use lkpkg_cache_format::digest::Digest;
 use oci_client::Reference;
@@ -38,6 +39,7 @@ use oci_client::Reference;
 pub(crate) use blobs::BlobSink;
 pub use credentials::{Credential, Credentials, Secret};
 pub use error::RegistryError;
+pub(crate) use error::Retry;
 use hosts::{Host, Mirror, parse_mirror};
 pub use manifests::RemoteManifest;
 
@@ -57,7 +59,18 @@ pub struct Settings {
     pub insecure: Vec<String>,
     /// Where retries and other diagnostics go.
     pub log: Option<Log>,
+    /// How long a registry may keep lkpkg waiting for the next bytes of an answer
+    /// (`LKPKG_REGISTRY_TIMEOUT`, else [`DEFAULT_TIMEOUT`]); `None` waits for ever.
+    pub timeout: Option<Duration>,
 }
+
+/// How long a registry may be silent in the middle of an answer before the request fails (and
+/// is tried again, as a cut connection is). Long enough for a slow registry's first byte of a
+/// large manifest list, short enough that a wedged one is said within minutes, not hours.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Connecting takes at most this (or the timeout, when shorter): a registry that does not even
+/// accept a connection in 15 s is not there.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How much a diagnostic matters: retries and fallbacks are said to people; where credentials
 /// came from only at `-v 2`.
@@ -77,6 +90,7 @@ impl std::fmt::Debug for Settings {
             .field("docker_config", &self.docker_config)
             .field("cert_files", &self.cert_files)
             .field("mirrors", &self.mirrors)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -92,6 +106,8 @@ pub struct Registry {
     /// Repositories known to hold a blob, per registry: the sources of cross-repository mounts.
     known_blobs: Mutex<HashMap<(String, Digest), String>>,
     log: Option<Log>,
+    /// How long the registry may be silent ([`Settings::timeout`]).
+    timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -167,7 +183,14 @@ impl Registry {
             hosts: tokio::sync::Mutex::new(HashMap::new()),
             known_blobs: Mutex::new(HashMap::new()),
             log: settings.log,
+            timeout: settings.timeout,
         })
+    }
+
+    /// How long connecting may take: [`CONNECT_TIMEOUT`], or the whole timeout when shorter.
+    fn connect_timeout(&self) -> Duration {
+        self.timeout
+            .map_or(CONNECT_TIMEOUT, |t| t.min(CONNECT_TIMEOUT))
     }
 
     /// The credentials this client found, to hand on (the builder's pulls ask for them).

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use super::{Registry, RegistryError};
 
-/// How many times a transiently failing request is tried.
-const ATTEMPTS: u32 = 5;
+/// How many times a transiently failing request is tried (a timed-out one: twice, see
+/// [`super::Retry::Once`]).
+pub(super) const ATTEMPTS: u32 = 5;
 /// The first pause between two tries; it doubles each time.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 
@@ -49,11 +50,12 @@ impl Registry {
         e: RegistryError,
     ) -> Result<(), RegistryError> {
         tracing::debug!(what, error = %e, attempt = backoff.attempt + 1, "registry request failed");
-        if !e.is_transient() || backoff.attempt >= ATTEMPTS {
+        let tries = e.tries();
+        if backoff.attempt >= tries {
             return Err(e);
         }
         self.say(format!(
-            "{what}: {e}; trying again in {} ms (attempt {} of {ATTEMPTS})",
+            "{what}: {e}; trying again in {} ms (attempt {} of {tries})",
             backoff.pause.as_millis(),
             backoff.attempt + 1
         ));
