@@ -704,3 +704,61 @@ fn a_full_disk_fails_the_write_and_leaves_the_cache_whole() {
     assert!(ls_names(&cache).contains(&format!("docker.io/{big}")));
     ok(cache_cmd(&cache).arg("verify"));
 }
+
+/// An `index.json` that is garbage (not JSON, as a disk or another tool may leave it) while
+/// the index database still names images: every command says so and how to repair, exit 3;
+/// `gc` and `rm` delete nothing on its word; `verify` reports it; `verify --repair` writes it
+/// back from the database (the garbage kept aside) and the names are all there again.
+#[test]
+fn a_garbage_index_json_is_reported_never_acted_on_and_repaired_from_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("c");
+    let tag = built_example(&cache);
+    let names = ls_names(&cache);
+    assert!(names.iter().any(|n| n.ends_with(&tag)), "{names:?}");
+    let blobs = |cache: &Path| -> Vec<PathBuf> {
+        let mut all: Vec<_> = std::fs::read_dir(cache.join("blobs/sha256"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        all.sort();
+        all
+    };
+    let before = blobs(&cache);
+    std::fs::write(cache.join("index.json"), b"\x00\xffnot json{{").unwrap();
+
+    for args in [
+        &["ls"][..],
+        &["gc"],
+        &["rm", &tag],
+        &["du"],
+        &["inspect", &tag],
+    ] {
+        let (code, _, err) = run(cache_cmd(&cache).args(args));
+        assert_eq!(code, 3, "{args:?}: {err}");
+        assert!(
+            err.contains("index.json") && err.contains("verify --repair"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(blobs(&cache), before, "{args:?} deleted blobs");
+    }
+    let (code, out, err) = run(cache_cmd(&cache).arg("verify"));
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(format!("{out}{err}").contains("index.json"), "{out}{err}");
+
+    ok(cache_cmd(&cache).args(["verify", "--repair"]));
+    assert_eq!(ls_names(&cache), names);
+    assert_eq!(blobs(&cache), before);
+    ok(cache_cmd(&cache).arg("verify"));
+    let aside = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("index.json.unreadable-")
+        })
+        .count();
+    assert_eq!(aside, 1, "the garbage is kept aside");
+}

@@ -83,38 +83,65 @@ fn each_write_reordered_around_its_fsync_is_caught_by_verify() {
 
     // Step 3b (index.json's data `fsync` before its rename): the new index.json is there,
     // empty. Nothing is removed on its word; verify says so; repair sets it aside and writes
-    // it back from the database.
-    let (dir, store, _) = setup();
-    let blobs_before = blobs::list(store.root()).unwrap().len();
-    drop(store);
-    std::fs::write(dir.path().join("index.json"), b"").unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let unreadable = |e: StoreError| matches!(e, StoreError::IndexJsonUnreadable { names: 2, .. });
-    assert!(unreadable(store.names().unwrap_err()));
-    assert!(unreadable(store.gc(&GcOptions::default()).unwrap_err()));
-    assert_eq!(blobs::list(store.root()).unwrap().len(), blobs_before);
-    let report = store.verify(false).unwrap();
-    assert!(
-        matches!(
-            &report.problems[..],
-            [Problem::IndexJsonUnreadable { names: 2, .. }]
-        ),
-        "{report:?}"
-    );
-    let report = store.verify(true).unwrap();
-    assert!(report.repaired && report.remaining.is_empty(), "{report:?}");
-    let names: Vec<String> = store.names().unwrap().into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, ["docker.io/o/a:1", "docker.io/o/b:1"]);
-    let aside: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("index.json.unreadable-")
-        })
-        .collect();
-    assert_eq!(aside.len(), 1, "the unreadable index.json is kept aside");
+    // it back from the database. The same for an index.json another tool (or a disk) left as
+    // garbage: bytes that are not JSON, JSON cut short, JSON of another shape.
+    for garbage in [
+        &b""[..],
+        b"\x00\xff\xfegarbage{{{",
+        b"{\"schemaVersion\": 2, \"manifests\": [{\"mediaType\": \"applic",
+        b"[1, 2, 3]",
+        b"{\"schemaVersion\": 2, \"manifests\": 5}",
+    ] {
+        let what = String::from_utf8_lossy(garbage);
+        let (dir, store, _) = setup();
+        let blobs_before = blobs::list(store.root()).unwrap().len();
+        drop(store);
+        std::fs::write(dir.path().join("index.json"), garbage).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let unreadable =
+            |e: StoreError| matches!(e, StoreError::IndexJsonUnreadable { names: 2, .. });
+        assert!(unreadable(store.names().unwrap_err()), "{what}");
+        assert!(
+            unreadable(store.gc(&GcOptions::default()).unwrap_err()),
+            "{what}"
+        );
+        assert_eq!(
+            blobs::list(store.root()).unwrap().len(),
+            blobs_before,
+            "{what}"
+        );
+        let report = store.verify(false).unwrap();
+        assert!(
+            matches!(
+                &report.problems[..],
+                [Problem::IndexJsonUnreadable { names: 2, .. }]
+            ),
+            "{what}: {report:?}"
+        );
+        let report = store.verify(true).unwrap();
+        assert!(
+            report.repaired && report.remaining.is_empty(),
+            "{what}: {report:?}"
+        );
+        let names: Vec<String> = store.names().unwrap().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["docker.io/o/a:1", "docker.io/o/b:1"], "{what}");
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("index.json.unreadable-")
+            })
+            .collect();
+        assert_eq!(
+            aside.len(),
+            1,
+            "{what}: the unreadable index.json is kept aside"
+        );
+        assert_eq!(std::fs::read(aside[0].path()).unwrap(), garbage, "{what}");
+        assert!(store.verify(false).unwrap().problems.is_empty(), "{what}");
+    }
 
     // Step 3c (redb's commit after index.json's rename): the database is one publication
     // behind index.json (a copy of it from before `b` was published stands for the lost
