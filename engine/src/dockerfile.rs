@@ -46,7 +46,15 @@ pub struct Dockerfile {
     /// An `ARG` or reference whose expansion passed [`MAX_EXPANSION`] bytes (doubling `ARG`s
     /// grow 2^n from a few bytes): the package's error, not a reason to allocate without bound.
     pub oversized: Option<String>,
+    /// The first line longer than BuildKit's parser takes ([`MAX_LINE`]): its 1-based number
+    /// and length. The engine would refuse it, with an error that quotes the line (a 10 MB
+    /// line makes an error too large for gRPC to carry).
+    pub long_line: Option<(usize, usize)>,
 }
+
+/// The longest line BuildKit's Dockerfile parser takes, in bytes without the newline (Docker
+/// 26.1: "dockerfile line greater than max allowed size of 65535").
+pub(crate) const MAX_LINE: usize = 65_535;
 
 /// The most bytes one substitution may produce. BuildKit's own limits on a Dockerfile's
 /// values are far below what would need more.
@@ -128,6 +136,11 @@ fn instructions(text: &str) -> Vec<Instruction> {
 pub fn read(text: &str, args: &BTreeMap<String, String>) -> Dockerfile {
     let mut result = Dockerfile {
         syntax: syntax_directive(text),
+        long_line: text
+            .lines()
+            .enumerate()
+            .find(|(_, line)| line.len() > MAX_LINE)
+            .map(|(index, line)| (index + 1, line.len())),
         ..Dockerfile::default()
     };
     // ARGs declared before the first FROM, with their effective values.
@@ -415,6 +428,18 @@ mod tests {
 
     /// `ARG A0=xx`, `ARG Ai=${A(i-1)}${A(i-1)}` up to 40: 851 bytes that doubled to 2^41
     /// bytes. The expansion is cut at `MAX_EXPANSION` and reported.
+    #[test]
+    fn a_line_longer_than_buildkit_takes_is_reported() {
+        let line = |n: usize| format!("LABEL x=\"{}\"", "a".repeat(n - 10));
+        let text = format!("FROM scratch\n{}\n", line(MAX_LINE));
+        assert_eq!(read(&text, &BTreeMap::new()).long_line, None);
+        let text = format!("FROM scratch\n{}\n{}\n", line(MAX_LINE), line(MAX_LINE + 1));
+        assert_eq!(
+            read(&text, &BTreeMap::new()).long_line,
+            Some((3, MAX_LINE + 1))
+        );
+    }
+
     #[test]
     fn doubling_args_are_bounded_and_reported() {
         let mut text = String::from("ARG A0=xx\n");

@@ -900,6 +900,64 @@ fn unpullable_syntax_frontend_fails_naming_it() {
     }
 }
 
+/// Dockerfiles at the edges of what BuildKit takes: 10,000 stages build (the graph reads them
+/// all as stages, no image to fetch); the engine's error for a 300 KB Dockerfile reaches the
+/// user (its details quote the whole file in a gRPC trailer, beyond hyper's 16 KiB default:
+/// it was "h2 protocol error"); a 10 MB line is refused before the engine, naming the line.
+#[test]
+fn huge_dockerfiles_build_or_fail_with_a_clear_error() {
+    let t = Test::new("huge");
+    t.build_yml("stages", "arches: [amd64]\n");
+    let mut stages = String::new();
+    for i in 0..10_000 {
+        stages.push_str(&format!("FROM scratch AS s{i}\nLABEL stage={i}\n"));
+    }
+    stages.push_str("FROM s9999\nCOPY --from=s0 / /\nCOPY build.yml /\nLABEL last=yes\n");
+    t.repo.write("stages/Dockerfile", &stages);
+    t.build_yml("big", "arches: [amd64]\n");
+    let comment = format!("# {}\n", "c".repeat(1000));
+    t.repo.write(
+        "big/Dockerfile",
+        &format!("FROM scratch\n{}COPY missing /\n", comment.repeat(300)),
+    );
+    t.build_yml("line", "arches: [amd64]\n");
+    t.repo.write(
+        "line/Dockerfile",
+        &format!("FROM scratch\nLABEL x=\"{}\"\n", "a".repeat(10 << 20)),
+    );
+    t.repo.commit_all("huge");
+
+    let graph = ok(t.lkpkg().args(["graph", "stages"]));
+    assert_eq!(graph.lines().count(), 1, "{graph}");
+    ok(t.lkpkg().args(["pkg", "build", "stages"]));
+    let tag = t.tag("stages", &[]);
+    assert!(entry(t.cache(), &format!("docker.io/{tag}")).is_some());
+
+    let (code, _, stderr) = run(t.lkpkg().args(["pkg", "build", "big"]));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("\"/missing\": not found") && !stderr.contains("h2 protocol"),
+        "{stderr}"
+    );
+
+    let before = std::fs::read(t.cache().join("index.json")).unwrap();
+    for args in [
+        &["pkg", "build", "--dry-run", "line"][..],
+        &["pkg", "build", "line"],
+    ] {
+        let (code, _, stderr) = run(t.lkpkg().args(args));
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("line/Dockerfile`:2")
+                && stderr.contains("at most 65535 bytes")
+                && stderr.len() < 2000,
+            "{args:?}: {}",
+            &stderr[..stderr.len().min(2000)]
+        );
+    }
+    assert_eq!(std::fs::read(t.cache().join("index.json")).unwrap(), before);
+}
+
 #[test]
 fn outputs_are_reproducible_without_source_date_epoch_and_a_comment_cuts_off() {
     let t = Test::new("repro");

@@ -220,6 +220,16 @@ fn cases() -> Vec<Case> {
     c.files.push(("Dockerfile", doubling));
     cases.push(c);
     let mut c = case(
+        "a Dockerfile line of 10 MB",
+        "image: p\n",
+        "BuildKit's Dockerfile parser takes lines of at most 65535 bytes",
+    );
+    c.files.push((
+        "Dockerfile",
+        format!("FROM scratch\nLABEL x=\"{}\"\n", "a".repeat(10 << 20)),
+    ));
+    cases.push(c);
+    let mut c = case(
         "cycle through two packages",
         "image: p\nbuildArgs:\n  - O=@lkt:pkg:../other\n",
         "dependency cycle",

@@ -291,7 +291,7 @@ pub(crate) async fn wait_ready(
         let stderr = Arc::new(Mutex::new(String::new()));
         let connector = exec_connector(docker.clone(), container.to_owned(), stderr.clone());
         let attempt = async {
-            let channel = tonic::transport::Endpoint::from_static("http://buildkit.invalid")
+            let channel = super::control_endpoint()
                 .connect_with_connector(connector)
                 .await
                 .map_err(|e| e.to_string())?;

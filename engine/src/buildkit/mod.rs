@@ -45,6 +45,20 @@ use lkpkg_cache_format::layout::{Descriptor, Platform};
 use crate::store::Store;
 pub(crate) use solve::{ProgressLine, Solve, SolveError, Target};
 
+/// The most bytes of HTTP/2 headers (trailers included) a control connection takes, as the
+/// docker CLI's gRPC (16 MiB). BuildKit puts a failed solve's details in the `grpc-status-
+/// details-bin` trailer, and those of a Dockerfile error carry the whole Dockerfile as its
+/// source: hyper's default of 16 KiB turned the error of any Dockerfile over ~16 KiB into
+/// "h2 protocol error: error reading a body from connection".
+const MAX_HEADER_LIST: u32 = 16 << 20;
+
+/// The endpoint every connection to a builder's control API is made through (the connector
+/// supplies the transport; the address is never dialled).
+pub(crate) fn control_endpoint() -> tonic::transport::Endpoint {
+    tonic::transport::Endpoint::from_static("http://buildkit.invalid")
+        .http2_max_header_list_size(MAX_HEADER_LIST)
+}
+
 /// A stream over a channel's receiver.
 pub(crate) fn receiver_stream<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<T>,

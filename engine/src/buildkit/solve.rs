@@ -121,7 +121,7 @@ pub(crate) async fn run(
     dirs.dirs.insert("context".into(), Arc::new(solve.context));
     dirs.dirs
         .insert("dockerfile".into(), Arc::new(solve.dockerfile));
-    let endpoint = tonic::transport::Endpoint::from_static("http://buildkit.invalid");
+    let endpoint = super::control_endpoint();
     let channel = match target {
         Target::Engine(engine) => {
             endpoint

@@ -152,6 +152,21 @@ fn load_one(
         .map(|a| (a.key.clone(), a.value.clone()))
         .collect();
     let dockerfile = dockerfile::read(&text, &values);
+    if let Some((line, bytes)) = dockerfile.long_line {
+        return Err(PackageError {
+            line: Some(line),
+            ..PackageError::new(
+                &dockerfile_path,
+                None,
+                format!(
+                    "the line is {bytes} bytes long: BuildKit's Dockerfile parser takes lines \
+                     of at most {} bytes",
+                    dockerfile::MAX_LINE
+                ),
+            )
+        }
+        .into());
+    }
     if let Some(what) = &dockerfile.oversized {
         return Err(PackageError::new(
             &dockerfile_path,
