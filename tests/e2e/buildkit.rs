@@ -958,6 +958,62 @@ fn huge_dockerfiles_build_or_fail_with_a_clear_error() {
     assert_eq!(std::fs::read(t.cache().join("index.json")).unwrap(), before);
 }
 
+/// `@lkt:pkgs:` matching 5,000 packages: 5,000 build arguments, ~250 KB (more than the
+/// ~64 KiB the classic builder's URL took: "uri too long"). The graph is read by an lkpkg
+/// allowed 64 open files, and the build carries every argument to BuildKit in the solve
+/// request: the first and the last match reach the image's labels as `show-tag` gives them.
+#[test]
+fn lkt_pkgs_matching_five_thousand_packages_builds_with_every_argument() {
+    let t = Test::new("glob");
+    for i in 0..5000 {
+        t.repo.write(
+            &format!("many/p{i:04}/build.yml"),
+            &format!("image: p{i:04}\norg: lkpkgglob\n"),
+        );
+    }
+    t.build_yml(
+        "all",
+        "arches: [amd64]\nbuildArgs:\n  - HASH_%=@lkt:pkgs:../many/*\n",
+    );
+    t.repo.write(
+        "all/Dockerfile",
+        "FROM scratch\nARG HASH_LKPKGGLOB_P0000\nARG HASH_LKPKGGLOB_P4999\n\
+         LABEL first=$HASH_LKPKGGLOB_P0000 last=$HASH_LKPKGGLOB_P4999\nCOPY build.yml /\n",
+    );
+    t.repo.commit_all("5,000 packages");
+    let limited = |args: &[&str]| {
+        let mut cmd = Command::new("prlimit");
+        let lkpkg = t.lkpkg();
+        cmd.arg("--nofile=64")
+            .arg("--")
+            .arg(lkpkg.get_program())
+            .args(lkpkg.get_args())
+            .args(args)
+            .current_dir(t.repo.path());
+        for (key, value) in lkpkg.get_envs() {
+            match value {
+                Some(value) => cmd.env(key, value),
+                None => cmd.env_remove(key),
+            };
+        }
+        cmd
+    };
+    let graph = ok(&mut limited(&["graph", "all"]));
+    assert_eq!(
+        graph.trim(),
+        "all/amd64",
+        "the matches are arguments, not units"
+    );
+    ok(&mut limited(&["pkg", "build", "all"]));
+
+    let tag = t.tag("all", &[]);
+    let manifests = platforms(t.cache(), &tag, AMD64);
+    let labels = &config_of(t.cache(), &manifests["amd64"])["config"]["Labels"];
+    for (label, package) in [("first", "many/p0000"), ("last", "many/p4999")] {
+        assert_eq!(labels[label], t.tag(package, &[]), "{labels}");
+    }
+}
+
 #[test]
 fn outputs_are_reproducible_without_source_date_epoch_and_a_comment_cuts_off() {
     let t = Test::new("repro");
