@@ -167,3 +167,45 @@ pub fn git_commit_all(root: &Path) {
         "generated",
     ]);
 }
+
+/// The peak resident set size of one command, from GNU time (`/usr/bin/time -v`, the measure
+/// issue #11 names): [`RssReport::wrap`] runs the command under it, writing its report to a
+/// temporary file that [`RssReport::kib`] reads afterwards.
+pub struct RssReport(tempfile::NamedTempFile);
+
+impl RssReport {
+    /// A fresh report file; panics without GNU time (`apt install time`).
+    pub fn new() -> RssReport {
+        assert!(
+            Path::new("/usr/bin/time").exists(),
+            "GNU time (/usr/bin/time) measures peak RSS: apt install time"
+        );
+        RssReport(tempfile::NamedTempFile::new().expect("a temporary file"))
+    }
+
+    /// `cmd` run under `/usr/bin/time -v -o <report>`, with its directory and environment.
+    pub fn wrap(&self, cmd: &Command) -> Command {
+        let mut wrapped = Command::new("/usr/bin/time");
+        wrapped.arg("-v").arg("-o").arg(self.0.path());
+        wrapped.arg(cmd.get_program()).args(cmd.get_args());
+        if let Some(dir) = cmd.get_current_dir() {
+            wrapped.current_dir(dir);
+        }
+        for (key, value) in cmd.get_envs() {
+            match value {
+                Some(value) => wrapped.env(key, value),
+                None => wrapped.env_remove(key),
+            };
+        }
+        wrapped
+    }
+
+    /// The "Maximum resident set size" of the command's run, in KiB.
+    pub fn kib(&self) -> u64 {
+        let text = std::fs::read_to_string(self.0.path()).expect("GNU time's report");
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no maximum RSS in /usr/bin/time's report:\n{text}"))
+    }
+}

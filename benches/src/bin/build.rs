@@ -515,31 +515,12 @@ fn table(names: &[String], samples: &[Vec<Duration>]) {
 /// Runs `cmd` (which must succeed): its wall time and peak resident set size in KiB, from
 /// `/usr/bin/time -v`, else from polling the process's `VmHWM`.
 fn peak_rss(mut cmd: Command) -> (Duration, u64) {
-    let time = Path::new("/usr/bin/time");
-    if time.exists() {
-        let report = tempfile::NamedTempFile::new().unwrap();
-        let mut wrapped = Command::new(time);
-        wrapped.arg("-v").arg("-o").arg(report.path());
-        wrapped.arg(cmd.get_program()).args(cmd.get_args());
-        if let Some(dir) = cmd.get_current_dir() {
-            wrapped.current_dir(dir);
-        }
-        for (key, value) in cmd.get_envs() {
-            match value {
-                Some(value) => wrapped.env(key, value),
-                None => wrapped.env_remove(key),
-            };
-        }
+    if Path::new("/usr/bin/time").exists() {
+        let report = lkpkg_benches::RssReport::new();
         let took = timed(|| {
-            run(&mut wrapped);
+            run(&mut report.wrap(&cmd));
         });
-        let text = std::fs::read_to_string(report.path()).unwrap();
-        let kib = text
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no maximum RSS in /usr/bin/time's report:\n{text}"));
-        return (took, kib);
+        return (took, report.kib());
     }
     let start = Instant::now();
     let mut child = cmd

@@ -11,7 +11,9 @@
 //!   anything that reads the image from the engine).
 //!
 //! Reported: each variant's samples, median, throughput (size of the `docker save` tar over the
-//! median) and ratio to the baseline. The image and the temporary files are removed at the end.
+//! median) and ratio to the baseline; for the two lkpkg variants, the peak RSS of every import
+//! (GNU time's "Maximum resident set size", `/usr/bin/time -v`; issue #11's goal: under
+//! 100 MiB for a 1 GiB image). The image and the temporary files are removed at the end.
 //!
 //! Run: `cargo build --release -p lkpkg -p lkpkg-benches && target/release/import [MIB] [LAYERS] [RUNS]`
 //! (defaults: 1024 MiB in 4 layers, 3 runs each).
@@ -23,7 +25,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use lkpkg_benches::{
-    LabelledImages, docker, list_secs, lkpkg_bin, load_average, median_of, run, timed,
+    LabelledImages, RssReport, docker, list_secs, lkpkg_bin, load_average, median_of, run, timed,
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -83,8 +85,10 @@ fn main() {
         std::fs::remove_file(&file).unwrap();
         took
     };
+    let peaks: [std::cell::RefCell<Vec<u64>>; 2] = Default::default();
     let pipe = || {
         let cache = tempfile::tempdir_in(work.path()).unwrap();
+        let rss = RssReport::new();
         let took = timed(|| {
             let mut save = docker()
                 .args(["save", &image])
@@ -92,10 +96,13 @@ fn main() {
                 .spawn()
                 .expect("docker save");
             let stdout = save.stdout.take().unwrap();
-            let import = Command::new(&bin)
+            let mut import = Command::new(&bin);
+            import
                 .arg("--cache")
                 .arg(cache.path())
-                .args(["cache", "import", "-"])
+                .args(["cache", "import", "-"]);
+            let import = rss
+                .wrap(&import)
                 .stdin(stdout)
                 .output()
                 .expect("lkpkg cache import -");
@@ -106,18 +113,23 @@ fn main() {
                 String::from_utf8_lossy(&import.stderr)
             );
         });
+        peaks[0].borrow_mut().push(rss.kib());
         check_imported(&bin, cache.path(), &image);
         took
     };
     let from_file = || {
         let cache = tempfile::tempdir_in(work.path()).unwrap();
+        let rss = RssReport::new();
+        let mut import = Command::new(&bin);
+        import
+            .arg("--cache")
+            .arg(cache.path())
+            .args(["cache", "import"])
+            .arg(&saved);
         let took = timed(|| {
-            run(Command::new(&bin)
-                .arg("--cache")
-                .arg(cache.path())
-                .args(["cache", "import"])
-                .arg(&saved));
+            run(&mut rss.wrap(&import));
         });
+        peaks[1].borrow_mut().push(rss.kib());
         check_imported(&bin, cache.path(), &image);
         took
     };
@@ -164,6 +176,19 @@ fn main() {
             list_secs(times),
             gib / m,
             m / base,
+        );
+    }
+    println!();
+    for (name, peaks) in names[1..3].iter().zip(&peaks) {
+        let peaks = peaks.borrow();
+        let mib: Vec<String> = peaks
+            .iter()
+            .map(|kib| format!("{:.1}", *kib as f64 / 1024.0))
+            .collect();
+        println!(
+            "peak RSS of {name}: {} MiB (highest {:.1} MiB; goal < 100 MiB)",
+            mib.join(" "),
+            peaks.iter().max().copied().unwrap_or(0) as f64 / 1024.0
         );
     }
     println!();
