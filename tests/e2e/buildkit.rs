@@ -1755,8 +1755,8 @@ fn peak_rss(cmd: &mut Command) -> u64 {
 /// Memory stays bounded by what is in flight, not by image size (issue #11: a 500 MiB layer
 /// took 2.09 GB, an unused 500 MB file in the context 1.55 GB): a build that `COPY`s a
 /// 256 MiB file beside an unused 256 MiB one, the export of its image and the import of that
-/// archive each peak under 100 MiB. (`benches/RESULTS.md` has the figures at 500 MiB and
-/// 1 GiB.)
+/// archive, its push to a registry and its pull from there each peak under 100 MiB.
+/// (`benches/RESULTS.md` has the figures at 500 MiB and 1 GiB.)
 #[test]
 fn large_layers_and_contexts_are_streamed_in_bounded_memory() {
     const MIB: u64 = 1024 * 1024;
@@ -1795,6 +1795,39 @@ fn large_layers_and_contexts_are_streamed_in_bounded_memory() {
     );
     let _ = std::fs::remove_file(&archive);
     assert!(import < LIMIT, "the import peaked at {} MiB", import / MIB);
+
+    // Through a registry (the loopback one of dev-env): the push and a pull into a fresh
+    // cache stream the layer too.
+    let remote = format!("{}/{}/big:1", dev_env("LKPKG_TEST_REGISTRY"), t.prefix);
+    let push = peak_rss(
+        t.lkpkg()
+            .args(["cache", "push", &tag, "--remote-name", &remote]),
+    );
+    assert!(push < LIMIT, "the push peaked at {} MiB", push / MIB);
+    let pulled = tempfile::tempdir().unwrap();
+    let pull = peak_rss(
+        t.repo
+            .lkpkg()
+            .arg("--cache")
+            .arg(pulled.path())
+            .args(["cache", "pull", &remote]),
+    );
+    assert!(pull < LIMIT, "the pull peaked at {} MiB", pull / MIB);
+    let listed = ok(t
+        .repo
+        .lkpkg()
+        .arg("--cache")
+        .arg(pulled.path())
+        .args(["cache", "ls"]));
+    assert!(listed.contains(&remote), "{listed}");
+    eprintln!(
+        "peak RSS (MiB): build {}, export {}, import {}, push {}, pull {}",
+        build / MIB,
+        export / MIB,
+        import / MIB,
+        push / MIB,
+        pull / MIB
+    );
 }
 
 /// Eight lkpkg processes building overlapping package sets (two of them the same set) into one

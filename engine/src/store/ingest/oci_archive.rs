@@ -57,7 +57,13 @@ impl Store {
             .into_iter()
             .filter(|d| !d.is_attestation() && layout::is_manifest_media_type(&d.media_type))
         {
-            let manifest = self.read_manifest(&desc.digest)?;
+            let manifest = self.read_manifest(&desc.digest).map_err(|e| match e {
+                StoreError::Json { message, .. } => StoreError::BadArchive(format!(
+                    "the exporter's manifest `{}` is not an image manifest: {message}",
+                    desc.digest
+                )),
+                other => other,
+            })?;
             let config: ImageConfigSummary =
                 serde_json::from_slice(&self.read_blob(&manifest.config.digest)?)
                     .map_err(|e| StoreError::BadArchive(format!("bad image config: {e}")))?;

@@ -265,3 +265,164 @@ fn hostile_archives_are_refused_and_leave_the_cache_and_the_outside_as_they_were
     let blobs_after: Vec<_> = files_under(&dir.path().join("blobs")).into_iter().collect();
     assert_eq!(blobs_after, blobs_before);
 }
+
+/// A builder's `oci` export is ingested by the same reader as `cache import` (issue #11: "a
+/// builder that answers with a manifest that does not match its digest, a never-ending
+/// body"). Each hostile export fails the build's ingest with the reason, publishes no name,
+/// changes no blob of the names there and leaves no temporary file.
+#[test]
+fn hostile_exports_of_a_builder_are_refused_and_publish_nothing() {
+    let amd64 = Platform::linux("amd64");
+    // Each case on a cache of its own (a refused export may leave verified blobs unnamed, for
+    // gc: a later case would find them there).
+    let fresh = || {
+        let (dir, store) = store();
+        store
+            .ingest_oci_archive(
+                &oci_archive("amd64", &[layer_tar(&[("f", b"good")])])[..],
+                "docker.io/o/good:1",
+                &amd64,
+            )
+            .unwrap();
+        (dir, store)
+    };
+
+    let good = oci_archive("amd64", &[layer_tar(&[("g", &[7; 4096])])]);
+    // The entries of a good export, to be recombined.
+    let entries: Vec<(String, Vec<u8>)> = tar::Archive::new(&good[..])
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().to_string_lossy().into_owned();
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            (path, data)
+        })
+        .collect();
+    let index = &entries.iter().find(|(p, _)| p == "index.json").unwrap().1;
+    let index: serde_json::Value = serde_json::from_slice(index).unwrap();
+    let manifest_hex = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    let with = |change: &dyn Fn(&str, &[u8]) -> Option<Vec<u8>>| -> Vec<u8> {
+        let owned: Vec<(String, Vec<u8>)> = entries
+            .iter()
+            .filter_map(|(p, d)| change(p, d).map(|d| (p.clone(), d)))
+            .collect();
+        let raws: Vec<Raw<'_>> = owned.iter().map(|(p, d)| file(p, d)).collect();
+        raw_tar(&raws)
+    };
+    let arm64 = oci_archive("arm64", &[layer_tar(&[("a", b"arm")])]);
+    let not_json = b"this is no manifest".to_vec();
+    let not_json_name = format!("blobs/sha256/{}", Digest::of(&not_json).hex());
+    let not_json_index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": layout::MEDIA_TYPE_OCI_MANIFEST,
+            "digest": Digest::of(&not_json).to_string(), "size": not_json.len()}],
+    }))
+    .unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "a manifest that does not match its digest",
+            with(&|p, d| {
+                Some(if p.ends_with(&manifest_hex) {
+                    [d, b" "].concat()
+                } else {
+                    d.to_vec()
+                })
+            }),
+            "hashes to",
+        ),
+        (
+            "a manifest that is not JSON",
+            raw_tar(&[
+                file(&not_json_name, &not_json),
+                file("index.json", &not_json_index),
+            ]),
+            "is not an image manifest",
+        ),
+        (
+            "a layer the manifest names, missing",
+            with(&|p, d| {
+                (!p.starts_with("blobs/") || p.ends_with(&manifest_hex) || d.len() < 1000)
+                    .then(|| d.to_vec())
+            }),
+            "lacks blob",
+        ),
+        (
+            "an index.json that is not JSON",
+            with(&|p, d| {
+                Some(if p == "index.json" {
+                    b"{{{".to_vec()
+                } else {
+                    d.to_vec()
+                })
+            }),
+            "index.json",
+        ),
+        (
+            "no index.json",
+            with(&|p, d| (p != "index.json").then(|| d.to_vec())),
+            "index.json",
+        ),
+        ("an image of another platform", arm64, "amd64"),
+        (
+            "a layer declaring a terabyte, the stream ending after its real data",
+            {
+                let (path, data) = entries.iter().find(|(_, d)| d.len() > 1000).unwrap();
+                raw_tar(&[Raw {
+                    declared: Some(1 << 40),
+                    ..file(path, data)
+                }])
+            },
+            "hashes to",
+        ),
+        (
+            "an export cut short",
+            good[..good.len() - 3000].to_vec(),
+            "unreadable tar",
+        ),
+        (
+            "a blob climbing out",
+            raw_tar(&[file("blobs/sha256/../../../../x", b"out")]),
+            "climbs out of the archive",
+        ),
+        ("not a tar", b"garbage ".repeat(200), "unreadable tar"),
+    ];
+    for (what, archive, says) in cases {
+        let (dir, store) = fresh();
+        let names_before = store.names().unwrap();
+        let blobs_before = files_under(&dir.path().join("blobs"));
+        let e = store
+            .ingest_oci_archive(&archive[..], "docker.io/o/built:1", &amd64)
+            .map(|d| panic!("{what}: ingested as {d:?}"))
+            .unwrap_err();
+        let message = e.to_string();
+        assert!(message.contains(says), "{what}: {message}");
+        assert_eq!(
+            store.names().unwrap(),
+            names_before,
+            "{what}: names changed"
+        );
+        let blobs_now = files_under(&dir.path().join("blobs"));
+        for (path, bytes) in &blobs_before {
+            assert_eq!(blobs_now.get(path), Some(bytes), "{what}: {path:?} changed");
+        }
+        assert!(
+            store.verify(false).unwrap().problems.is_empty(),
+            "{what}: verify"
+        );
+        let temporary = dir.path().join("lkpkg-tmp");
+        if temporary.exists() {
+            assert_eq!(
+                std::fs::read_dir(&temporary).unwrap().count(),
+                0,
+                "{what}: temporary files left"
+            );
+        }
+        assert!(!dir.path().parent().unwrap().join("x").exists(), "{what}");
+    }
+}
