@@ -173,6 +173,12 @@ pub fn git_commit_all(root: &Path) {
 /// temporary file that [`RssReport::kib`] reads afterwards.
 pub struct RssReport(tempfile::NamedTempFile);
 
+impl Default for RssReport {
+    fn default() -> RssReport {
+        RssReport::new()
+    }
+}
+
 impl RssReport {
     /// A fresh report file; panics without GNU time (`apt install time`).
     pub fn new() -> RssReport {

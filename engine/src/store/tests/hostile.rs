@@ -266,6 +266,9 @@ fn hostile_archives_are_refused_and_leave_the_cache_and_the_outside_as_they_were
     assert_eq!(blobs_after, blobs_before);
 }
 
+/// How an entry of a good export is changed: its new bytes, or `None` to leave it out.
+type Change<'a> = dyn Fn(&str, &[u8]) -> Option<Vec<u8>> + 'a;
+
 /// A builder's `oci` export is ingested by the same reader as `cache import` (issue #11: "a
 /// builder that answers with a manifest that does not match its digest, a never-ending
 /// body"). Each hostile export fails the build's ingest with the reason, publishes no name,
@@ -307,7 +310,7 @@ fn hostile_exports_of_a_builder_are_refused_and_publish_nothing() {
         .unwrap()
         .trim_start_matches("sha256:")
         .to_owned();
-    let with = |change: &dyn Fn(&str, &[u8]) -> Option<Vec<u8>>| -> Vec<u8> {
+    let with = |change: &Change<'_>| -> Vec<u8> {
         let owned: Vec<(String, Vec<u8>)> = entries
             .iter()
             .filter_map(|(p, d)| change(p, d).map(|d| (p.clone(), d)))
