@@ -7,17 +7,23 @@
 use std::path::{Path, PathBuf};
 
 /// `path` (which must already be lexically inside `boundary`) resolved through symlinks, if it
-/// stays inside `boundary` resolved the same way. A path that does not exist is returned as
-/// given: whoever reads it reports it missing (a dangling link cannot be read either).
+/// stays inside `boundary` resolved the same way. A path that does not exist is judged by its
+/// nearest ancestor that does (`link/new.tar` with `link -> /elsewhere` lands outside, though
+/// nothing is there yet) and returned as given: whoever reads it reports it missing (a
+/// dangling link cannot be read either).
 pub(crate) fn within(path: &Path, boundary: &Path) -> Result<PathBuf, String> {
-    let Ok(resolved) = path.canonicalize() else {
-        return Ok(path.to_owned());
+    let (resolved, exists) = match path.canonicalize() {
+        Ok(resolved) => (resolved, true),
+        Err(_) => match resolve_existing_ancestor(path) {
+            Some(resolved) => (resolved, false),
+            None => return Ok(path.to_owned()),
+        },
     };
     let boundary_resolved = boundary
         .canonicalize()
         .unwrap_or_else(|_| boundary.to_owned());
     if resolved.starts_with(&boundary_resolved) {
-        Ok(resolved)
+        Ok(if exists { resolved } else { path.to_owned() })
     } else {
         Err(format!(
             "`{}` resolves (through a symlink) to `{}`, outside `{}`",
@@ -26,6 +32,21 @@ pub(crate) fn within(path: &Path, boundary: &Path) -> Result<PathBuf, String> {
             boundary.display()
         ))
     }
+}
+
+/// The nearest ancestor of `path` that exists, resolved through symlinks, with the rest of
+/// `path` (the components that do not exist yet) joined back on.
+fn resolve_existing_ancestor(path: &Path) -> Option<PathBuf> {
+    let mut rest = Vec::new();
+    let mut current = path;
+    while let Some(parent) = current.parent() {
+        rest.push(current.file_name()?);
+        if let Ok(resolved) = parent.canonicalize() {
+            return Some(rest.iter().rev().fold(resolved, |p, c| p.join(c)));
+        }
+        current = parent;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -52,5 +73,11 @@ mod tests {
         assert!(within(&pkg.join("in"), &pkg).is_ok());
         assert!(within(&pkg.join("sub/Dockerfile"), &pkg).is_ok());
         assert!(within(&pkg.join("missing"), &pkg).is_ok());
+        // Not there yet, but under a link out: outside.
+        assert!(within(&pkg.join("outdir/new/x.tar"), &pkg).is_err());
+        assert_eq!(
+            within(&pkg.join("sub/new/x.tar"), &pkg).unwrap(),
+            pkg.join("sub/new/x.tar")
+        );
     }
 }

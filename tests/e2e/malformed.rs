@@ -1,7 +1,7 @@
 //! Bad input: each case gives one clear error naming the file (and field where there is one),
 //! exit code 2, and no panic.
 
-use crate::support::{Repo, run};
+use crate::support::{Repo, ok, run};
 
 const DIGEST: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
@@ -428,13 +428,34 @@ fn symlinks_out_of_the_package_are_refused_before_anything_reads_them() {
         "depends:\n  docker-images:\n    from-file: images.txt\n",
     );
     link(&outside.path().join("secret"), "pkg/e/images.txt");
+    // `depends` targets under a link out of the package: linuxkit would `rm -rf` and write
+    // there (`outdir/sub` is a directory outside, with a file in it).
+    std::fs::create_dir(outside.path().join("sub")).unwrap();
+    std::fs::write(outside.path().join("sub/kept"), "kept\n").unwrap();
+    let depends = |key: &str, value: &str| {
+        format!(
+            "depends:\n  docker-images:\n    {key}: {value}\n    list:\n      - \
+             docker.io/library/alpine:3.20@sha256:{}\n",
+            "0".repeat(64)
+        )
+    };
+    repo.package("pkg/f", "f", &depends("target-dir", "outdir/sub"));
+    link(outside.path(), "pkg/f/outdir");
+    repo.package("pkg/g", "g", &depends("target", "outdir/new.tar"));
+    link(outside.path(), "pkg/g/outdir");
+    // The target itself a link (linuxkit removes the link, not what it points at): fine.
+    repo.package("pkg/h", "h", &depends("target-dir", "images"));
+    link(outside.path(), "pkg/h/images");
     repo.commit_all("escapes");
+    ok(repo.lkpkg().args(["graph", "pkg/h"]));
     for (dir, field) in [
         ("pkg/a", "dockerfile"),
         ("pkg/b", "dockerfile"),
         ("pkg/c", "extra-sources"),
         ("pkg/d", "build.yml"),
         ("pkg/e", "from-file"),
+        ("pkg/f", "target-dir"),
+        ("pkg/g", "target"),
     ] {
         let (code, stdout, stderr) = run(repo.lkpkg().args(["graph", dir]));
         assert_eq!(code, 2, "{dir}: {stdout}{stderr}");
@@ -447,6 +468,11 @@ fn symlinks_out_of_the_package_are_refused_before_anything_reads_them() {
             "{dir}: {stderr}"
         );
     }
+    assert_eq!(
+        std::fs::read_to_string(outside.path().join("sub/kept")).unwrap(),
+        "kept\n"
+    );
+    assert!(!outside.path().join("new.tar").exists());
 }
 
 /// A Dockerfile that is not UTF-8 text is the package's error (exit 2), not the machine's.

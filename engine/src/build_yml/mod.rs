@@ -321,6 +321,19 @@ fn docker_depends(
         (None, Some(d)) => Some(DependsTarget::Dir(d)),
         _ => None,
     };
+    // Where linuxkit deletes and writes the archives (`rm -rf target-dir`, then into it):
+    // under a symlink out of the package that is outside. lkpkg writes nothing there (the
+    // archives are placed in the build context), but the package is refused as linuxkit would
+    // have damaged the outside. The target itself may be a link: linuxkit removes the link.
+    if let Some(target) = &target {
+        let (field, relative) = match target {
+            DependsTarget::File(file) => ("target", file),
+            DependsTarget::Dir(dir) => ("target-dir", dir),
+        };
+        if let Some(parent) = package_dir.join(relative).parent() {
+            crate::confine::within(parent, package_dir).map_err(|m| err(field, m))?;
+        }
+    }
     if let Some(relative) = sub("from-file", &from_file)? {
         let path = package_dir.join(&relative);
         crate::confine::within(&path, package_dir).map_err(|m| err("from-file", m))?;
