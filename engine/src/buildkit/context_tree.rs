@@ -232,11 +232,6 @@ impl ContextTree {
         self.insert(&rel, Kind::File, &meta, Source::Disk(path.to_owned()));
         Ok(true)
     }
-
-    /// The total size of the files.
-    pub(crate) fn bytes(&self) -> u64 {
-        self.entries.values().map(|e| e.size).sum()
-    }
 }
 
 #[cfg(test)]

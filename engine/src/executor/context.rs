@@ -3,7 +3,8 @@
 //!
 //! The context is the package directory mapped to `/`, then each extra source mapped to its
 //! destination ([`ContextTree`]: a list of where each file is, streamed by the file sync when
-//! the builder asks; a context over [`MAX_CONTEXT_BYTES`] is refused with a clear error).
+//! the builder asks, so a context of any size costs memory only for its listing; the limit of
+//! 2 GiB the classic builder's in-memory tar needed went with it).
 //! Symlinks are kept as links, as linuxkit keeps them; nothing outside the package and its
 //! declared sources is read, and nothing is ever written into the package directory.
 
@@ -13,9 +14,6 @@ use crate::build_yml::DependsTarget;
 use crate::buildkit::context_tree::{ContextTree, TreeError};
 use crate::error::{Error, Result};
 use crate::graph::GraphPackage;
-
-/// The largest build context lkpkg assembles in memory.
-pub(crate) const MAX_CONTEXT_BYTES: u64 = 2 << 30;
 
 /// The package directory, its extra sources, and `generated` files (the
 /// `depends.docker-images` archives, at their target paths), as the context BuildKit's file
@@ -49,13 +47,6 @@ pub(crate) fn context_tree(
     }
     for (path, bytes) in generated {
         tree.add_bytes(&path, bytes);
-    }
-    if tree.bytes() > MAX_CONTEXT_BYTES {
-        return Err(Error::Usage(format!(
-            "the build context of `{}` is {} bytes, more than lkpkg's limit of {MAX_CONTEXT_BYTES}",
-            package.package.dir.display(),
-            tree.bytes()
-        )));
     }
     Ok(tree)
 }
