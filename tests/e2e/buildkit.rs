@@ -783,6 +783,43 @@ fn dockerignore_excludes_and_copy_keeps_modes_with_root_owner() {
     assert_eq!(fs.mode("/ctx/tool"), (0o755, "0/0"));
 }
 
+/// A `.dockerignore` of 3,000 patterns (~150 KB) and a `COPY` of 2,000 sources (~80 KB):
+/// BuildKit sends the patterns and the paths it follows as gRPC headers of the file sync's
+/// request, past hyper's 16 KiB default for a server; lkpkg's session takes what the docker
+/// CLI's takes.
+#[test]
+fn a_large_dockerignore_and_many_copy_sources_reach_the_file_sync() {
+    let t = Test::new("bigignore");
+    t.build_yml("ctx", "arches: [amd64]\n");
+    let mut ignore = String::new();
+    for i in 0..3000 {
+        ignore.push_str(&format!("generated-output-directory-number-{i:05}/\n"));
+    }
+    ignore.push_str("secret\n");
+    // One `COPY` of 2,000 sources, one per line (2,000 `COPY`s would pass the engine's own
+    // limit of layers: overlayfs' "mount options is too long").
+    let mut dockerfile = String::from("FROM scratch\nCOPY \\\n");
+    for i in 0..2000 {
+        t.repo.write(
+            &format!("ctx/files/source-file-number-{i:05}.txt"),
+            &format!("{i}\n"),
+        );
+        dockerfile.push_str(&format!("  files/source-file-number-{i:05}.txt \\\n"));
+    }
+    dockerfile.push_str("  /copied/\nCOPY . /ctx/\n");
+    t.repo
+        .write("ctx/.dockerignore", &ignore)
+        .write("ctx/Dockerfile", &dockerfile)
+        .write("ctx/secret", "excluded\n")
+        .write("ctx/included.txt", "included\n");
+    t.repo.commit_all("ctx");
+    t.build_ok(&["ctx"]);
+    let fs = t.export(&t.tag("ctx", &[]), "amd64");
+    assert!(!fs.has("/ctx/secret"), "{}", fs.listing());
+    assert_eq!(fs.text("/ctx/included.txt"), "included\n");
+    assert_eq!(fs.text("/copied/source-file-number-01999.txt"), "1999\n");
+}
+
 #[test]
 fn cache_mount_is_reused_across_builds_with_heredoc_and_copy_chmod() {
     let t = Test::new("mount");
@@ -1827,6 +1864,30 @@ fn large_layers_and_contexts_are_streamed_in_bounded_memory() {
         import / MIB,
         push / MIB,
         pull / MIB
+    );
+}
+
+/// A context of more than 2 GiB (a sparse 3 GiB file the Dockerfile never uses, as a disk
+/// image left beside the sources): it was refused by a limit the classic builder's in-memory
+/// tar needed; with BuildKit's file sync only what is used is read.
+#[test]
+fn a_context_over_two_gib_builds_when_the_dockerfile_uses_little_of_it() {
+    let t = Test::new("sparse");
+    t.build_yml("disk", "arches: [amd64]\n");
+    t.repo
+        .write("disk/Dockerfile", "FROM scratch\nCOPY build.yml /\n")
+        .write(".gitignore", "disk/disk.img\n");
+    std::fs::File::create(t.repo.join("disk/disk.img"))
+        .unwrap()
+        .set_len(3 << 30)
+        .unwrap();
+    t.repo.commit_all("disk");
+    t.build_ok(&["disk"]);
+    let fs = t.export(&t.tag("disk", &[]), "amd64");
+    assert!(
+        fs.has("/build.yml") && !fs.has("/disk.img"),
+        "{}",
+        fs.listing()
     );
 }
 

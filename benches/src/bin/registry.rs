@@ -11,7 +11,9 @@
 //!   `lkpkg --cache <fresh> cache pull …`.
 //!
 //! Reported: samples, medians, and the ratios (goals: push and pull ≤ 1.0× skopeo, the
-//! unchanged push ≤ 5 % of the first).
+//! unchanged push ≤ 5 % of the first); the peak RSS of every push and pull of both tools
+//! (GNU time, `/usr/bin/time -v`; issue #11: streamed, never buffered whole: under 100 MiB
+//! however large the layer, e.g. `registry 2048 1 2`).
 //!
 //! Run: `cargo build --release -p lkpkg -p lkpkg-benches && target/release/registry [MIB] [LAYERS] [ROUNDS]`
 //! (defaults: 200 MiB in 20 layers, 5 rounds). Needs the engine (scripts/dev-env.sh), skopeo
@@ -24,7 +26,22 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lkpkg_benches::{git_commit_all, list_secs, lkpkg_bin, load_average, median_of, run, timed};
+use std::cell::RefCell;
+
+use lkpkg_benches::{
+    RssReport, git_commit_all, list_secs, lkpkg_bin, load_average, median_of, run, timed,
+};
+
+/// Runs `cmd` (which must succeed) under GNU time: its wall time; its peak RSS (KiB) is
+/// added to `peaks`.
+fn measured(cmd: &mut Command, peaks: &RefCell<Vec<u64>>) -> Duration {
+    let report = RssReport::new();
+    let took = timed(|| {
+        run(&mut report.wrap(cmd));
+    });
+    peaks.borrow_mut().push(report.kib());
+    took
+}
 
 const MIB: u64 = 1024 * 1024;
 
@@ -144,21 +161,25 @@ fn main() {
 
     let (mut skopeo_push, mut lkpkg_push, mut again, mut skopeo_pull, mut lkpkg_pull) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Peak RSS (KiB): skopeo push, lkpkg push, skopeo pull, lkpkg pull.
+    let peaks: [RefCell<Vec<u64>>; 4] = Default::default();
     for round in 0..rounds {
         let registry = Registry::start();
         let skopeo_ref = format!("{}/skopeo/img:t", registry.host);
         let lkpkg_ref = format!("{}/lkpkg/img:t", registry.host);
         let push_skopeo = || {
-            timed(|| {
-                run(skopeo()
+            measured(
+                skopeo()
                     .arg(format!("oci:{}:{name}", cache.display()))
-                    .arg(format!("docker://{skopeo_ref}")));
-            })
+                    .arg(format!("docker://{skopeo_ref}")),
+                &peaks[0],
+            )
         };
         let push_lkpkg = || {
-            timed(|| {
-                run(lkpkg(&cache).args(["cache", "push", &name, "--remote-name", &lkpkg_ref]));
-            })
+            measured(
+                lkpkg(&cache).args(["cache", "push", &name, "--remote-name", &lkpkg_ref]),
+                &peaks[1],
+            )
         };
         if round % 2 == 0 {
             skopeo_push.push(push_skopeo());
@@ -180,17 +201,14 @@ fn main() {
         let layout = work.path().join(format!("layout-{round}"));
         let fresh = work.path().join(format!("cache-{round}"));
         let pull_skopeo = || {
-            timed(|| {
-                run(skopeo()
+            measured(
+                skopeo()
                     .arg(format!("docker://{skopeo_ref}"))
-                    .arg(format!("oci:{}:img", layout.display())));
-            })
+                    .arg(format!("oci:{}:img", layout.display())),
+                &peaks[2],
+            )
         };
-        let pull_lkpkg = || {
-            timed(|| {
-                run(lkpkg(&fresh).args(["cache", "pull", &lkpkg_ref]));
-            })
-        };
+        let pull_lkpkg = || measured(lkpkg(&fresh).args(["cache", "pull", &lkpkg_ref]), &peaks[3]);
         if round % 2 == 0 {
             skopeo_pull.push(pull_skopeo());
             lkpkg_pull.push(pull_lkpkg());
@@ -227,5 +245,21 @@ fn main() {
         "unchanged push / first push: {:.1} % (goal <= 5 %)",
         100.0 * ratio(&again, &lkpkg_push)
     );
+    for (what, peaks) in [
+        "push: skopeo copy",
+        "push: lkpkg cache push",
+        "pull: skopeo copy",
+        "pull: lkpkg cache pull",
+    ]
+    .iter()
+    .zip(&peaks)
+    {
+        let mib: Vec<String> = peaks
+            .borrow()
+            .iter()
+            .map(|kib| format!("{:.1}", *kib as f64 / 1024.0))
+            .collect();
+        println!("peak RSS of {what:<24} {} MiB", mib.join(" "));
+    }
     println!("load average at end: {}", load_average());
 }

@@ -45,11 +45,15 @@ use lkpkg_cache_format::layout::{Descriptor, Platform};
 use crate::store::Store;
 pub(crate) use solve::{ProgressLine, Solve, SolveError, Target};
 
-/// The most bytes of HTTP/2 headers (trailers included) a control connection takes, as the
-/// docker CLI's gRPC (16 MiB). BuildKit puts a failed solve's details in the `grpc-status-
-/// details-bin` trailer, and those of a Dockerfile error carry the whole Dockerfile as its
-/// source: hyper's default of 16 KiB turned the error of any Dockerfile over ~16 KiB into
-/// "h2 protocol error: error reading a body from connection".
+/// The most bytes of HTTP/2 headers (trailers included) a connection with a builder takes, as
+/// the docker CLI's gRPC (16 MiB), both ways:
+/// - on the control connection, BuildKit puts a failed solve's details in the
+///   `grpc-status-details-bin` trailer, and those of a Dockerfile error carry the whole
+///   Dockerfile as its source: hyper's default of 16 KiB turned the error of any Dockerfile
+///   over ~16 KiB into "h2 protocol error: error reading a body from connection";
+/// - on the session, BuildKit's file sync request carries the `.dockerignore` patterns and the
+///   paths the Dockerfile copies as headers: a `.dockerignore` of a few hundred lines failed
+///   the build ("header list size to send violates the maximum size (16384 bytes)").
 const MAX_HEADER_LIST: u32 = 16 << 20;
 
 /// The endpoint every connection to a builder's control API is made through (the connector

@@ -291,6 +291,7 @@ where
     tokio::spawn(async move {
         let incoming = futures_util::stream::iter([Ok::<_, std::io::Error>(io)]);
         let _ = tonic::transport::Server::builder()
+            .http2_max_header_list_size(super::MAX_HEADER_LIST)
             .serve_with_incoming(router, incoming)
             .await;
     })
