@@ -1095,3 +1095,126 @@ fn a_wedged_builder_times_out_with_a_clear_configurable_error() {
         "{err}"
     );
 }
+
+/// A TCP proxy to `upstream` that forwards both ways until `frozen` is set; then it holds
+/// every byte (of open connections and new ones) and answers nothing, as a builder whose
+/// dockerd was stopped, or a network gone quiet, would.
+fn freezing_proxy(upstream: &str, frozen: Arc<std::sync::atomic::AtomicBool>) -> u16 {
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let upstream = upstream.to_owned();
+    let pipe = |mut from: std::net::TcpStream,
+                mut to: std::net::TcpStream,
+                frozen: Arc<std::sync::atomic::AtomicBool>| {
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 65536];
+            loop {
+                let n = match from.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                while frozen.load(Ordering::SeqCst) {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                if to.write_all(&buffer[..n]).is_err() {
+                    break;
+                }
+            }
+            let _ = to.shutdown(std::net::Shutdown::Write);
+        });
+    };
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { break };
+            let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                continue;
+            };
+            pipe(
+                client.try_clone().unwrap(),
+                server.try_clone().unwrap(),
+                frozen.clone(),
+            );
+            pipe(server, client, frozen.clone());
+        }
+    });
+    port
+}
+
+/// A builder that stops answering in the middle of a build (the proxy to the second engine
+/// freezes while a `RUN` sleeps): the build fails within a few `LKPKG_BUILDER_TIMEOUT`s,
+/// saying the builder stopped answering (exit 3, the environment's), and the cache gets
+/// nothing. A build whose step is
+/// silent for four times the timeout, on a builder that answers, is not cut short: the wait
+/// is for the builder's answers, not for the build.
+#[test]
+fn a_builder_that_stops_answering_mid_build_fails_the_build_saying_so() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let image = unique("frozen");
+    let cleanup = Cleanup::new(&image);
+    let repo = Repo::new();
+    for (dir, seconds) in [("slow", 8), ("frozen", 40)] {
+        std::fs::create_dir_all(repo.join(dir)).unwrap();
+        std::fs::copy("/bin/busybox", repo.join(&format!("{dir}/busybox")))
+            .expect("busybox-static (scripts/dev-env.sh installs it)");
+        repo.write(
+            &format!("{dir}/build.yml"),
+            &format!("image: {image}-{dir}\norg: lkpkgtest\narches: [amd64]\n"),
+        )
+        .write(
+            &format!("{dir}/Dockerfile"),
+            &format!(
+                "FROM scratch\nCOPY busybox /bin/busybox\n\
+                 RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox sleep {seconds}; echo {image} > /done\"]\n"
+            ),
+        );
+    }
+    repo.commit_all("slow steps");
+    let frozen = Arc::new(AtomicBool::new(false));
+    let docker2 = dev_env("LKPKG_TEST_DOCKER2_TCP");
+    let proxy = freezing_proxy(docker2.trim_start_matches("tcp://"), frozen.clone());
+    let endpoint = format!("tcp://127.0.0.1:{proxy}");
+    let work = tempfile::tempdir().unwrap();
+    let build = |package: &str| {
+        let mut cmd = lkpkg_in(&repo, &cleanup);
+        cmd.env("LKPKG_BUILDER_TIMEOUT", "2")
+            .arg("--cache")
+            .arg(work.path().join(package))
+            .args(["pkg", "build", "--builders"])
+            .arg(format!("linux/amd64={endpoint}"))
+            .arg(package);
+        cmd
+    };
+    ok(&mut build("slow"));
+
+    let freezer = {
+        let frozen = frozen.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(8));
+            frozen.store(true, Ordering::SeqCst);
+        })
+    };
+    let started = std::time::Instant::now();
+    let (code, out, err) = run(&mut build("frozen"));
+    let took = started.elapsed();
+    freezer.join().unwrap();
+    frozen.store(false, Ordering::SeqCst);
+    // The environment's failure (exit 3), naming the builder, the wait and its variable.
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains(&endpoint)
+            && err.contains("the builder stopped answering during the build: no answer within 2 s")
+            && err.contains("LKPKG_BUILDER_TIMEOUT"),
+        "{err}"
+    );
+    // Frozen at 8 s, in a step of 40 s: given up long before the step would have ended.
+    assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
+    let listed = ok(lkpkg_in(&repo, &cleanup)
+        .arg("--cache")
+        .arg(work.path().join("frozen"))
+        .args(["cache", "ls", "--json"]));
+    assert!(
+        crate::support::listed_images(&listed).is_empty(),
+        "{listed}"
+    );
+}

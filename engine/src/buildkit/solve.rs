@@ -178,7 +178,10 @@ pub(crate) async fn run(
     };
     let status = tokio::spawn(follow_status(client.clone(), reference, progress));
     let mut solving = client.clone();
-    let result = solving.solve(request).await;
+    let result = tokio::select! {
+        result = solving.solve(request) => result.map_err(|status| failure(&target.describe(), status)),
+        wedged = watch_liveness(client.clone(), target) => Err(SolveError::Engine(wedged)),
+    };
     // The status stream ends with the solve; give it a moment to deliver the last lines.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), status).await;
     drop(session);
@@ -187,9 +190,36 @@ pub(crate) async fn run(
     if let Ok(mut sink) = export.sink.lock() {
         sink.take();
     }
-    match result {
-        Ok(response) => Ok(response.into_inner().exporter_response),
-        Err(status) => Err(failure(&target.describe(), status)),
+    result.map(|response| response.into_inner().exporter_response)
+}
+
+/// Returns only when the builder has stopped answering during a solve: every builder timeout
+/// (`LKPKG_BUILDER_TIMEOUT`, 30 s by default; never if `0`) it is asked for its `Info` on the
+/// solve's own connection, and one that gives no answer within the timeout is wedged (a
+/// stopped buildkitd or dockerd, a dead proxy, a network gone quiet). A solve itself has no
+/// time limit: a `RUN` may be silent for an hour, and BuildKit sends no progress meanwhile;
+/// the question tells a slow build from a builder that no longer answers. Any answer, an error
+/// included (an old BuildKit without `Info` says `Unimplemented`), proves it alive.
+async fn watch_liveness(
+    client: ControlClient<tonic::transport::Channel>,
+    target: &Target,
+) -> EngineError {
+    let Some(every) = crate::executor::docker::builder_timeout() else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        let mut asking = client.clone();
+        if let Err(reason) = crate::executor::docker::answered(
+            asking.info(bollard_buildkit_proto::moby::buildkit::v1::InfoRequest {}),
+        )
+        .await
+        {
+            return EngineError::Api {
+                endpoint: target.describe(),
+                message: format!("the builder stopped answering during the build: {reason}"),
+            };
+        }
     }
 }
 

@@ -59,14 +59,19 @@ pub fn set_builder_timeout(timeout: Option<std::time::Duration>) {
     let _ = BUILDER_TIMEOUT.set(timeout);
 }
 
-/// `work` (talking to an engine that should answer at once), or the reason it did not
-/// answer within the builder timeout, naming the variable that sets it.
-pub(crate) async fn answered<T>(work: impl std::future::Future<Output = T>) -> Result<T, String> {
-    match BUILDER_TIMEOUT
+/// The wait for an engine's answer the binary set ([`DEFAULT_BUILDER_TIMEOUT`] if it set
+/// none; `None`: for ever).
+pub(crate) fn builder_timeout() -> Option<std::time::Duration> {
+    BUILDER_TIMEOUT
         .get()
         .copied()
         .unwrap_or(Some(DEFAULT_BUILDER_TIMEOUT))
-    {
+}
+
+/// `work` (talking to an engine that should answer at once), or the reason it did not
+/// answer within the builder timeout, naming the variable that sets it.
+pub(crate) async fn answered<T>(work: impl std::future::Future<Output = T>) -> Result<T, String> {
+    match builder_timeout() {
         None => Ok(work.await),
         Some(limit) => tokio::time::timeout(limit, work).await.map_err(|_| {
             format!(
