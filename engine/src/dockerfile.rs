@@ -63,7 +63,7 @@ pub const MAX_EXPANSION: usize = 64 * 1024;
 /// The `# syntax=` directive of a Dockerfile, as BuildKit reads it: a `#` comment of the form
 /// `key=value` among the first lines, before any instruction or other comment.
 pub(crate) fn syntax_directive(text: &str) -> Option<String> {
-    for line in text.lines() {
+    for line in without_bom(text).lines() {
         let trimmed = line.trim();
         if trimmed.is_empty() {
             continue;
@@ -83,7 +83,14 @@ struct Instruction {
     rest: String,
 }
 
+/// `text` without a leading UTF-8 byte order mark, which BuildKit's parser drops (an editor's
+/// BOM before `ARG BASE` hid the package's `FROM ${BASE}` dependency from the graph).
+fn without_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
+}
+
 fn instructions(text: &str) -> Vec<Instruction> {
+    let text = without_bom(text);
     let mut escape = '\\';
     let mut out = Vec::new();
     let mut in_directives = true;
@@ -105,9 +112,12 @@ fn instructions(text: &str) -> Vec<Instruction> {
         if trimmed.starts_with('#') {
             continue; // comments, also inside a continuation
         }
-        let (body, continues) = match trimmed.trim_end().strip_suffix(escape) {
+        // As BuildKit joins them: a continued line keeps the blanks before its escape and the
+        // next line its leading blanks (`FROM base\` then `  AS x` is `FROM base  AS x`).
+        let source = if current.is_some() { raw } else { trimmed };
+        let (body, continues) = match source.trim_end().strip_suffix(escape) {
             Some(body) => (body, true),
-            None => (trimmed, false),
+            None => (source, false),
         };
         match current.as_mut() {
             Some(instruction) => {
@@ -115,12 +125,12 @@ fn instructions(text: &str) -> Vec<Instruction> {
             }
             None if body.trim().is_empty() => {}
             None => {
-                let body = body.trim();
+                let body = body.trim_start();
                 let (keyword, rest) = body.split_once(char::is_whitespace).unwrap_or((body, ""));
                 current = Some(Instruction {
                     line: line_no,
                     keyword: keyword.to_ascii_uppercase(),
-                    rest: rest.trim().to_owned(),
+                    rest: rest.trim_start().to_owned(),
                 });
             }
         }
@@ -428,6 +438,27 @@ mod tests {
 
     /// `ARG A0=xx`, `ARG Ai=${A(i-1)}${A(i-1)}` up to 40: 851 bytes that doubled to 2^41
     /// bytes. The expansion is cut at `MAX_EXPANSION` and reported.
+    #[test]
+    fn a_byte_order_mark_and_crlf_line_ends_are_read_as_buildkit_reads_them() {
+        let text = "\u{feff}# syntax=docker/dockerfile:1\r\nARG BASE=a/b:1\r\nFROM ${BASE} \\\r\n  AS x\r\n";
+        let d = read(text, &BTreeMap::new());
+        assert_eq!(d.syntax.as_deref(), Some("docker/dockerfile:1"));
+        assert_eq!(d.images.len(), 1, "{d:?}");
+        assert_eq!(d.images[0].reference, "a/b:1");
+        let d = read(
+            "\u{feff}ARG BASE\nFROM ${BASE}\n",
+            &args(&[("BASE", "o/base:t")]),
+        );
+        assert_eq!(d.images[0].reference, "o/base:t");
+        // A continuation joins as BuildKit joins it: the next line's leading blanks stay.
+        let d = read(
+            "FROM scratch AS base\nFROM base\\\n  AS x\nFROM o/img:1\\\n\tAS y\n",
+            &BTreeMap::new(),
+        );
+        let references: Vec<&str> = d.images.iter().map(|i| i.reference.as_str()).collect();
+        assert_eq!(references, ["o/img:1"], "{d:?}");
+    }
+
     #[test]
     fn a_line_longer_than_buildkit_takes_is_reported() {
         let line = |n: usize| format!("LABEL x=\"{}\"", "a".repeat(n - 10));

@@ -189,3 +189,24 @@ fn three_thousand_packages_are_planned_within_64_open_files() {
         .count();
     assert_eq!(planned, 3001, "{err}");
 }
+
+/// A Dockerfile saved by an editor with a UTF-8 byte order mark and CRLF line ends, its
+/// `FROM` continued onto the next line: BuildKit reads it as any other, and so does the graph
+/// (the mark hid `ARG BASE` and with it the dependency on the base; a continued `FROM base\`
+/// then `  AS x` read as `baseAS`).
+#[test]
+fn a_dockerfile_with_a_byte_order_mark_and_crlf_keeps_its_dependency() {
+    let repo = Repo::new();
+    repo.package("base", "base", "arches: [amd64]\n")
+        .write(
+            "app/build.yml",
+            "image: app\narches: [amd64]\nbuildArgs:\n  - BASE=@lkt:pkg:../base\n",
+        )
+        .write(
+            "app/Dockerfile",
+            "\u{feff}ARG BASE\r\nFROM ${BASE}\\\r\n  AS build\r\nCOPY build.yml /\r\n",
+        );
+    repo.commit_all("bom");
+    let graph = crate::support::ok(repo.lkpkg().args(["graph", "app"]));
+    assert!(graph.contains("<- base/amd64 (build-arg BASE)"), "{graph}");
+}
