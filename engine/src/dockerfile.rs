@@ -81,6 +81,42 @@ struct Instruction {
     line: usize,
     keyword: String,
     rest: String,
+    /// The bodies of its heredocs (`RUN <<EOF` … `EOF`), one line after another: content,
+    /// never instructions, but a `$VAR` in them is an argument the step uses.
+    heredoc: String,
+}
+
+/// A heredoc an instruction opens: the word that ends it, and whether leading tabs are
+/// stripped before comparing (`<<-EOF`).
+struct Heredoc {
+    terminator: String,
+    strip_tabs: bool,
+}
+
+/// The heredocs a `RUN`, `COPY` or `ADD` opens, in order, as BuildKit's parser finds them:
+/// each word of the form `[n]<<[-]NAME`, the name possibly quoted (`<<"EOF"`, `<<'EOF'`).
+fn heredocs(keyword: &str, rest: &str) -> Vec<Heredoc> {
+    if !matches!(keyword, "RUN" | "COPY" | "ADD") {
+        return Vec::new();
+    }
+    rest.split_whitespace()
+        .filter_map(|word| {
+            let word = word.trim_start_matches(|c: char| c.is_ascii_digit());
+            let word = word.strip_prefix("<<")?;
+            let (strip_tabs, name) = match word.strip_prefix('-') {
+                Some(name) => (true, name),
+                None => (false, word),
+            };
+            let name = ['"', '\'']
+                .iter()
+                .find_map(|q| name.strip_prefix(*q).and_then(|n| n.strip_suffix(*q)))
+                .unwrap_or(name);
+            (!name.is_empty() && !name.contains('<')).then(|| Heredoc {
+                terminator: name.to_owned(),
+                strip_tabs,
+            })
+        })
+        .collect()
 }
 
 /// `text` without a leading UTF-8 byte order mark, which BuildKit's parser drops (an editor's
@@ -95,8 +131,28 @@ fn instructions(text: &str) -> Vec<Instruction> {
     let mut out = Vec::new();
     let mut in_directives = true;
     let mut current: Option<Instruction> = None;
+    // An instruction whose heredocs are being read, and the heredocs still open.
+    let mut in_heredoc: Option<(Instruction, std::collections::VecDeque<Heredoc>)> = None;
     for (index, raw) in text.lines().enumerate() {
         let line_no = index + 1;
+        if let Some((instruction, open)) = in_heredoc.as_mut() {
+            let heredoc = open.front().expect("a heredoc is open");
+            let compared = if heredoc.strip_tabs {
+                raw.trim_start_matches('\t')
+            } else {
+                raw
+            };
+            if compared == heredoc.terminator {
+                open.pop_front();
+            } else {
+                instruction.heredoc.push_str(raw);
+                instruction.heredoc.push('\n');
+            }
+            if open.is_empty() {
+                out.extend(in_heredoc.take().map(|(instruction, _)| instruction));
+            }
+            continue;
+        }
         let trimmed = raw.trim_start();
         if in_directives {
             if let Some(directive) = trimmed.strip_prefix('#')
@@ -131,14 +187,23 @@ fn instructions(text: &str) -> Vec<Instruction> {
                     line: line_no,
                     keyword: keyword.to_ascii_uppercase(),
                     rest: rest.trim_start().to_owned(),
+                    heredoc: String::new(),
                 });
             }
         }
-        if !continues {
-            out.extend(current.take());
+        if !continues && let Some(instruction) = current.take() {
+            let open: std::collections::VecDeque<Heredoc> =
+                heredocs(&instruction.keyword, &instruction.rest).into();
+            if open.is_empty() {
+                out.push(instruction);
+            } else {
+                in_heredoc = Some((instruction, open));
+            }
         }
     }
     out.extend(current);
+    // A heredoc never closed: BuildKit refuses the Dockerfile; what was read is kept.
+    out.extend(in_heredoc.map(|(instruction, _)| instruction));
     out
 }
 
@@ -246,7 +311,10 @@ pub fn read(text: &str, args: &BTreeMap<String, String>) -> Dockerfile {
                         }
                     }
                 }
-                for name in mentioned(&instruction.rest) {
+                for name in mentioned(&instruction.rest)
+                    .into_iter()
+                    .chain(mentioned(&instruction.heredoc))
+                {
                     result.args_used_outside_from.insert(name);
                 }
                 if keyword == "ARG" {
@@ -457,6 +525,28 @@ mod tests {
         );
         let references: Vec<&str> = d.images.iter().map(|i| i.reference.as_str()).collect();
         assert_eq!(references, ["o/img:1"], "{d:?}");
+    }
+
+    /// Heredoc bodies are content: a `FROM` or `COPY --from=` inside one is no image the
+    /// Dockerfile builds from (the graph listed them), a `$VAR` inside one is an argument the
+    /// step uses.
+    #[test]
+    fn heredoc_bodies_are_content_not_instructions() {
+        let text = "FROM scratch AS base\n\
+                    RUN <<EOF\nFROM inner/image:1\necho $VERSION\nEOF\n\
+                    COPY <<-\"ONE\" /a 2<<'TWO' /b\n\tCOPY --from=other/x:2 / /\n\tONE\nFROM y/z:3\nTWO\n\
+                    FROM o/real:1\n";
+        let d = read(text, &BTreeMap::new());
+        let references: Vec<&str> = d.images.iter().map(|i| i.reference.as_str()).collect();
+        assert_eq!(references, ["o/real:1"], "{d:?}");
+        assert!(d.args_used_outside_from.contains("VERSION"), "{d:?}");
+        assert_eq!(d.images[0].line, 11);
+        // `<<` inside a word is no heredoc; a JSON-form RUN has none.
+        let d = read(
+            "FROM scratch\nRUN echo a<<b\nRUN [\"cat\", \"<<EOF\"]\nFROM o/after:1\n",
+            &BTreeMap::new(),
+        );
+        assert_eq!(d.images.len(), 1, "{d:?}");
     }
 
     #[test]

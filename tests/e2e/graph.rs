@@ -210,3 +210,19 @@ fn a_dockerfile_with_a_byte_order_mark_and_crlf_keeps_its_dependency() {
     let graph = crate::support::ok(repo.lkpkg().args(["graph", "app"]));
     assert!(graph.contains("<- base/amd64 (build-arg BASE)"), "{graph}");
 }
+
+/// A heredoc's body is content (here a Dockerfile written into the image): its `FROM` and
+/// `COPY --from=` lines are no images the package builds from, and the graph lists none.
+#[test]
+fn lines_of_a_heredoc_are_not_instructions() {
+    let repo = Repo::new();
+    repo.write("p/build.yml", "image: p\narches: [amd64]\n")
+        .write(
+            "p/Dockerfile",
+            "FROM scratch\nCOPY <<EOT /inner/Dockerfile\nFROM nosuch.invalid/some/image:1\n\
+         COPY --from=other.invalid/x:2 / /\nEOT\n",
+        );
+    repo.commit_all("heredoc");
+    let graph = ok(repo.lkpkg().args(["graph", "p"]));
+    assert_eq!(graph.trim(), "p/amd64", "{graph}");
+}
