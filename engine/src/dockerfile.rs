@@ -170,6 +170,9 @@ fn instructions(text: &str) -> Vec<Instruction> {
         }
         // As BuildKit joins them: a continued line keeps the blanks before its escape and the
         // next line its leading blanks (`FROM base\` then `  AS x` is `FROM base  AS x`).
+        if current.is_some() && trimmed.is_empty() {
+            continue; // an empty continuation line: BuildKit skips it (and warns)
+        }
         let source = if current.is_some() { raw } else { trimmed };
         let (body, continues) = match source.trim_end().strip_suffix(escape) {
             Some(body) => (body, true),
@@ -525,6 +528,10 @@ mod tests {
         );
         let references: Vec<&str> = d.images.iter().map(|i| i.reference.as_str()).collect();
         assert_eq!(references, ["o/img:1"], "{d:?}");
+        // An empty line inside a continuation is skipped, not the instruction's end.
+        let d = read("FROM o/img:2 \\\n\n  AS x\nFROM x\n", &BTreeMap::new());
+        let references: Vec<&str> = d.images.iter().map(|i| i.reference.as_str()).collect();
+        assert_eq!(references, ["o/img:2"], "{d:?}");
     }
 
     /// Heredoc bodies are content: a `FROM` or `COPY --from=` inside one is no image the
