@@ -93,10 +93,20 @@ struct Heredoc {
     strip_tabs: bool,
 }
 
-/// The heredocs a `RUN`, `COPY` or `ADD` opens, in order, as BuildKit's parser finds them:
-/// each word of the form `[n]<<[-]NAME`, the name possibly quoted (`<<"EOF"`, `<<'EOF'`).
+/// The heredocs a `RUN`, `COPY` or `ADD` (also after `ONBUILD`) opens, in order, as
+/// BuildKit's parser finds them: each word of the form `[n]<<[-]NAME`, the name possibly
+/// quoted (`<<"EOF"`, `<<'EOF'`); each ends at a line that is exactly its name (after leading
+/// tabs, for `<<-`).
 fn heredocs(keyword: &str, rest: &str) -> Vec<Heredoc> {
-    if !matches!(keyword, "RUN" | "COPY" | "ADD") {
+    let keyword = match keyword {
+        "ONBUILD" => rest
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase(),
+        other => other.to_owned(),
+    };
+    if !matches!(keyword.as_str(), "RUN" | "COPY" | "ADD") {
         return Vec::new();
     }
     rest.split_whitespace()
@@ -548,6 +558,12 @@ mod tests {
         assert_eq!(references, ["o/real:1"], "{d:?}");
         assert!(d.args_used_outside_from.contains("VERSION"), "{d:?}");
         assert_eq!(d.images[0].line, 11);
+        // After ONBUILD too.
+        let d = read(
+            "FROM scratch\nONBUILD run <<EOF\nFROM not/this:1\nEOF\nFROM o/after:1\n",
+            &BTreeMap::new(),
+        );
+        assert_eq!(d.images.len(), 1, "{d:?}");
         // `<<` inside a word is no heredoc; a JSON-form RUN has none.
         let d = read(
             "FROM scratch\nRUN echo a<<b\nRUN [\"cat\", \"<<EOF\"]\nFROM o/after:1\n",
