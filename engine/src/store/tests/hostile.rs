@@ -83,6 +83,37 @@ fn manifest_json(config: &str, layer: &str) -> Vec<u8> {
     .unwrap()
 }
 
+/// After a refused write: the names as they were, their blobs unchanged (a refused write may
+/// leave verified blobs of its own unnamed, for gc, never change one), verify clean, no
+/// temporary file left.
+fn left_as_it_was(
+    what: &str,
+    root: &Path,
+    store: &Store,
+    names_before: &[(String, Descriptor)],
+    blobs_before: &BTreeMap<std::path::PathBuf, Vec<u8>>,
+) {
+    assert_eq!(
+        store.names().unwrap(),
+        names_before,
+        "{what}: names changed"
+    );
+    let blobs_now = files_under(&root.join("blobs"));
+    for (path, bytes) in blobs_before {
+        assert_eq!(blobs_now.get(path), Some(bytes), "{what}: {path:?} changed");
+    }
+    let report = store.verify(false).unwrap();
+    assert!(report.problems.is_empty(), "{what}: {:?}", report.problems);
+    let temporary = root.join("lkpkg-tmp");
+    if temporary.exists() {
+        assert_eq!(
+            std::fs::read_dir(&temporary).unwrap().count(),
+            0,
+            "{what}: temporary files left"
+        );
+    }
+}
+
 #[test]
 fn hostile_archives_are_refused_and_leave_the_cache_and_the_outside_as_they_were() {
     let (dir, store) = store();
@@ -95,7 +126,7 @@ fn hostile_archives_are_refused_and_leave_the_cache_and_the_outside_as_they_were
     std::fs::write(outside.path().join("secret"), b"outside content\n").unwrap();
     let outside_before = files_under(outside.path());
     let names_before = store.names().unwrap();
-    let blobs_before: Vec<_> = files_under(&dir.path().join("blobs")).into_iter().collect();
+    let blobs_before = files_under(&dir.path().join("blobs"));
 
     let config = serde_json::to_vec(&serde_json::json!({
         "architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []},
@@ -233,27 +264,7 @@ fn hostile_archives_are_refused_and_leave_the_cache_and_the_outside_as_they_were
             "{what}: took {:?}",
             started.elapsed()
         );
-        assert_eq!(
-            store.names().unwrap(),
-            names_before,
-            "{what}: names changed"
-        );
-        // The names' blobs are as they were (a refused import may leave unnamed blobs of its
-        // own for gc, never change one).
-        let blobs_now = files_under(&dir.path().join("blobs"));
-        for (path, bytes) in &blobs_before {
-            assert_eq!(blobs_now.get(path), Some(bytes), "{what}: {path:?} changed");
-        }
-        let report = store.verify(false).unwrap();
-        assert!(report.problems.is_empty(), "{what}: {:?}", report.problems);
-        let temporary = dir.path().join("lkpkg-tmp");
-        if temporary.exists() {
-            assert_eq!(
-                std::fs::read_dir(&temporary).unwrap().count(),
-                0,
-                "{what}: temporary files left"
-            );
-        }
+        left_as_it_was(what, dir.path(), &store, &names_before, &blobs_before);
         assert_eq!(
             files_under(outside.path()),
             outside_before,
@@ -262,7 +273,7 @@ fn hostile_archives_are_refused_and_leave_the_cache_and_the_outside_as_they_were
     }
     // gc removes what the refused imports left unnamed; the good image stays whole.
     store.gc(&crate::store::GcOptions::default()).unwrap();
-    let blobs_after: Vec<_> = files_under(&dir.path().join("blobs")).into_iter().collect();
+    let blobs_after = files_under(&dir.path().join("blobs"));
     assert_eq!(blobs_after, blobs_before);
 }
 
@@ -405,27 +416,7 @@ fn hostile_exports_of_a_builder_are_refused_and_publish_nothing() {
             .unwrap_err();
         let message = e.to_string();
         assert!(message.contains(says), "{what}: {message}");
-        assert_eq!(
-            store.names().unwrap(),
-            names_before,
-            "{what}: names changed"
-        );
-        let blobs_now = files_under(&dir.path().join("blobs"));
-        for (path, bytes) in &blobs_before {
-            assert_eq!(blobs_now.get(path), Some(bytes), "{what}: {path:?} changed");
-        }
-        assert!(
-            store.verify(false).unwrap().problems.is_empty(),
-            "{what}: verify"
-        );
-        let temporary = dir.path().join("lkpkg-tmp");
-        if temporary.exists() {
-            assert_eq!(
-                std::fs::read_dir(&temporary).unwrap().count(),
-                0,
-                "{what}: temporary files left"
-            );
-        }
+        left_as_it_was(what, dir.path(), &store, &names_before, &blobs_before);
         assert!(!dir.path().parent().unwrap().join("x").exists(), "{what}");
     }
 }
