@@ -19,12 +19,26 @@ pub fn go_bool(value: &str) -> Result<bool, String> {
     }
 }
 
+/// The variables lkpkg reads, shown under `lkpkg --help` (those of one subcommand's flags are
+/// shown with the flag, `[env: …]`). A test checks that every variable read is listed.
+const ENVIRONMENT_HELP: &str = "\
+Environment:
+  LINUXKIT_CACHE          the cache directory (--cache wins)
+  LINUXKIT_PKG_ORG        the org of the packages named, over build.yml's (--org wins)
+  LINUXKIT_BUILDERS       builders per platform, as --builders (linux/arm64=CONTEXT,...)
+  LINUXKIT_MIRROR         registry mirrors for pulls, as --mirror, comma-separated
+  LKPKG_LOCK_TIMEOUT      seconds to wait for a cache lock held by another (600; 0: for ever)
+  LKPKG_REGISTRY_TIMEOUT  seconds a registry may take to answer a request (120; 0: for ever)
+  LKPKG_BUILDER_TIMEOUT   seconds a builder may take to answer lkpkg (30; 0: for ever)
+  LKPKG_LOG               diagnostics filter, as tracing's (lkpkg_engine=debug)";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "lkpkg",
     version,
     about = "Build LinuxKit packages: linuxkit-compatible tags and cache, parallel and incremental builds",
-    propagate_version = true
+    propagate_version = true,
+    after_help = ENVIRONMENT_HELP
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -522,5 +536,44 @@ mod tests {
         }
         assert!(sections >= 5, "{sections} command sections");
         assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+}
+
+#[cfg(test)]
+mod environment_help_tests {
+    /// Every `LKPKG_…` or `LINUXKIT_…` variable the binary or the engine's environment reads
+    /// in a `var(…)`/`var_os(…)`/`wait(…)` call is listed in `lkpkg --help` (a variable of a
+    /// flag, `env = …`, is shown with its flag instead).
+    #[test]
+    fn help_lists_every_variable_read() {
+        let sources = [
+            include_str!("args.rs"),
+            include_str!("pkg.rs"),
+            include_str!("registry_cmd.rs"),
+            include_str!("waits.rs"),
+            include_str!("diagnostics.rs"),
+            include_str!("../../engine/src/ops/environment.rs"),
+        ];
+        let mut read = Vec::new();
+        for source in sources {
+            for call in ["var(\"", "var_os(\"", "wait(\""] {
+                for (at, _) in source.match_indices(call) {
+                    let name: String = source[at + call.len()..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+                        .collect();
+                    if name.starts_with("LKPKG_") || name.starts_with("LINUXKIT_") {
+                        read.push(name);
+                    }
+                }
+            }
+        }
+        assert!(read.len() >= 8, "{read:?}");
+        for name in read {
+            assert!(
+                super::ENVIRONMENT_HELP.contains(&format!("  {name} ")),
+                "{name} is read but not in --help"
+            );
+        }
     }
 }
