@@ -3,8 +3,10 @@
 //! The graph needs every image a build pulls in: each stage's `FROM` and each `COPY --from=`
 //! that names an image rather than a stage, after substituting the `ARG`s declared before the
 //! first `FROM` (the only ones `FROM` can see) with the package's build arguments. This is a
-//! reader for those instructions, not a full Dockerfile parser: line continuations, comments,
-//! the `escape` parser directive, `$VAR`, `${VAR}`, `${VAR:-default}` and `${VAR:+alt}` are
+//! reader for those instructions, not a full Dockerfile parser: line continuations (joined as
+//! BuildKit joins them, empty continuation lines skipped), comments, a leading byte order
+//! mark, the `escape` parser directive, heredocs (their bodies are content, scanned only for
+//! the arguments they mention), `$VAR`, `${VAR}`, `${VAR:-default}` and `${VAR:+alt}` are
 //! handled; other instructions are only scanned for which build arguments they mention.
 
 use std::collections::{BTreeMap, BTreeSet};
