@@ -519,8 +519,6 @@ mod tests {
         assert_eq!(syntax_directive("FROM x\n# syntax=y\n"), None);
     }
 
-    /// `ARG A0=xx`, `ARG Ai=${A(i-1)}${A(i-1)}` up to 40: 851 bytes that doubled to 2^41
-    /// bytes. The expansion is cut at `MAX_EXPANSION` and reported.
     #[test]
     fn a_byte_order_mark_and_crlf_line_ends_are_read_as_buildkit_reads_them() {
         let text = "\u{feff}# syntax=docker/dockerfile:1\r\nARG BASE=a/b:1\r\nFROM ${BASE} \\\r\n  AS x\r\n";
@@ -586,6 +584,8 @@ mod tests {
         );
     }
 
+    /// `ARG A0=xx`, `ARG Ai=${A(i-1)}${A(i-1)}` up to 40: 851 bytes that doubled to 2^41
+    /// bytes. The expansion is cut at `MAX_EXPANSION` and reported.
     #[test]
     fn doubling_args_are_bounded_and_reported() {
         let mut text = String::from("ARG A0=xx\n");

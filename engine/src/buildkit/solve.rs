@@ -223,8 +223,6 @@ async fn watch_liveness(
     }
 }
 
-/// Classifies a solve's gRPC failure: transport problems are the environment's, the rest is
-/// the build's.
 /// Why the control channel could not be opened. tonic says only "transport error"; the
 /// connector's own error is inside (the dial's, with the endpoint and the timeout it waited):
 /// that one is returned as it is, anything else with its causes.
@@ -245,6 +243,8 @@ fn control_channel_error(target: &Target, e: &tonic::transport::Error) -> Engine
     }
 }
 
+/// Classifies a solve's gRPC failure: transport problems are the environment's, the rest is
+/// the build's.
 fn failure(endpoint: &str, status: tonic::Status) -> SolveError {
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::Unimplemented => {

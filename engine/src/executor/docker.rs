@@ -45,16 +45,17 @@ use tokio::io::AsyncReadExt;
 /// Seconds a request may take (a build or an export can be long).
 const REQUEST_TIMEOUT: u64 = 3600;
 /// How long an engine has to answer when lkpkg connects (the version handshake, each BuildKit
-/// upgrade), unless the binary sets another wait ([`set_builder_timeout`]).
+/// upgrade) and each liveness question during a build, unless the binary sets another wait
+/// ([`set_builder_timeout`]).
 pub const DEFAULT_BUILDER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// The wait the binary set (`LKPKG_BUILDER_TIMEOUT`; `None` inside: for ever).
 static BUILDER_TIMEOUT: std::sync::OnceLock<Option<std::time::Duration>> =
     std::sync::OnceLock::new();
 
-/// Sets, once for the process, how long an engine may take to answer a connection (`None`:
-/// for ever). A process-wide setting, as the cache lock's wait is: every connection of a run
-/// is to a builder the same user chose, and threading it through each endpoint would make it
-/// part of what identifies one.
+/// Sets, once for the process, how long an engine may take to answer lkpkg (its handshake,
+/// each liveness question during a build; `None`: for ever). A process-wide setting, as the
+/// cache lock's wait is: every connection of a run is to a builder the same user chose, and
+/// threading it through each endpoint would make it part of what identifies one.
 pub fn set_builder_timeout(timeout: Option<std::time::Duration>) {
     let _ = BUILDER_TIMEOUT.set(timeout);
 }

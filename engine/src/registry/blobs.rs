@@ -132,15 +132,16 @@ impl Registry {
                     return Err(bad(format!("does not match its digest ({e})")));
                 }
                 Err(e) => {
-                    let (message, retry) = match super::error::is_timeout(&e) {
-                        true => (
+                    let (message, retry) = if super::error::is_timeout(&e) {
+                        (
                             format!("the download of {digest} stalled: {}", self.silence()),
                             Retry::Once,
-                        ),
-                        false => (
+                        )
+                    } else {
+                        (
                             format!("the download of {digest} broke off ({e})"),
                             Retry::Yes,
-                        ),
+                        )
                     };
                     return Err(RegistryError::Unreachable {
                         registry: host.name.clone(),

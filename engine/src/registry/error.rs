@@ -233,9 +233,10 @@ fn describe(
     if e.is_timeout() {
         // Said with the variable that sets the wait: a wedged registry is named, and the user
         // can wait longer for a slow one.
-        let (what, waited) = match e.is_connect() {
-            true => ("accept a connection", Some(connect)),
-            false => ("answer", timeout),
+        let (what, waited) = if e.is_connect() {
+            ("accept a connection", Some(connect))
+        } else {
+            ("answer", timeout)
         };
         let within = waited.map_or(String::new(), |w| format!(" within {} s", w.as_secs_f64()));
         return (

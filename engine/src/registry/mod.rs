@@ -65,7 +65,7 @@ pub struct Settings {
 }
 
 /// How long a registry may be silent in the middle of an answer before the request fails (and
-/// is tried again, as a cut connection is). Long enough for a slow registry's first byte of a
+/// is tried once more, not five times: each try waits that long). Long enough for a slow registry's first byte of a
 /// large manifest list, short enough that a wedged one is said within minutes, not hours.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Connecting takes at most this (or the timeout, when shorter): a registry that does not even
